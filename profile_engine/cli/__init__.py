@@ -1,0 +1,1 @@
+"""The command line: the application edge that wires the domain to Kafka and DuckDB."""

@@ -1,0 +1,108 @@
+"""Shared CLI options, output formats and error handling."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_TOPIC = "profile-events"
+DEFAULT_DEAD_LETTER_TOPIC = "profile-events-dead-letters"
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: printed as one line, exit code 1, never a traceback."""
+
+
+def bootstrap_option(func: F) -> F:
+    return click.option(
+        "--bootstrap-servers",
+        envvar="PROFILE_ENGINE_BOOTSTRAP_SERVERS",
+        default=DEFAULT_BOOTSTRAP,
+        show_default=True,
+        show_envvar=True,
+        help="Kafka bootstrap servers (host:port[,host:port]).",
+    )(func)
+
+
+def topic_option(func: F) -> F:
+    return click.option(
+        "--topic",
+        envvar="PROFILE_ENGINE_TOPIC",
+        default=DEFAULT_TOPIC,
+        show_default=True,
+        show_envvar=True,
+        help="Topic of profile events.",
+    )(func)
+
+
+def dead_letter_topic_option(func: F) -> F:
+    return click.option(
+        "--dead-letter-topic",
+        envvar="PROFILE_ENGINE_DEAD_LETTER_TOPIC",
+        default=DEFAULT_DEAD_LETTER_TOPIC,
+        show_default=True,
+        show_envvar=True,
+        help="Topic that receives messages that could not be folded.",
+    )(func)
+
+
+def db_option(func: F) -> F:
+    return click.option(
+        "--db",
+        "db_path",
+        envvar="PROFILE_ENGINE_DB",
+        required=True,
+        show_envvar=True,
+        type=click.Path(dir_okay=False),
+        help="DuckDB projection database file.",
+    )(func)
+
+
+def format_option(*choices: str, default: str = "table") -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        return click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(choices),
+            default=default,
+            show_default=True,
+            help="Output format.",
+        )(func)
+
+    return decorate
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def print_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], output_format: str) -> None:
+    """Print tabular data as a rich table, a JSON array of objects, or CSV."""
+    if output_format == "json":
+        records = [dict(zip(columns, row, strict=True)) for row in rows]
+        click.echo(json.dumps(records, default=str, indent=2))
+    elif output_format == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_text(v) for v in row])
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*[_text(v) for v in row])
+        Console().print(table)

@@ -1,0 +1,190 @@
+"""The event contract at the boundary: pydantic models for producer-side JSON events.
+
+``parse_event`` turns one JSON object into a typed domain event, or raises ``ContractError``
+whose message names the field and the rule. The fold never sees unvalidated input.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from profile_engine.events import (
+    CHANNEL_ID_TYPE,
+    Bounce,
+    Ccpa,
+    Consent,
+    Identify,
+    ProfileEvent,
+    Subscription,
+    Track,
+    datetime_to_us,
+)
+from profile_engine.identifiers import DEFAULT_PHONE_REGION, normalise_all
+
+Scalar = str | int | float | bool | None
+
+
+class ContractError(ValueError):
+    """An event that breaks the contract: terminal, never retried."""
+
+
+class IdentifiersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str | None = None
+    phone: str | None = None
+    customer_id: str | None = None
+    anonymous_id: str | None = None
+    push_token: str | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        # Customer ids often arrive as JSON numbers; bools are never identifiers.
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+
+class _EventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+    event_id: str | None = None
+    timestamp: datetime
+    identifiers: IdentifiersIn
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("timestamp must carry a UTC offset (e.g. 2026-01-01T10:00:00Z)")
+        return value
+
+
+class IdentifyIn(_EventIn):
+    type: Literal["identify"]
+    traits: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class TrackIn(_EventIn):
+    type: Literal["track"]
+    event: Annotated[str, Field(min_length=1)]
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConsentIn(_EventIn):
+    type: Literal["consent"]
+    channel: Literal["email", "sms", "push"]
+    status: Literal["opted_in", "opted_out", "pending", "unknown"]
+
+
+class BounceIn(_EventIn):
+    type: Literal["bounce"]
+    channel: Literal["email", "sms", "push"]
+    bounce_type: Literal["hard", "soft", "complaint"]
+
+
+class SubscriptionIn(_EventIn):
+    type: Literal["subscription"]
+    list_id: Annotated[str, Field(min_length=1)]
+    channel: Literal["email", "sms", "push"]
+    status: Literal["subscribed", "unsubscribed", "unconfirmed", "suspended"]
+
+
+class CcpaIn(_EventIn):
+    type: Literal["ccpa"]
+    request: Literal["opt_out", "opt_in", "delete"]
+
+
+EventIn = Annotated[
+    IdentifyIn | TrackIn | ConsentIn | BounceIn | SubscriptionIn | CcpaIn,
+    Field(discriminator="type"),
+]
+
+
+class _Envelope(BaseModel):
+    event: EventIn
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"] if p != "event")
+        # Drop the discriminator tag pydantic puts in the path (e.g. "identify.traits").
+        for tag in ("identify.", "track.", "consent.", "bounce.", "subscription.", "ccpa."):
+            if loc.startswith(tag):
+                loc = loc[len(tag) :]
+        message = item["msg"]
+        if item["type"] == "union_tag_invalid":
+            message = "type must be one of identify, track, consent, bounce, subscription, ccpa"
+            loc = "type"
+        elif item["type"] == "union_tag_not_found":
+            message, loc = "field required", "type"
+        parts.append(f"{loc or 'event'}: {message}")
+    return "; ".join(parts)
+
+
+def validate_event(raw: Any) -> EventIn:
+    """pydantic validation of one raw JSON object (no identifier normalisation)."""
+    if not isinstance(raw, dict):
+        raise ContractError("event: must be a JSON object")
+    try:
+        return _Envelope.model_validate({"event": raw}).event
+    except ValidationError as error:
+        raise ContractError(_describe(error)) from None
+
+
+def to_domain(model: EventIn, phone_region: str = DEFAULT_PHONE_REGION) -> ProfileEvent:
+    """Normalise identifiers and build the immutable domain event."""
+    raw_ids = model.identifiers.model_dump(exclude_none=True)
+    identifiers = normalise_all(raw_ids, phone_region)
+    if not identifiers:
+        raise ContractError("identifiers: at least one usable identifier is required")
+    common: dict[str, Any] = {
+        "event_id": model.event_id or str(uuid.uuid4()),
+        "timestamp_us": datetime_to_us(model.timestamp),
+        "identifiers": identifiers,
+    }
+    if isinstance(model, IdentifyIn):
+        return Identify(traits=dict(model.traits), **common)
+    if isinstance(model, TrackIn):
+        return Track(event=model.event, properties=dict(model.properties), **common)
+    channel_events = (ConsentIn, BounceIn)
+    if isinstance(model, channel_events):
+        needed = CHANNEL_ID_TYPE[model.channel]
+        if not any(i.id_type == needed for i in identifiers):
+            raise ContractError(
+                f"identifiers.{needed}: a {model.type} event for channel {model.channel} "
+                f"must carry a usable {needed}"
+            )
+    if isinstance(model, ConsentIn):
+        return Consent(channel=model.channel, status=model.status, **common)
+    if isinstance(model, BounceIn):
+        return Bounce(channel=model.channel, bounce_type=model.bounce_type, **common)
+    if isinstance(model, SubscriptionIn):
+        return Subscription(
+            list_id=model.list_id, channel=model.channel, status=model.status, **common
+        )
+    assert isinstance(model, CcpaIn)
+    return Ccpa(request=model.request, **common)
+
+
+def parse_event(raw: Any, phone_region: str = DEFAULT_PHONE_REGION) -> ProfileEvent:
+    """Raw JSON object -> domain event, or ContractError naming the field and the rule."""
+    return to_domain(validate_event(raw), phone_region)
+
+
+def event_to_json(event: ProfileEvent) -> dict[str, Any]:
+    """The producer-format JSON object for a domain event (inverse of parse_event)."""
+    from profile_engine.events import iso_from_us
+
+    out: dict[str, Any] = {
+        "event_id": event.event_id,
+        "type": event.type,
+        "timestamp": iso_from_us(event.timestamp_us),
+        "identifiers": {i.id_type: i.value for i in event.identifiers},
+    }
+    out.update(event.payload())
+    return out

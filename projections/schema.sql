@@ -1,0 +1,138 @@
+-- profile-engine projection tables. Every timestamp is UTC (TIMESTAMP holds UTC wall time).
+-- Rows are derived from the Kafka log and can be rebuilt from it at any time, except
+-- `settings` (user configuration) which a rebuild copies over.
+
+-- One row per live (not erased, not merged-away) profile.
+CREATE TABLE IF NOT EXISTS profiles (
+    profile_id        VARCHAR NOT NULL,   -- derived from the creating event's event_id
+    created_at        TIMESTAMP NOT NULL, -- event time of the creating event
+    created_event_id  VARCHAR NOT NULL,
+    first_seen        TIMESTAMP,          -- earliest event time applied to the profile
+    last_seen         TIMESTAMP,          -- latest event time applied to the profile
+    event_count       BIGINT NOT NULL,
+    ccpa_opted_out    BOOLEAN NOT NULL,
+    ccpa_updated_at   TIMESTAMP,
+    ccpa_event_id     VARCHAR,
+    order_count       BIGINT NOT NULL,
+    revenue           DOUBLE NOT NULL,    -- lifetime value
+    last_purchase_at  TIMESTAMP
+);
+
+-- One row per identifier of a live profile.
+CREATE TABLE IF NOT EXISTS identifiers (
+    profile_id               VARCHAR NOT NULL,
+    id_type                  VARCHAR NOT NULL, -- customer_id|email|phone|push_token|anonymous_id
+    id_value                 VARCHAR NOT NULL, -- normalised (email lower-case, phone E.164)
+    valid                    BOOLEAN NOT NULL, -- passed its syntax check
+    deliverable              BOOLEAN NOT NULL, -- valid, no hard bounce, no complaint
+    consent                  VARCHAR NOT NULL, -- opted_in|opted_out|pending|unknown
+    consent_updated_at       TIMESTAMP,
+    first_seen               TIMESTAMP,        -- identify/track/consent/subscription only
+    last_seen                TIMESTAMP,
+    last_seen_event_id       VARCHAR,          -- tie-break for "last seen" (later key wins)
+    hard_bounces             BIGINT NOT NULL,
+    complaints               BIGINT NOT NULL,
+    soft_bounces             BIGINT NOT NULL,
+    consecutive_soft_bounces BIGINT NOT NULL,
+    -- fold bookkeeping: the two consent candidates, so a restart resumes exactly
+    consent_explicit          VARCHAR,         -- latest opted_in|opted_out|pending
+    consent_explicit_at       TIMESTAMP,
+    consent_explicit_event_id VARCHAR,
+    consent_unknown_at        TIMESTAMP,       -- latest unknown
+    consent_unknown_event_id  VARCHAR
+);
+
+-- Traits, one row per (profile, name); value as text plus its JSON type.
+-- The view profile_traits (see views.sql) gives them their registered SQL types.
+CREATE TABLE IF NOT EXISTS traits (
+    profile_id  VARCHAR NOT NULL,
+    name        VARCHAR NOT NULL,
+    value       VARCHAR,            -- text form (NULL never stored: null unsets)
+    value_type  VARCHAR NOT NULL,   -- string|long|double|boolean
+    updated_at  TIMESTAMP NOT NULL,
+    source      VARCHAR NOT NULL    -- event_id that set it
+);
+
+CREATE TABLE IF NOT EXISTS subscriptions (
+    profile_id  VARCHAR NOT NULL,
+    list_id     VARCHAR NOT NULL,
+    channel     VARCHAR NOT NULL,
+    status      VARCHAR NOT NULL,   -- subscribed|unsubscribed|unconfirmed|suspended
+    identifier  VARCHAR,            -- the channel identifier the event carried
+    updated_at  TIMESTAMP NOT NULL,
+    event_id    VARCHAR NOT NULL
+);
+
+-- Purchases (track "purchase"), one row per order_id per profile.
+CREATE TABLE IF NOT EXISTS orders (
+    profile_id  VARCHAR NOT NULL,
+    order_id    VARCHAR NOT NULL,
+    revenue     DOUBLE NOT NULL,
+    ordered_at  TIMESTAMP NOT NULL,
+    event_id    VARCHAR NOT NULL
+);
+
+-- A merged-away profile id keeps resolving to its survivor.
+CREATE TABLE IF NOT EXISTS profile_merges (
+    merged_profile_id    VARCHAR NOT NULL,
+    survivor_profile_id  VARCHAR NOT NULL,  -- always a live profile (chains are collapsed)
+    merged_at            TIMESTAMP NOT NULL,
+    event_id             VARCHAR NOT NULL
+);
+
+-- An identifier an event could not link without breaking a per-type limit.
+CREATE TABLE IF NOT EXISTS identity_conflicts (
+    event_id          VARCHAR NOT NULL,
+    event_time        TIMESTAMP NOT NULL,
+    dropped_id_type   VARCHAR NOT NULL,
+    dropped_id_value  VARCHAR NOT NULL,
+    owner_profile_id  VARCHAR,          -- where the dropped identifier stays (NULL if new)
+    event_profile_id  VARCHAR,          -- where the event applied
+    rule              VARCHAR NOT NULL
+);
+
+-- The timeline: every applied event of a live profile.
+CREATE TABLE IF NOT EXISTS events (
+    event_id    VARCHAR NOT NULL,
+    profile_id  VARCHAR NOT NULL,
+    type        VARCHAR NOT NULL,
+    timestamp   TIMESTAMP NOT NULL,
+    event_name  VARCHAR,            -- track events only
+    payload     JSON NOT NULL
+);
+
+-- Every event_id ever applied (or erased): the same event_id applies once.
+CREATE TABLE IF NOT EXISTS applied_events (
+    event_id  VARCHAR NOT NULL
+);
+
+-- Messages and lines that could not be decoded or broke the contract.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    source       VARCHAR NOT NULL,  -- topic name or file path
+    "partition"  INTEGER,
+    "offset"     BIGINT,
+    line_number  BIGINT,
+    message_key  BLOB,
+    raw          BLOB,
+    reason       VARCHAR NOT NULL,
+    logged_at    TIMESTAMP          -- message timestamp (Kafka) or NULL (file)
+);
+
+-- Where the projections are in the log: advanced in the same transaction as the rows.
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    topic        VARCHAR NOT NULL,
+    "partition"  INTEGER NOT NULL,
+    next_offset  BIGINT NOT NULL
+);
+
+-- User settings (reachability rules etc.); JSON-encoded values. Copied over by a rebuild.
+CREATE TABLE IF NOT EXISTS settings (
+    key    VARCHAR NOT NULL,
+    value  VARCHAR NOT NULL
+);
+
+-- Small bookkeeping values of the projection (schema version, fold counters).
+CREATE TABLE IF NOT EXISTS projection_meta (
+    key    VARCHAR NOT NULL,
+    value  VARCHAR NOT NULL
+);
