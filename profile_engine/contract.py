@@ -7,6 +7,7 @@ whose message names the field and the rule. The fold never sees unvalidated inpu
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -171,9 +172,23 @@ def to_domain(model: EventIn, phone_region: str = DEFAULT_PHONE_REGION) -> Profi
     return Ccpa(request=model.request, **common)
 
 
-def parse_event(raw: Any, phone_region: str = DEFAULT_PHONE_REGION) -> ProfileEvent:
-    """Raw JSON object -> domain event, or ContractError naming the field and the rule."""
-    return to_domain(validate_event(raw), phone_region)
+TraitValidator = Callable[[dict[str, Scalar]], dict[str, Scalar]]
+
+
+def parse_event(
+    raw: Any,
+    phone_region: str = DEFAULT_PHONE_REGION,
+    trait_validator: TraitValidator | None = None,
+) -> ProfileEvent:
+    """Raw JSON object -> domain event, or ContractError naming the field and the rule.
+
+    ``trait_validator`` (the attribute registry, at publish and import) checks identify traits
+    and returns them typed; it raises ContractError for an unregistered or ill-typed trait.
+    """
+    model = validate_event(raw)
+    if trait_validator is not None and isinstance(model, IdentifyIn):
+        model.traits = trait_validator(model.traits)
+    return to_domain(model, phone_region)
 
 
 def event_to_json(event: ProfileEvent) -> dict[str, Any]:

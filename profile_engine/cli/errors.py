@@ -12,7 +12,9 @@ def describe(error: BaseException) -> str | None:
     name = type(error).__name__
     text = str(error).strip().splitlines()[0] if str(error).strip() else name
     if name in {"NoBrokersAvailable", "KafkaConnectionError", "KafkaTimeoutError"}:
-        return f"cannot reach Kafka ({text}); is the broker running? try `profile-engine broker start`"
+        return (
+            f"cannot reach Kafka ({text}); is the broker running? try `profile-engine broker start`"
+        )
     if "Could not set lock on file" in str(error) or "Conflicting lock" in str(error):
         return (
             "the database is locked by another process (DuckDB allows one writer; "
@@ -30,7 +32,7 @@ def friendly_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
-    except Exception as error:  # noqa: BLE001 - the CLI's last line of defence
+    except Exception as error:  # the CLI's last line of defence
         message = describe(error)
         if message is None:
             raise
