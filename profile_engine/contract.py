@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from profile_engine.events import (
     CHANNEL_ID_TYPE,
@@ -24,7 +24,7 @@ from profile_engine.events import (
     Track,
     datetime_to_us,
 )
-from profile_engine.identifiers import DEFAULT_PHONE_REGION, normalise_all
+from profile_engine.identifiers import DEFAULT_PHONE_REGION, is_junk, normalise_all
 
 Scalar = str | int | float | bool | None
 
@@ -74,6 +74,18 @@ class TrackIn(_EventIn):
     event: Annotated[str, Field(min_length=1)]
     properties: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _purchase_fields(self) -> TrackIn:
+        # Orders are folded from purchases, so a purchase must say which order and how much.
+        if self.event == "purchase":
+            order_id = self.properties.get("order_id")
+            revenue = self.properties.get("revenue")
+            if is_junk(order_id) or isinstance(order_id, bool | dict | list):
+                raise ValueError("a purchase needs properties.order_id (string or number)")
+            if isinstance(revenue, bool) or not isinstance(revenue, int | float):
+                raise ValueError("a purchase needs a numeric properties.revenue")
+        return self
+
 
 class ConsentIn(_EventIn):
     type: Literal["consent"]
@@ -117,7 +129,9 @@ def _describe(error: ValidationError) -> str:
         for tag in ("identify.", "track.", "consent.", "bounce.", "subscription.", "ccpa."):
             if loc.startswith(tag):
                 loc = loc[len(tag) :]
-        message = item["msg"]
+        if loc in {"identify", "track", "consent", "bounce", "subscription", "ccpa"}:
+            loc = "properties" if loc == "track" else "event"
+        message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "union_tag_invalid":
             message = "type must be one of identify, track, consent, bounce, subscription, ccpa"
             loc = "type"

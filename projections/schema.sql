@@ -39,7 +39,12 @@ CREATE TABLE IF NOT EXISTS identifiers (
     consent_explicit_at       TIMESTAMP,
     consent_explicit_event_id VARCHAR,
     consent_unknown_at        TIMESTAMP,       -- latest unknown
-    consent_unknown_event_id  VARCHAR
+    consent_unknown_event_id  VARCHAR,
+    recent_soft_bounces_us    BIGINT[],        -- soft bounce times after last_seen (µs)
+    -- CCPA requests are kept per identifier (LWW); a profile is opted out if any is
+    ccpa                      VARCHAR,         -- opt_out|opt_in|NULL
+    ccpa_updated_at           TIMESTAMP,
+    ccpa_event_id             VARCHAR
 );
 
 -- Traits, one row per (profile, name); value as text plus its JSON type.
@@ -47,10 +52,18 @@ CREATE TABLE IF NOT EXISTS identifiers (
 CREATE TABLE IF NOT EXISTS traits (
     profile_id  VARCHAR NOT NULL,
     name        VARCHAR NOT NULL,
-    value       VARCHAR,            -- text form (NULL never stored: null unsets)
-    value_type  VARCHAR NOT NULL,   -- string|long|double|boolean
+    value       VARCHAR NOT NULL,   -- text form: 'true'/'false', 42, 1.5, or the string
+    value_type  VARCHAR NOT NULL,   -- string|long|double|boolean (the JSON type on the log)
     updated_at  TIMESTAMP NOT NULL,
     source      VARCHAR NOT NULL    -- event_id that set it
+);
+
+-- Traits unset by a null (kept so that an older value arriving later cannot resurrect them).
+CREATE TABLE IF NOT EXISTS trait_tombstones (
+    profile_id  VARCHAR NOT NULL,
+    name        VARCHAR NOT NULL,
+    updated_at  TIMESTAMP NOT NULL,
+    source      VARCHAR NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS subscriptions (

@@ -1,0 +1,312 @@
+"""The fold: a deterministic function from the event log to identity-resolved profiles.
+
+Plain Python over typed events: no Kafka, DuckDB or clock. ``ProfileFold.apply`` folds one
+event; ``drain_changes`` hands the writer what changed since the last drain so it can write a
+batch with set-based SQL. The same log always gives the same state, profile ids included.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from profile_engine.events import (
+    CHANNEL_ID_TYPE,
+    ID_PRIORITY,
+    Bounce,
+    Ccpa,
+    Consent,
+    Identifier,
+    Identify,
+    ProfileEvent,
+    Subscription,
+    Track,
+)
+from profile_engine.state import IdentifierState, OrderKey, ProfileState
+
+# Profile ids are UUIDv5 of the creating event's id: derived from the log, so a rebuild
+# reproduces them exactly.
+PROFILE_ID_NAMESPACE = uuid.UUID("6f1c52f4-5c1e-4a8e-9a43-5b0e8f3c2d71")
+
+DEFAULT_ID_LIMITS: Mapping[str, int] = MappingProxyType({"customer_id": 1})
+
+# Events whose identifiers count as "seen" (bounces and CCPA requests are not the person).
+SEEN_EVENT_TYPES = frozenset({"identify", "track", "consent", "subscription"})
+
+
+@dataclass(frozen=True)
+class FoldConfig:
+    """Per-identifier-type limits per profile; a type absent from the map is unlimited."""
+
+    id_limits: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_ID_LIMITS))
+
+    def __post_init__(self) -> None:
+        for id_type, limit in self.id_limits.items():
+            if id_type not in ID_PRIORITY:
+                raise ValueError(f"unknown identifier type in id limits: {id_type}")
+            if limit < 1:
+                raise ValueError(f"id limit for {id_type} must be at least 1")
+
+
+def profile_id_for(event_id: str) -> str:
+    return str(uuid.uuid5(PROFILE_ID_NAMESPACE, event_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    merged_profile_id: str
+    survivor_profile_id: str
+    timestamp_us: int
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    event_id: str
+    timestamp_us: int
+    dropped: Identifier
+    owner_profile_id: str | None
+    event_profile_id: str | None = None
+    rule: str = ""
+
+
+@dataclass(slots=True)
+class TimelineEntry:
+    event_id: str
+    profile_id: str
+    type: str
+    timestamp_us: int
+    event_name: str | None
+    payload_json: str
+
+
+@dataclass
+class Changes:
+    """What changed since the last drain, for one batch write."""
+
+    dirty_profiles: set[str] = field(default_factory=set)
+    removed_profiles: set[str] = field(default_factory=set)  # merged away or erased
+    erased_profiles: set[str] = field(default_factory=set)
+    merges: list[Merge] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)
+    timeline: list[TimelineEntry] = field(default_factory=list)
+    applied_event_ids: list[str] = field(default_factory=list)
+    duplicates: int = 0
+
+    @property
+    def applied(self) -> int:
+        return len(self.applied_event_ids)
+
+
+class ProfileFold:
+    """Identity-resolved profile state, folded one event at a time."""
+
+    def __init__(self, config: FoldConfig | None = None) -> None:
+        self.config = config or FoldConfig()
+        self.profiles: dict[str, ProfileState] = {}
+        self.index: dict[tuple[str, str], IdentifierState] = {}
+        # merged-away id -> live survivor (chains collapsed on every merge)
+        self.merged_into: dict[str, str] = {}
+        self.absorbed: dict[str, list[str]] = {}  # live survivor -> ids merged into it
+        self.seen_event_ids: set[str] = set()
+        self.changes = Changes()
+
+    # -- public API -------------------------------------------------------------------
+
+    def apply_all(self, events: Iterable[ProfileEvent]) -> ProfileFold:
+        for event in events:
+            self.apply(event)
+        return self
+
+    def apply(self, event: ProfileEvent) -> bool:
+        """Fold one event; False when its event_id was already applied."""
+        event_id = event.event_id
+        if event_id in self.seen_event_ids:
+            self.changes.duplicates += 1
+            return False
+        self.seen_event_ids.add(event_id)
+        self.changes.applied_event_ids.append(event_id)
+        key: OrderKey = (event.timestamp_us, event_id)
+        profile, attached = self._resolve(event, key)
+        profile.touch(event.timestamp_us)
+        self.changes.dirty_profiles.add(profile.profile_id)
+        if event.type in SEEN_EVENT_TYPES:
+            for state in attached:
+                state.seen(key)
+        self._apply_payload(event, profile, key)
+        if profile.profile_id in self.profiles:
+            self.changes.timeline.append(
+                TimelineEntry(
+                    event_id,
+                    profile.profile_id,
+                    event.type,
+                    event.timestamp_us,
+                    event.event if isinstance(event, Track) else None,
+                    json.dumps(_timeline_payload(event), separators=(",", ":"), default=str),
+                )
+            )
+        return True
+
+    def drain_changes(self) -> Changes:
+        changes, self.changes = self.changes, Changes()
+        changes.dirty_profiles -= changes.removed_profiles
+        return changes
+
+    def resolve_profile_id(self, profile_id: str) -> str | None:
+        if profile_id in self.profiles:
+            return profile_id
+        return self.merged_into.get(profile_id)
+
+    def profile_of(self, id_type: str, value: str) -> ProfileState | None:
+        state = self.index.get((id_type, value))
+        return self.profiles[state.profile_id] if state else None
+
+    # -- identity resolution ------------------------------------------------------------
+
+    def _resolve(
+        self, event: ProfileEvent, key: OrderKey
+    ) -> tuple[ProfileState, list[IdentifierState]]:
+        candidates = list(dict.fromkeys(event.identifiers))  # priority order, deduplicated
+        dropped: list[tuple[Identifier, str]] = []
+        while True:
+            owners = self._owners(candidates)
+            broken = self._broken_limit(candidates, owners)
+            if broken is None:
+                break
+            # Drop the lowest-priority identifier and try again; it stays where it was.
+            ident = candidates.pop()
+            dropped.append((ident, broken))
+        profile = self._target_profile(owners, event, key)
+        attached: list[IdentifierState] = []
+        for ident in candidates:
+            state = self.index.get(ident.key)
+            if state is None:
+                state = IdentifierState(ident, profile.profile_id)
+                self.index[ident.key] = state
+                profile.identifiers.setdefault(ident.id_type, {})[ident.value] = state
+            attached.append(state)
+        for ident, rule in dropped:
+            owner = self.index.get(ident.key)
+            self.changes.conflicts.append(
+                Conflict(
+                    event.event_id,
+                    event.timestamp_us,
+                    ident,
+                    owner.profile_id if owner else None,
+                    profile.profile_id,
+                    rule,
+                )
+            )
+        return profile, attached
+
+    def _owners(self, candidates: list[Identifier]) -> list[ProfileState]:
+        owners: dict[str, ProfileState] = {}
+        for ident in candidates:
+            state = self.index.get(ident.key)
+            if state is not None and state.profile_id not in owners:
+                owners[state.profile_id] = self.profiles[state.profile_id]
+        return list(owners.values())
+
+    def _broken_limit(self, candidates: list[Identifier], owners: list[ProfileState]) -> str | None:
+        """The rule that linking these identifiers would break, or None."""
+        for id_type, limit in self.config.id_limits.items():
+            values = {i.value for i in candidates if i.id_type == id_type}
+            for owner in owners:
+                values.update(owner.identifiers.get(id_type, ()))
+            if len(values) > limit:
+                return f"at most {limit} {id_type} per profile"
+        return None
+
+    def _target_profile(
+        self, owners: list[ProfileState], event: ProfileEvent, key: OrderKey
+    ) -> ProfileState:
+        if not owners:
+            profile = ProfileState(profile_id_for(event.event_id), key)
+            self.profiles[profile.profile_id] = profile
+            return profile
+        # The profile created first survives (earliest creating event), whatever the
+        # order in which partitions were delivered.
+        survivor = min(owners, key=lambda p: p.created_key)
+        for other in owners:
+            if other is not survivor:
+                self._merge(survivor, other, event)
+        return survivor
+
+    def _merge(self, survivor: ProfileState, other: ProfileState, event: ProfileEvent) -> None:
+        survivor.absorb(other)
+        for ident_state in other.all_identifiers():
+            self.index[ident_state.key] = ident_state
+        del self.profiles[other.profile_id]
+        moved = [*self.absorbed.pop(other.profile_id, []), other.profile_id]
+        for merged in moved:
+            self.merged_into[merged] = survivor.profile_id
+        self.absorbed.setdefault(survivor.profile_id, []).extend(moved)
+        self.changes.removed_profiles.add(other.profile_id)
+        self.changes.dirty_profiles.discard(other.profile_id)
+        self.changes.merges.append(
+            Merge(other.profile_id, survivor.profile_id, event.timestamp_us, event.event_id)
+        )
+
+    # -- per-type state -------------------------------------------------------------------
+
+    def _apply_payload(self, event: ProfileEvent, profile: ProfileState, key: OrderKey) -> None:
+        if isinstance(event, Track):
+            if event.event == "purchase":
+                props = event.properties
+                order_id, revenue = props.get("order_id"), props.get("revenue")
+                if order_id is not None and isinstance(revenue, int | float):
+                    profile.set_order(str(order_id), float(revenue), key)
+        elif isinstance(event, Identify):
+            for name, value in event.traits.items():
+                profile.set_trait(name, value, key)
+        elif isinstance(event, Consent):
+            state = self._channel_identifier(event, event.channel)
+            if state is not None:
+                state.set_consent(event.status, key)
+                self.changes.dirty_profiles.add(state.profile_id)
+        elif isinstance(event, Bounce):
+            state = self._channel_identifier(event, event.channel)
+            if state is not None:
+                state.bounce(event.bounce_type, event.timestamp_us)
+                self.changes.dirty_profiles.add(state.profile_id)
+        elif isinstance(event, Subscription):
+            ident = event.identifier(CHANNEL_ID_TYPE[event.channel])
+            profile.set_subscription(
+                event.list_id, event.channel, event.status, ident.value if ident else None, key
+            )
+        elif isinstance(event, Ccpa):
+            if event.request == "delete":
+                self._erase(profile)
+            else:
+                for ident in event.identifiers:
+                    state = self.index.get(ident.key)
+                    if state is not None and state.profile_id == profile.profile_id:
+                        state.set_ccpa(event.request, key)
+
+    def _channel_identifier(self, event: ProfileEvent, channel: str) -> IdentifierState | None:
+        # Consent and bounces belong to the address itself, even when an identity conflict
+        # kept it on another profile.
+        ident = event.identifier(CHANNEL_ID_TYPE[channel])
+        return self.index.get(ident.key) if ident else None
+
+    def _erase(self, profile: ProfileState) -> None:
+        """CCPA delete: the profile and its identifiers disappear; ids stop resolving."""
+        for state in profile.all_identifiers():
+            del self.index[state.key]
+        del self.profiles[profile.profile_id]
+        absorbed = self.absorbed.pop(profile.profile_id, [])
+        for merged in absorbed:
+            del self.merged_into[merged]
+        self.changes.erased_profiles.update(absorbed)
+        self.changes.removed_profiles.add(profile.profile_id)
+        self.changes.erased_profiles.add(profile.profile_id)
+        self.changes.dirty_profiles.discard(profile.profile_id)
+
+
+def _timeline_payload(event: ProfileEvent) -> dict[str, object]:
+    payload = event.payload()
+    payload["identifiers"] = {i.id_type: i.value for i in event.identifiers}
+    return payload

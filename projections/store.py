@@ -1,0 +1,540 @@
+"""The DuckDB side: projection tables, batch writes, state restore and stored offsets.
+
+A batch write is ONE transaction holding the changed rows, the dead letters and the consumer
+offsets (the tracking record): a crash before COMMIT leaves the previous batch's state and
+offsets, so the consumer re-reads exactly what was not applied.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from profile_engine.events import Identifier, ProfileEvent
+from profile_engine.fold import Changes, FoldConfig, ProfileFold
+from profile_engine.state import IdentifierState, OrderKey, ProfileState
+
+SCHEMA_VERSION = "1"
+_TS = pa.timestamp("us")
+
+
+def _sql_file(name: str) -> str:
+    return resources.files("projections").joinpath(name).read_text(encoding="utf-8")
+
+
+def open_projection(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open a projection database; a writable open creates tables and views as needed."""
+    if read_only:
+        if not Path(db_path).exists():
+            raise FileNotFoundError(f"no projection database at {db_path}")
+        return duckdb.connect(str(db_path), read_only=True)
+    con = duckdb.connect(str(db_path))
+    con.execute(_sql_file("schema.sql"))
+    for optional in ("views.sql", "indexes.sql"):
+        try:
+            con.execute(_sql_file(optional))
+        except FileNotFoundError:
+            pass
+    return con
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    source: str
+    partition: int | None
+    offset: int | None
+    line_number: int | None
+    key: bytes | None
+    raw: bytes | None
+    reason: str
+    timestamp_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicOffset:
+    topic: str
+    partition: int
+    next_offset: int
+
+
+def _keycols(key: OrderKey | None) -> tuple[int | None, str | None]:
+    return (key[0], key[1]) if key is not None else (None, None)
+
+
+def _trait_text(value: Any) -> tuple[str, str]:
+    if isinstance(value, bool):
+        return ("true" if value else "false"), "boolean"
+    if isinstance(value, int):
+        return str(value), "long"
+    if isinstance(value, float):
+        return repr(value), "double"
+    return str(value), "string"
+
+
+def _trait_value(text: str, value_type: str) -> Any:
+    if value_type == "boolean":
+        return text == "true"
+    if value_type == "long":
+        return int(text)
+    if value_type == "double":
+        return float(text)
+    return text
+
+
+class ProjectionStore:
+    """Writes fold changes to DuckDB and restores a fold from it."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.db_path = str(db_path)
+        self.con = open_projection(db_path)
+        self._set_meta("schema_version", SCHEMA_VERSION)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> ProjectionStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- meta, offsets --------------------------------------------------------------------
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.con.execute("DELETE FROM projection_meta WHERE key = ?", [key])
+        self.con.execute("INSERT INTO projection_meta VALUES (?, ?)", [key, value])
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.con.execute("SELECT value FROM projection_meta WHERE key = ?", [key]).fetchone()
+        return None if row is None else str(row[0])
+
+    def fold_config(self, requested: FoldConfig | None) -> FoldConfig:
+        """The identity limits this projection was built with; they must not change."""
+        stored = self.get_meta("id_limits")
+        if stored is None:
+            config = requested or FoldConfig()
+            self._set_meta("id_limits", json.dumps(dict(config.id_limits), sort_keys=True))
+            return config
+        config = FoldConfig(id_limits=json.loads(stored))
+        if requested is not None and dict(requested.id_limits) != dict(config.id_limits):
+            raise ValueError(
+                f"this projection was built with id limits {stored}; rebuild to change them"
+            )
+        return config
+
+    def offsets(self, topic: str) -> dict[int, int]:
+        rows = self.con.execute(
+            'SELECT "partition", next_offset FROM consumer_offsets WHERE topic = ?', [topic]
+        ).fetchall()
+        return {int(p): int(o) for p, o in rows}
+
+    def counts(self) -> dict[str, int]:
+        tables = ("profiles", "identifiers", "events", "applied_events", "dead_letters")
+        return {t: int(self.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}  # type: ignore[index]
+
+    # -- restore --------------------------------------------------------------------------
+
+    def load_fold(self, config: FoldConfig | None = None) -> ProfileFold:
+        """Rebuild the in-memory fold state from the tables (after a restart)."""
+        fold = ProfileFold(self.fold_config(config))
+        con = self.con
+        for pid, created, created_eid, first, last, count in con.execute(
+            "SELECT profile_id, epoch_us(created_at), created_event_id, epoch_us(first_seen),"
+            " epoch_us(last_seen), event_count FROM profiles"
+        ).fetchall():
+            profile = ProfileState(pid, (created, created_eid))
+            profile.first_seen, profile.last_seen, profile.event_count = first, last, count
+            fold.profiles[pid] = profile
+        self._load_identifiers(fold)
+        for pid, name, text, vtype, ts, src in con.execute(
+            "SELECT profile_id, name, value, value_type, epoch_us(updated_at), source FROM traits"
+        ).fetchall():
+            fold.profiles[pid].traits[name] = (_trait_value(text, vtype), (ts, src))
+        for pid, name, ts, src in con.execute(
+            "SELECT profile_id, name, epoch_us(updated_at), source FROM trait_tombstones"
+        ).fetchall():
+            fold.profiles[pid].traits[name] = (None, (ts, src))
+        for pid, order_id, revenue, ts, eid in con.execute(
+            "SELECT profile_id, order_id, revenue, epoch_us(ordered_at), event_id FROM orders"
+        ).fetchall():
+            fold.profiles[pid].orders[order_id] = (revenue, (ts, eid))
+        for pid, list_id, channel, status, ident, ts, eid in con.execute(
+            "SELECT profile_id, list_id, channel, status, identifier, epoch_us(updated_at),"
+            " event_id FROM subscriptions"
+        ).fetchall():
+            fold.profiles[pid].subscriptions[(list_id, channel)] = (status, ident, (ts, eid))
+        for merged, survivor in con.execute(
+            "SELECT merged_profile_id, survivor_profile_id FROM profile_merges"
+        ).fetchall():
+            fold.merged_into[merged] = survivor
+            fold.absorbed.setdefault(survivor, []).append(merged)
+        fold.seen_event_ids = {
+            r[0] for r in con.execute("SELECT event_id FROM applied_events").fetchall()
+        }
+        return fold
+
+    def _load_identifiers(self, fold: ProfileFold) -> None:
+        rows = self.con.execute(
+            "SELECT profile_id, id_type, id_value, valid, epoch_us(first_seen),"
+            " epoch_us(last_seen), last_seen_event_id, hard_bounces, complaints, soft_bounces,"
+            " recent_soft_bounces_us, consent_explicit, epoch_us(consent_explicit_at),"
+            " consent_explicit_event_id, epoch_us(consent_unknown_at), consent_unknown_event_id,"
+            " ccpa, epoch_us(ccpa_updated_at), ccpa_event_id FROM identifiers"
+        ).fetchall()
+        for row in rows:
+            (pid, id_type, value, valid, first, last, last_eid, hard, compl, soft, recent,
+             explicit, explicit_ts, explicit_eid, unknown_ts, unknown_eid,
+             ccpa, ccpa_ts, ccpa_eid) = row  # fmt: skip
+            state = IdentifierState(Identifier(id_type, value, valid), pid)
+            state.first_seen = first
+            state.last_seen_key = (last, last_eid) if last is not None else None
+            state.hard_bounces, state.complaints, state.soft_bounces = hard, compl, soft
+            state.recent_soft_bounces = list(recent or [])
+            state.explicit_consent = explicit
+            state.explicit_key = (explicit_ts, explicit_eid) if explicit_ts is not None else None
+            state.unknown_key = (unknown_ts, unknown_eid) if unknown_ts is not None else None
+            state.ccpa = ccpa
+            state.ccpa_key = (ccpa_ts, ccpa_eid) if ccpa_ts is not None else None
+            fold.index[state.key] = state
+            fold.profiles[pid].identifiers.setdefault(id_type, {})[value] = state
+
+    # -- batch write ----------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def write_batch(
+        self,
+        fold: ProfileFold,
+        changes: Changes,
+        offsets: Sequence[TopicOffset] = (),
+        dead_letters: Sequence[DeadLetter] = (),
+    ) -> None:
+        """Write one batch of fold changes, dead letters and offsets in one transaction."""
+        with self._transaction():
+            self._write_profiles(fold, changes)
+            self._write_identity(fold, changes)
+            self._write_timeline(fold, changes)
+            self._insert(
+                "applied_events", {"event_id": pa.array(changes.applied_event_ids, pa.string())}
+            )
+            self._write_dead_letters(dead_letters)
+            self._write_offsets(offsets)
+
+    def _insert(self, table: str, columns: dict[str, pa.Array]) -> None:
+        batch = pa.table(columns)
+        if batch.num_rows == 0:
+            return
+        self.con.register("_batch", batch)
+        try:
+            names = ", ".join(f'"{c}"' for c in columns)
+            self.con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _batch")
+        finally:
+            self.con.unregister("_batch")
+
+    def _delete_profiles(self, tables: Iterable[str], profile_ids: Iterable[str]) -> None:
+        ids = pa.table({"profile_id": pa.array(list(profile_ids), pa.string())})
+        if ids.num_rows == 0:
+            return
+        self.con.register("_ids", ids)
+        try:
+            for table in tables:
+                self.con.execute(
+                    f"DELETE FROM {table} WHERE profile_id IN (SELECT profile_id FROM _ids)"
+                )
+        finally:
+            self.con.unregister("_ids")
+
+    def _write_profiles(self, fold: ProfileFold, changes: Changes) -> None:
+        touched = changes.dirty_profiles | changes.removed_profiles
+        self._delete_profiles(
+            ("profiles", "identifiers", "traits", "trait_tombstones", "subscriptions", "orders"),
+            touched,
+        )
+        live = [fold.profiles[pid] for pid in changes.dirty_profiles if pid in fold.profiles]
+        self._insert("profiles", _profile_columns(live))
+        self._insert("identifiers", _identifier_columns(live))
+        values, tombstones = _trait_columns(live)
+        self._insert("traits", values)
+        self._insert("trait_tombstones", tombstones)
+        self._insert("subscriptions", _subscription_columns(live))
+        self._insert("orders", _order_columns(live))
+
+    def _write_identity(self, fold: ProfileFold, changes: Changes) -> None:
+        # Merged-away ids move to their final survivor everywhere they are referenced.
+        moves = [
+            (m.merged_profile_id, fold.merged_into[m.merged_profile_id])
+            for m in changes.merges
+            if m.merged_profile_id in fold.merged_into
+        ]
+        if moves:
+            self.con.register(
+                "_moves",
+                pa.table({"old": [m[0] for m in moves], "new": [m[1] for m in moves]}),
+            )
+            try:
+                self.con.execute(
+                    "UPDATE events SET profile_id = _moves.new FROM _moves"
+                    " WHERE events.profile_id = _moves.old"
+                )
+                self.con.execute(
+                    "UPDATE profile_merges SET survivor_profile_id = _moves.new FROM _moves"
+                    " WHERE profile_merges.survivor_profile_id = _moves.old"
+                )
+            finally:
+                self.con.unregister("_moves")
+        live_merges = [m for m in changes.merges if m.merged_profile_id in fold.merged_into]
+        self._insert(
+            "profile_merges",
+            {
+                "merged_profile_id": pa.array(
+                    [m.merged_profile_id for m in live_merges], pa.string()
+                ),
+                "survivor_profile_id": pa.array(
+                    [fold.merged_into[m.merged_profile_id] for m in live_merges], pa.string()
+                ),
+                "merged_at": pa.array([m.timestamp_us for m in live_merges], _TS),
+                "event_id": pa.array([m.event_id for m in live_merges], pa.string()),
+            },
+        )
+        if changes.erased_profiles:
+            erased = pa.table({"pid": pa.array(list(changes.erased_profiles), pa.string())})
+            self.con.register("_erased", erased)
+            try:
+                self.con.execute("DELETE FROM events WHERE profile_id IN (SELECT pid FROM _erased)")
+                self.con.execute(
+                    "DELETE FROM profile_merges WHERE survivor_profile_id IN (SELECT pid FROM _erased)"
+                    " OR merged_profile_id IN (SELECT pid FROM _erased)"
+                )
+                self.con.execute(
+                    "DELETE FROM identity_conflicts WHERE owner_profile_id IN (SELECT pid FROM _erased)"
+                    " OR event_profile_id IN (SELECT pid FROM _erased)"
+                )
+            finally:
+                self.con.unregister("_erased")
+        conflicts = [
+            c
+            for c in changes.conflicts
+            if c.owner_profile_id not in changes.erased_profiles
+            and c.event_profile_id not in changes.erased_profiles
+        ]
+        self._insert(
+            "identity_conflicts",
+            {
+                "event_id": pa.array([c.event_id for c in conflicts], pa.string()),
+                "event_time": pa.array([c.timestamp_us for c in conflicts], _TS),
+                "dropped_id_type": pa.array([c.dropped.id_type for c in conflicts], pa.string()),
+                "dropped_id_value": pa.array([c.dropped.value for c in conflicts], pa.string()),
+                "owner_profile_id": pa.array([c.owner_profile_id for c in conflicts], pa.string()),
+                "event_profile_id": pa.array([c.event_profile_id for c in conflicts], pa.string()),
+                "rule": pa.array([c.rule for c in conflicts], pa.string()),
+            },
+        )
+
+    def _write_timeline(self, fold: ProfileFold, changes: Changes) -> None:
+        event_ids: list[str] = []
+        profile_ids: list[str] = []
+        types: list[str] = []
+        stamps: list[int] = []
+        names: list[str | None] = []
+        payloads: list[str] = []
+        resolve = fold.resolve_profile_id
+        for entry in changes.timeline:
+            pid = resolve(entry.profile_id)
+            if pid is None:  # erased later in this batch
+                continue
+            event_ids.append(entry.event_id)
+            profile_ids.append(pid)
+            types.append(entry.type)
+            stamps.append(entry.timestamp_us)
+            names.append(entry.event_name)
+            payloads.append(entry.payload_json)
+        self._insert(
+            "events",
+            {
+                "event_id": pa.array(event_ids, pa.string()),
+                "profile_id": pa.array(profile_ids, pa.string()),
+                "type": pa.array(types, pa.string()),
+                "timestamp": pa.array(stamps, _TS),
+                "event_name": pa.array(names, pa.string()),
+                "payload": pa.array(payloads, pa.string()),
+            },
+        )
+
+    def _write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
+        d = dead_letters
+        self._insert(
+            "dead_letters",
+            {
+                "source": pa.array([x.source for x in d], pa.string()),
+                "partition": pa.array([x.partition for x in d], pa.int32()),
+                "offset": pa.array([x.offset for x in d], pa.int64()),
+                "line_number": pa.array([x.line_number for x in d], pa.int64()),
+                "message_key": pa.array([x.key for x in d], pa.binary()),
+                "raw": pa.array([x.raw for x in d], pa.binary()),
+                "reason": pa.array([x.reason for x in d], pa.string()),
+                "logged_at": pa.array([x.timestamp_us for x in d], _TS),
+            },
+        )
+
+    def _write_offsets(self, offsets: Sequence[TopicOffset]) -> None:
+        for item in offsets:
+            self.con.execute(
+                'DELETE FROM consumer_offsets WHERE topic = ? AND "partition" = ?',
+                [item.topic, item.partition],
+            )
+        self._insert(
+            "consumer_offsets",
+            {
+                "topic": pa.array([o.topic for o in offsets], pa.string()),
+                "partition": pa.array([o.partition for o in offsets], pa.int32()),
+                "next_offset": pa.array([o.next_offset for o in offsets], pa.int64()),
+            },
+        )
+
+
+# -- state -> Arrow columns ---------------------------------------------------------------
+
+
+def _profile_columns(profiles: list[ProfileState]) -> dict[str, pa.Array]:
+    ccpa_keys = [p.ccpa_key for p in profiles]
+    order_totals = [sum(r for r, _ in p.orders.values()) for p in profiles]
+    last_purchase = [max((k[0] for _, k in p.orders.values()), default=None) for p in profiles]
+    return {
+        "profile_id": pa.array([p.profile_id for p in profiles], pa.string()),
+        "created_at": pa.array([p.created_key[0] for p in profiles], _TS),
+        "created_event_id": pa.array([p.created_key[1] for p in profiles], pa.string()),
+        "first_seen": pa.array([p.first_seen for p in profiles], _TS),
+        "last_seen": pa.array([p.last_seen for p in profiles], _TS),
+        "event_count": pa.array([p.event_count for p in profiles], pa.int64()),
+        "ccpa_opted_out": pa.array([p.ccpa_opted_out for p in profiles], pa.bool_()),
+        "ccpa_updated_at": pa.array([k[0] if k else None for k in ccpa_keys], _TS),
+        "ccpa_event_id": pa.array([k[1] if k else None for k in ccpa_keys], pa.string()),
+        "order_count": pa.array([len(p.orders) for p in profiles], pa.int64()),
+        "revenue": pa.array(order_totals, pa.float64()),
+        "last_purchase_at": pa.array(last_purchase, _TS),
+    }
+
+
+def _identifier_columns(profiles: list[ProfileState]) -> dict[str, pa.Array]:
+    states = [s for p in profiles for s in p.all_identifiers()]
+    consent_keys = [s.consent_key for s in states]
+    last_seen = [_keycols(s.last_seen_key) for s in states]
+    explicit = [_keycols(s.explicit_key) for s in states]
+    unknown = [_keycols(s.unknown_key) for s in states]
+    ccpa = [_keycols(s.ccpa_key) for s in states]
+    return {
+        "profile_id": pa.array([s.profile_id for s in states], pa.string()),
+        "id_type": pa.array([s.id_type for s in states], pa.string()),
+        "id_value": pa.array([s.value for s in states], pa.string()),
+        "valid": pa.array([s.valid for s in states], pa.bool_()),
+        "deliverable": pa.array([s.deliverable for s in states], pa.bool_()),
+        "consent": pa.array([s.consent for s in states], pa.string()),
+        "consent_updated_at": pa.array([k[0] if k else None for k in consent_keys], _TS),
+        "first_seen": pa.array([s.first_seen for s in states], _TS),
+        "last_seen": pa.array([k[0] for k in last_seen], _TS),
+        "last_seen_event_id": pa.array([k[1] for k in last_seen], pa.string()),
+        "hard_bounces": pa.array([s.hard_bounces for s in states], pa.int64()),
+        "complaints": pa.array([s.complaints for s in states], pa.int64()),
+        "soft_bounces": pa.array([s.soft_bounces for s in states], pa.int64()),
+        "consecutive_soft_bounces": pa.array(
+            [s.consecutive_soft_bounces for s in states], pa.int64()
+        ),
+        "consent_explicit": pa.array([s.explicit_consent for s in states], pa.string()),
+        "consent_explicit_at": pa.array([k[0] for k in explicit], _TS),
+        "consent_explicit_event_id": pa.array([k[1] for k in explicit], pa.string()),
+        "consent_unknown_at": pa.array([k[0] for k in unknown], _TS),
+        "consent_unknown_event_id": pa.array([k[1] for k in unknown], pa.string()),
+        "recent_soft_bounces_us": pa.array(
+            [sorted(s.recent_soft_bounces) for s in states], pa.list_(pa.int64())
+        ),
+        "ccpa": pa.array([s.ccpa for s in states], pa.string()),
+        "ccpa_updated_at": pa.array([k[0] for k in ccpa], _TS),
+        "ccpa_event_id": pa.array([k[1] for k in ccpa], pa.string()),
+    }
+
+
+def _trait_columns(
+    profiles: list[ProfileState],
+) -> tuple[dict[str, pa.Array], dict[str, pa.Array]]:
+    rows = [(p.profile_id, name, v, k) for p in profiles for name, (v, k) in p.traits.items()]
+    kept = [r for r in rows if r[2] is not None]
+    unset = [r for r in rows if r[2] is None]
+    texts = [_trait_text(r[2]) for r in kept]
+    values = {
+        "profile_id": pa.array([r[0] for r in kept], pa.string()),
+        "name": pa.array([r[1] for r in kept], pa.string()),
+        "value": pa.array([t[0] for t in texts], pa.string()),
+        "value_type": pa.array([t[1] for t in texts], pa.string()),
+        "updated_at": pa.array([r[3][0] for r in kept], _TS),
+        "source": pa.array([r[3][1] for r in kept], pa.string()),
+    }
+    tombstones = {
+        "profile_id": pa.array([r[0] for r in unset], pa.string()),
+        "name": pa.array([r[1] for r in unset], pa.string()),
+        "updated_at": pa.array([r[3][0] for r in unset], _TS),
+        "source": pa.array([r[3][1] for r in unset], pa.string()),
+    }
+    return values, tombstones
+
+
+def _subscription_columns(profiles: list[ProfileState]) -> dict[str, pa.Array]:
+    rows = [
+        (p.profile_id, lst, ch, status, ident, key)
+        for p in profiles
+        for (lst, ch), (status, ident, key) in p.subscriptions.items()
+    ]
+    return {
+        "profile_id": pa.array([r[0] for r in rows], pa.string()),
+        "list_id": pa.array([r[1] for r in rows], pa.string()),
+        "channel": pa.array([r[2] for r in rows], pa.string()),
+        "status": pa.array([r[3] for r in rows], pa.string()),
+        "identifier": pa.array([r[4] for r in rows], pa.string()),
+        "updated_at": pa.array([r[5][0] for r in rows], _TS),
+        "event_id": pa.array([r[5][1] for r in rows], pa.string()),
+    }
+
+
+def _order_columns(profiles: list[ProfileState]) -> dict[str, pa.Array]:
+    rows = [(p.profile_id, oid, rev, key) for p in profiles for oid, (rev, key) in p.orders.items()]
+    return {
+        "profile_id": pa.array([r[0] for r in rows], pa.string()),
+        "order_id": pa.array([r[1] for r in rows], pa.string()),
+        "revenue": pa.array([r[2] for r in rows], pa.float64()),
+        "ordered_at": pa.array([r[3][0] for r in rows], _TS),
+        "event_id": pa.array([r[3][1] for r in rows], pa.string()),
+    }
+
+
+def fold_into_db(
+    db_path: str | Path,
+    events: Iterable[ProfileEvent],
+    config: FoldConfig | None = None,
+    batch_size: int = 10_000,
+) -> None:
+    """Fold domain events, in the given order, into the projection at ``db_path``."""
+    with ProjectionStore(db_path) as store:
+        fold = store.load_fold(config)
+        pending = 0
+        for event in events:
+            fold.apply(event)
+            pending += 1
+            if pending >= batch_size:
+                store.write_batch(fold, fold.drain_changes())
+                pending = 0
+        store.write_batch(fold, fold.drain_changes())
