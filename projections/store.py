@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,10 +39,8 @@ def open_projection(db_path: str | Path, read_only: bool = False) -> duckdb.Duck
     con = duckdb.connect(str(db_path))
     con.execute(_sql_file("schema.sql"))
     for optional in ("views.sql", "indexes.sql"):
-        try:
+        with suppress(FileNotFoundError):
             con.execute(_sql_file(optional))
-        except FileNotFoundError:
-            pass
     return con
 
 
@@ -318,11 +316,13 @@ class ProjectionStore:
             try:
                 self.con.execute("DELETE FROM events WHERE profile_id IN (SELECT pid FROM _erased)")
                 self.con.execute(
-                    "DELETE FROM profile_merges WHERE survivor_profile_id IN (SELECT pid FROM _erased)"
+                    "DELETE FROM profile_merges"
+                    " WHERE survivor_profile_id IN (SELECT pid FROM _erased)"
                     " OR merged_profile_id IN (SELECT pid FROM _erased)"
                 )
                 self.con.execute(
-                    "DELETE FROM identity_conflicts WHERE owner_profile_id IN (SELECT pid FROM _erased)"
+                    "DELETE FROM identity_conflicts"
+                    " WHERE owner_profile_id IN (SELECT pid FROM _erased)"
                     " OR event_profile_id IN (SELECT pid FROM _erased)"
                 )
             finally:
