@@ -1,3 +1,221 @@
-"""Placeholder until its commands land."""
+"""`consume`, `rebuild` and `bench fold`: folding the log into DuckDB projections."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from profile_engine.cli.common import (
+    UserError,
+    bootstrap_option,
+    db_option,
+    dead_letter_topic_option,
+    topic_option,
+)
+from profile_engine.events import ID_PRIORITY
+from profile_engine.fold import FoldConfig
+
+
+def _parse_limits(values: tuple[str, ...]) -> FoldConfig | None:
+    if not values:
+        return None
+    limits: dict[str, int] = {}
+    for item in values:
+        id_type, _, number = item.partition("=")
+        if id_type not in ID_PRIORITY or not number.isdigit() or int(number) < 1:
+            raise UserError(
+                f"--id-limit {item!r}: expected TYPE=N with TYPE one of "
+                f"{', '.join(ID_PRIORITY)} and N >= 1"
+            )
+        limits[id_type] = int(number)
+    return FoldConfig(id_limits=limits)
+
+
+id_limit_option = click.option(
+    "--id-limit",
+    "id_limits",
+    multiple=True,
+    metavar="TYPE=N",
+    help="Identifiers of TYPE allowed per profile (default customer_id=1, others unlimited). "
+    "Fixed when a projection is created; a rebuild may change it.",
+)
+batch_option = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Events folded in memory before one DuckDB transaction.",
+)
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[Any], None]]:
+    """Live progress on stderr when it is a terminal, periodic lines otherwise."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if console.is_terminal:
+        with console.status(label) as status:
+
+            def update(stats: Any) -> None:
+                s = stats.as_dict()
+                status.update(
+                    f"{label}: {s['consumed']:,} consumed, {s['folded']:,} folded, "
+                    f"{s['dead_lettered']:,} dead-lettered, lag {s['lag']:,}, "
+                    f"{s['events_per_s']:,.0f} events/s"
+                )
+
+            yield update
+    else:
+
+        def update(stats: Any) -> None:
+            if stats.batches % 10 == 0:
+                s = stats.as_dict()
+                console.print(f"{label}: {s['consumed']:,} consumed, lag {s['lag']:,}")
+
+        yield update
+
+
+def _report(stats: Any, output_format: str) -> None:
+    summary = stats.as_dict()
+    if output_format == "json":
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"consumed {summary['consumed']:,} = folded {summary['folded']:,} + duplicates "
+            f"{summary['duplicates']:,} + dead-lettered {summary['dead_lettered']:,} in "
+            f"{summary['seconds']:.1f}s ({summary['events_per_s']:,.0f} events/s)"
+        )
+
+
+def _translate(error: Exception) -> UserError | None:
+    from consumers.consumer import LogGapError, TopicMissingError
+
+    if isinstance(error, LogGapError | TopicMissingError | ValueError):
+        return UserError(str(error))
+    if isinstance(error, FileNotFoundError):
+        return UserError(str(error))
+    return None
+
+
+summary_format = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Summary format.",
+)
+
+
+@click.command()
+@db_option
+@bootstrap_option
+@topic_option
+@dead_letter_topic_option
+@click.option("--once", is_flag=True, help="Stop when caught up with the end offsets at start.")
+@batch_option
+@summary_format
+def consume(
+    db_path: str,
+    bootstrap_servers: str,
+    topic: str,
+    dead_letter_topic: str,
+    once: bool,
+    batch_size: int,
+    output_format: str,
+) -> None:
+    """Follow the log and fold it into the projection database at --db.
+
+    Offsets are stored in the database with the rows they produced, so the consumer can be
+    stopped or killed at any point and resumes exactly where the projections are.
+    """
+    from consumers.consumer import consume as run_consume
+
+    try:
+        with _progress("consume") as progress:
+            stats = run_consume(
+                db_path, bootstrap_servers, topic, dead_letter_topic, once, batch_size, progress
+            )
+    except Exception as error:
+        user_error = _translate(error)
+        if user_error is None:
+            raise
+        raise user_error from None
+    _report(stats, output_format)
+
+
+@click.command()
+@db_option
+@bootstrap_option
+@topic_option
+@click.option(
+    "--from-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Rebuild from a JSON Lines file (producer format) or an Avro container file "
+    "written by `profile-engine archive`, without a broker.",
+)
+@id_limit_option
+@batch_option
+@summary_format
+def rebuild(
+    db_path: str,
+    bootstrap_servers: str,
+    topic: str,
+    from_file: str | None,
+    id_limits: tuple[str, ...],
+    batch_size: int,
+    output_format: str,
+) -> None:
+    """Build fresh projections from the start of the log and swap them in atomically.
+
+    The new database is written beside --db and renamed over it when caught up; the old
+    file serves readers until then. Settings are carried over.
+    """
+    from consumers.rebuild import rebuild_from_file, rebuild_from_kafka
+
+    config = _parse_limits(id_limits)
+    try:
+        with _progress("rebuild") as progress:
+            if from_file:
+                stats = rebuild_from_file(db_path, from_file, batch_size, progress, config)
+            else:
+                stats = rebuild_from_kafka(
+                    db_path, bootstrap_servers, topic, None, batch_size, progress, config
+                )
+    except Exception as error:
+        user_error = _translate(error)
+        if user_error is None:
+            raise
+        raise user_error from None
+    _report(stats, output_format)
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks that print their figures as JSON."""
+
+
+@bench.command("fold")
+@click.option("--events", "event_count", type=click.IntRange(min=1), default=1_000_000)
+@click.option("--seed", type=int, default=1, show_default=True)
+@bootstrap_option
+@batch_option
+def bench_fold(event_count: int, seed: int, bootstrap_servers: str, batch_size: int) -> None:
+    """Publish a generated stream to a fresh topic, then measure raw read and fold rates.
+
+    Prints one JSON object: events, raw_read_events_per_s, fold_events_per_s,
+    fold_vs_raw, peak_rss_mb and more.
+    """
+    from consumers.bench import run_fold_benchmark
+
+    result = run_fold_benchmark(event_count, seed, bootstrap_servers, batch_size, sys.stderr)
+    click.echo(json.dumps(result))
+
+
+COMMANDS = [consume, rebuild, bench]

@@ -1,0 +1,139 @@
+"""`bench fold`: raw kafka-python read rate versus the end-to-end fold rate, same run.
+
+Each measured phase runs in a fresh child process so its rate and peak memory are its own.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from consumers.codec import AvroCodec
+from consumers.consumer import kafka_consumer, topic_partitions
+from profile_engine.contract import ContractError, parse_event
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def publish_generated(
+    bootstrap_servers: str, topic: str, event_count: int, seed: int, log: IO[str]
+) -> dict[str, Any]:
+    """Generate, encode and publish a synthetic stream; invalid lines go as raw garbage."""
+    from profile_engine.synthetic import generate_events
+
+    codec = AvroCodec()
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        batch_size=512 * 1024,
+        max_request_size=8 * 1024 * 1024,
+    )
+    started = time.monotonic()
+    invalid = 0
+    for number, raw in enumerate(generate_events(event_count, seed), start=1):
+        try:
+            event = parse_event(raw)
+        except ContractError:
+            # Invalid events still reach the log (as a foreign producer might send them),
+            # so the fold's dead-letter path is part of the measurement.
+            invalid += 1
+            producer.send(topic, key=b"invalid", value=json.dumps(raw).encode())
+            continue
+        producer.send(
+            topic,
+            key=event.partition_key().encode(),
+            value=codec.encode(event),
+            timestamp_ms=event.timestamp_us // 1000,
+        )
+        if number % 100_000 == 0:
+            log.write(f"published {number:,}/{event_count:,}\n")
+    producer.flush()
+    producer.close()
+    seconds = time.monotonic() - started
+    return {"published": event_count, "invalid": invalid, "publish_seconds": round(seconds, 2)}
+
+
+def _raw_read(bootstrap_servers: str, topic: str, out: Any) -> None:
+    consumer: KafkaConsumer = kafka_consumer(bootstrap_servers)
+    tps = topic_partitions(consumer, topic)
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    total = sum(consumer.end_offsets(tps).values())
+    started = time.monotonic()
+    seen = 0
+    payload_bytes = 0
+    while seen < total:
+        for records in consumer.poll(timeout_ms=500).values():
+            seen += len(records)
+            for record in records:
+                payload_bytes += len(record.value)
+    seconds = time.monotonic() - started
+    consumer.close()
+    out.put({"events": seen, "seconds": seconds, "bytes": payload_bytes, "rss": _peak_rss_mb()})
+
+
+def _fold(bootstrap_servers: str, topic: str, db_path: str, batch_size: int, out: Any) -> None:
+    from consumers.consumer import consume
+
+    started = time.monotonic()
+    stats = consume(db_path, bootstrap_servers, topic, None, True, batch_size)
+    seconds = time.monotonic() - started
+    out.put({**stats.as_dict(), "seconds": seconds, "rss": _peak_rss_mb()})
+
+
+def _in_child(target: Any, *args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=target, args=(*args, queue))
+    child.start()
+    result: dict[str, Any] = queue.get()
+    child.join()
+    return result
+
+
+def run_fold_benchmark(
+    event_count: int, seed: int, bootstrap_servers: str, batch_size: int, log: IO[str]
+) -> dict[str, Any]:
+    from consumers.topics import create_topics
+
+    topic = f"bench-fold-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap_servers, topic, f"{topic}-dead-letters", partitions=6)
+    log.write(f"publishing {event_count:,} generated events to {topic}\n")
+    published = publish_generated(bootstrap_servers, topic, event_count, seed, log)
+    log.write("measuring the raw read rate\n")
+    raw = _in_child(_raw_read, bootstrap_servers, topic)
+    log.write("measuring the fold rate\n")
+    with tempfile.TemporaryDirectory() as scratch:
+        db_path = str(Path(scratch) / "bench.duckdb")
+        fold = _in_child(_fold, bootstrap_servers, topic, db_path, batch_size)
+        db_mb = round(Path(db_path).stat().st_size / 1e6, 1)
+    raw_rate = raw["events"] / raw["seconds"]
+    fold_rate = fold["consumed"] / fold["seconds"]
+    return {
+        "events": event_count,
+        "topic": topic,
+        **published,
+        "raw_read_events_per_s": round(raw_rate),
+        "raw_read_seconds": round(raw["seconds"], 2),
+        "fold_events_per_s": round(fold_rate),
+        "fold_seconds": round(fold["seconds"], 2),
+        "fold_vs_raw": round(fold_rate / raw_rate, 3),
+        "folded": fold["folded"],
+        "duplicates": fold["duplicates"],
+        "dead_lettered": fold["dead_lettered"],
+        "peak_rss_mb": fold["rss"],
+        "raw_read_peak_rss_mb": raw["rss"],
+        "db_mb": db_mb,
+    }

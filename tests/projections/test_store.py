@@ -1,0 +1,168 @@
+"""The DuckDB writer: batches, restore after restart, erasure, merges, offsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from profile_engine.events import ProfileEvent
+from profile_engine.fold import FoldConfig, profile_id_for
+from projections.store import DeadLetter, ProjectionStore, TopicOffset, fold_into_db
+from tests.profile_engine.builders import (
+    bounce,
+    ccpa,
+    consent,
+    identify,
+    purchase,
+    subscription,
+    track,
+)
+
+TABLES = (
+    "profiles",
+    "identifiers",
+    "traits",
+    "trait_tombstones",
+    "subscriptions",
+    "orders",
+    "profile_merges",
+    "identity_conflicts",
+    "events",
+    "applied_events",
+)
+
+
+def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLES}
+
+
+def sample_log() -> list[ProfileEvent]:
+    return [
+        track(0, eid="t0", anonymous_id="anon-1"),
+        identify(1, {"city": "Paris", "vip": True, "age": 41}, eid="i1", email="Ann@Example.com"),
+        identify(2, {"city": None}, eid="i2", email="ann@example.com", anonymous_id="anon-1"),
+        identify(3, eid="i3", customer_id="C1", email="ann@example.com"),
+        identify(4, eid="i4", customer_id="C2", email="ann@example.com"),  # conflict
+        consent(5, "email", "opted_in", eid="c5", email="ann@example.com"),
+        bounce(6, "email", "soft", eid="b6", email="ann@example.com"),
+        purchase(7, "o-1", 12.5, eid="p7", customer_id="C1"),
+        subscription(8, "news", "email", "subscribed", eid="s8", email="ann@example.com"),
+        ccpa(9, "opt_out", eid="x9", customer_id="C1"),
+        track(10, eid="t10", phone="+14155552671"),
+        ccpa(11, "delete", eid="d11", phone="+14155552671"),
+    ]
+
+
+def test_folding_in_batches_with_restarts_equals_one_pass(tmp_path: Path) -> None:
+    log = sample_log()
+    one_pass, restarted = tmp_path / "one.duckdb", tmp_path / "restarted.duckdb"
+    fold_into_db(one_pass, log)
+    for start in range(0, len(log), 3):  # a new process (store + restored fold) every 3
+        fold_into_db(restarted, log[start : start + 3], batch_size=2)
+    assert dump(restarted) == dump(one_pass)
+
+
+def test_redelivered_events_apply_once_across_restarts(tmp_path: Path) -> None:
+    db = tmp_path / "p.duckdb"
+    fold_into_db(db, sample_log())
+    before = dump(db)
+    fold_into_db(db, sample_log())
+    assert dump(db) == before
+
+
+def test_tables_hold_the_folded_state(tmp_path: Path) -> None:
+    db = tmp_path / "p.duckdb"
+    fold_into_db(db, sample_log())
+    with duckdb.connect(str(db), read_only=True) as con:
+        (pid, opted_out, orders, revenue) = con.execute(
+            "SELECT profile_id, ccpa_opted_out, order_count, revenue FROM profiles"
+            " WHERE profile_id IN (SELECT profile_id FROM identifiers WHERE id_value = 'C1')"
+        ).fetchone()  # type: ignore[misc]
+        assert pid == profile_id_for("t0")
+        assert (opted_out, orders, revenue) == (True, 1, 12.5)
+        traits = con.execute("SELECT name, value, value_type FROM traits ORDER BY name").fetchall()
+        assert traits == [("age", "41", "long"), ("vip", "true", "boolean")]
+        assert con.execute("SELECT name FROM trait_tombstones").fetchall() == [("city",)]
+        assert con.execute(
+            "SELECT consent, deliverable, soft_bounces FROM identifiers WHERE id_type = 'email'"
+        ).fetchall() == [("opted_in", True, 1)]
+        assert con.execute(
+            "SELECT merged_profile_id, survivor_profile_id FROM profile_merges"
+        ).fetchall() == [(profile_id_for("i1"), profile_id_for("t0"))]
+        assert con.execute(
+            "SELECT dropped_id_type, dropped_id_value FROM identity_conflicts"
+        ).fetchall() == [("email", "ann@example.com")]
+
+
+def test_the_timeline_follows_merges(tmp_path: Path) -> None:
+    db = tmp_path / "p.duckdb"
+    fold_into_db(db, [track(0, eid="a", anonymous_id="x"), identify(1, eid="b", email="e@x.io")])
+    fold_into_db(db, [identify(2, eid="c", email="e@x.io", anonymous_id="x")])
+    with duckdb.connect(str(db), read_only=True) as con:
+        owners = con.execute("SELECT DISTINCT profile_id FROM events").fetchall()
+    assert owners == [(profile_id_for("a"),)]
+
+
+def test_erasure_leaves_no_row_behind_and_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "p.duckdb"
+    fold_into_db(db, sample_log()[:5])
+    fold_into_db(db, [ccpa(20, "delete", eid="del", email="ann@example.com")])
+    fold_into_db(db, [ccpa(20, "delete", eid="del", email="ann@example.com")])
+    with duckdb.connect(str(db), read_only=True) as con:
+        for table in ("profiles", "identifiers", "traits", "events", "profile_merges"):
+            remaining = con.execute(
+                f"SELECT count(*) FROM {table} WHERE profile_id IN ("  # noqa: S608
+                "SELECT profile_id FROM identifiers WHERE id_value IN ('ann@example.com', 'C1'))"
+                if table != "profile_merges"
+                else "SELECT count(*) FROM profile_merges"
+            ).fetchone()
+            assert remaining == (0,), table
+        values = {r[0] for r in con.execute("SELECT id_value FROM identifiers").fetchall()}
+    assert values == {"C2"}  # only the other customer is left
+    fold_into_db(db, [track(30, eid="new", email="ann@example.com")])
+    with duckdb.connect(str(db), read_only=True) as con:
+        owner = con.execute(
+            "SELECT profile_id FROM identifiers WHERE id_value = 'ann@example.com'"
+        ).fetchone()
+    assert owner == (profile_id_for("new"),)
+
+
+def test_offsets_and_dead_letters_commit_with_the_rows(tmp_path: Path) -> None:
+    db = tmp_path / "p.duckdb"
+    with ProjectionStore(db) as store:
+        fold = store.load_fold()
+        fold.apply(track(0, email="a@example.com"))
+        letter = DeadLetter("profile-events", 2, 7, None, b"k", b"\x00junk", "bad magic byte")
+        store.write_batch(
+            fold, fold.drain_changes(), [TopicOffset("profile-events", 2, 8)], [letter]
+        )
+        assert store.offsets("profile-events") == {2: 8}
+        store.write_batch(fold, fold.drain_changes(), [TopicOffset("profile-events", 2, 9)])
+        assert store.offsets("profile-events") == {2: 9}
+        assert store.counts()["dead_letters"] == 1
+
+
+def test_a_failed_batch_leaves_rows_and_offsets_unchanged(tmp_path: Path) -> None:
+    db = tmp_path / "p.duckdb"
+    with ProjectionStore(db) as store:
+        fold = store.load_fold()
+        fold.apply(track(0, email="a@example.com"))
+        store.write_batch(fold, fold.drain_changes(), [TopicOffset("t", 0, 1)])
+        fold.apply(track(1, email="b@example.com"))
+        changes = fold.drain_changes()
+        changes.applied_event_ids.append(None)  # type: ignore[arg-type]  # violates NOT NULL
+        with pytest.raises(duckdb.Error):
+            store.write_batch(fold, changes, [TopicOffset("t", 0, 2)])
+        assert store.offsets("t") == {0: 1}
+        assert store.counts()["profiles"] == 1
+
+
+def test_identity_limits_are_fixed_per_projection(tmp_path: Path) -> None:
+    db = tmp_path / "p.duckdb"
+    fold_into_db(db, [track(0, email="a@example.com")], config=FoldConfig({"customer_id": 2}))
+    with pytest.raises(ValueError, match="rebuild to change"):
+        fold_into_db(db, [], config=FoldConfig({"customer_id": 1}))
