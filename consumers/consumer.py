@@ -7,6 +7,7 @@ consumer seeks to the stored offsets and the fold state is restored from the sam
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.codec import AvroCodec, DecodeError
-from consumers.ordering import PartitionMerger
+from consumers.reader import KafkaReader, RawRecord, ReadPlan
 from profile_engine.fold import ProfileFold
-from projections.store import DeadLetter, ProjectionStore, TopicOffset
+from projections.store import DeadLetter, ProjectionStore, TopicOffset, prepare_batch
 
 DEFAULT_BATCH_SIZE = 20_000
 
@@ -99,6 +100,38 @@ def check_log_holds(topic: str, needed: dict[int, int], earliest: dict[int, int]
         )
 
 
+class BackgroundCommitter:
+    """Commits one prepared batch at a time on a worker thread.
+
+    DuckDB releases the GIL while it executes, so the next batch folds while the previous
+    one is written. At most one batch is in flight; a failure surfaces on the next call.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, work: Callable[[], None]) -> None:
+        self.wait()
+
+        def run() -> None:
+            try:
+                work()
+            except BaseException as error:  # handed to the folding thread
+                self._error = error
+
+        self._thread = threading.Thread(target=run, name="duckdb-commit", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
 class FoldConsumer:
     """Folds one topic into one projection database."""
 
@@ -117,15 +150,28 @@ class FoldConsumer:
         self.dead_letter_topic = dead_letter_topic
         self.batch_size = batch_size
         self.codec = AvroCodec()
-        self.consumer = kafka_consumer(bootstrap_servers)
         self._bootstrap = bootstrap_servers
         self._dlq_producer: KafkaProducer | None = None
+        self._committer = BackgroundCommitter()
         self.stats = ConsumeStats()
 
     def close(self) -> None:
-        self.consumer.close()
         if self._dlq_producer is not None:
             self._dlq_producer.close()
+
+    def plan(self, once: bool) -> ReadPlan:
+        """Where to read from (stored offsets) and to (end offsets), after a gap check."""
+        consumer = kafka_consumer(self._bootstrap)
+        try:
+            tps = topic_partitions(consumer, self.topic)
+            stored = self.store.offsets(self.topic)
+            needed = {tp.partition: stored.get(tp.partition, 0) for tp in tps}
+            earliest = {tp.partition: o for tp, o in consumer.beginning_offsets(tps).items()}
+            check_log_holds(self.topic, needed, earliest)
+            ends = {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
+        finally:
+            consumer.close()
+        return ReadPlan(self._bootstrap, self.topic, needed, ends, once)
 
     def run(
         self,
@@ -134,69 +180,56 @@ class FoldConsumer:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> ConsumeStats:
         """Fold until caught up with the end offsets seen at start (once) or forever."""
-        tps = topic_partitions(self.consumer, self.topic)
-        self.consumer.assign(tps)
-        stored = self.store.offsets(self.topic)
-        needed = {tp.partition: stored.get(tp.partition, 0) for tp in tps}
-        earliest = {tp.partition: o for tp, o in self.consumer.beginning_offsets(tps).items()}
-        check_log_holds(self.topic, needed, earliest)
-        for tp in tps:
-            self.consumer.seek(tp, needed[tp.partition])
-        ends = {tp.partition: o for tp, o in self.consumer.end_offsets(tps).items()}
-        merger = PartitionMerger(ends, needed)
-        next_offsets = dict(needed)
+        plan = self.plan(once)
+        next_offsets = dict(plan.positions)
+        ends = plan.ends
         dead: list[DeadLetter] = []
         in_batch = 0
-        while not should_stop():
-            if merger.caught_up():
-                if in_batch:
-                    self._flush(next_offsets, dead)
-                    dead, in_batch = [], 0
-                self.stats.lag = 0
-                if progress:
-                    progress(self.stats)
-                if once:
-                    break
-            polled = self.consumer.poll(timeout_ms=200, update_offsets=True)
-            for tp, records in polled.items():
-                merger.add(tp.partition, records)
-            if not once:
-                for tp in tps:
-                    high = self.consumer.highwater(tp)
-                    if high is not None:
-                        merger.update_end(tp.partition, high)
-            for record in merger.drain():
-                next_offsets[record.partition] = record.offset + 1
-                self._fold_record(record, dead)
-                in_batch += 1
+        reader = KafkaReader(plan)
+        try:
+            for chunk in reader.chunks():
+                if chunk is None:  # caught up (follow mode): make the tail visible
+                    if in_batch:
+                        self._flush(next_offsets, dead)
+                        dead, in_batch = [], 0
+                    self._committer.wait()
+                    self.stats.lag = 0
+                    if progress:
+                        progress(self.stats)
+                    if should_stop():
+                        break
+                    continue
+                for record in chunk:
+                    next_offsets[record[0]] = record[1] + 1
+                    self._fold_record(record, dead)
+                in_batch += len(chunk)
                 if in_batch >= self.batch_size:
                     self._flush(next_offsets, dead)
                     dead, in_batch = [], 0
                     self.stats.lag = sum(
-                        max(0, merger.ends[p] - next_offsets[p]) for p in next_offsets
+                        max(0, ends.get(p, 0) - o) for p, o in next_offsets.items()
                     )
                     if progress:
                         progress(self.stats)
-        if in_batch:
-            self._flush(next_offsets, dead)
+                    if should_stop():
+                        break
+            if in_batch:
+                self._flush(next_offsets, dead)
+            self._committer.wait()
+        finally:
+            reader.close()
+        self.stats.lag = sum(max(0, ends.get(p, 0) - o) for p, o in next_offsets.items())
         return self.stats
 
-    def _fold_record(self, record: object, dead: list[DeadLetter]) -> None:
+    def _fold_record(self, record: RawRecord, dead: list[DeadLetter]) -> None:
         self.stats.consumed += 1
-        value: bytes = record.value  # type: ignore[attr-defined]
         try:
-            event = self.codec.decode(value)
+            event = self.codec.decode(record[4])
         except DecodeError as error:
+            partition, offset, timestamp, key, value = record
             dead.append(
                 DeadLetter(
-                    source=self.topic,
-                    partition=record.partition,  # type: ignore[attr-defined]
-                    offset=record.offset,  # type: ignore[attr-defined]
-                    line_number=None,
-                    key=record.key,  # type: ignore[attr-defined]
-                    raw=value,
-                    reason=str(error),
-                    timestamp_us=record.timestamp * 1000,  # type: ignore[attr-defined]
+                    self.topic, partition, offset, None, key, value, str(error), timestamp * 1000
                 )
             )
             self.stats.dead_lettered += 1
@@ -207,13 +240,20 @@ class FoldConsumer:
             self.stats.duplicates += 1
 
     def _flush(self, next_offsets: dict[int, int], dead: list[DeadLetter]) -> None:
-        # Dead letters reach their topic (acknowledged) before the transaction that advances
-        # the offsets commits: a crash in between re-sends them (at-least-once on that
-        # topic, keyed by source position), never loses them.
-        if dead and self.dead_letter_topic:
-            self._send_dead_letters(dead)
         offsets = [TopicOffset(self.topic, p, o) for p, o in sorted(next_offsets.items())]
-        self.store.write_batch(self.fold, self.fold.drain_changes(), offsets, dead)
+        # Built now, while the fold stands still; committed in the background.
+        batch = prepare_batch(self.fold, self.fold.drain_changes(), offsets, dead)
+        letters = list(dead)
+
+        def commit() -> None:
+            # Dead letters reach their topic (acknowledged) before the transaction that
+            # advances the offsets commits: a crash in between re-sends them (at-least-once
+            # on that topic, keyed by source position), never loses them.
+            if letters and self.dead_letter_topic:
+                self._send_dead_letters(letters)
+            self.store.commit(batch)
+
+        self._committer.submit(commit)
         self.stats.batches += 1
 
     def _send_dead_letters(self, dead: list[DeadLetter]) -> None:

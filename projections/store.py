@@ -8,9 +8,9 @@ offsets, so the consumer re-reads exactly what was not applied.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -206,16 +206,6 @@ class ProjectionStore:
 
     # -- batch write ----------------------------------------------------------------------
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
-
     def write_batch(
         self,
         fold: ProfileFold,
@@ -224,188 +214,218 @@ class ProjectionStore:
         dead_letters: Sequence[DeadLetter] = (),
     ) -> None:
         """Write one batch of fold changes, dead letters and offsets in one transaction."""
-        with self._transaction():
-            self._write_profiles(fold, changes)
-            self._write_identity(fold, changes)
-            self._write_timeline(fold, changes)
-            self._insert(
-                "applied_events", {"event_id": pa.array(changes.applied_event_ids, pa.string())}
-            )
-            self._write_dead_letters(dead_letters)
-            self._write_offsets(offsets)
+        self.commit(prepare_batch(fold, changes, offsets, dead_letters))
 
-    def _insert(self, table: str, columns: dict[str, pa.Array]) -> None:
-        batch = pa.table(columns)
-        if batch.num_rows == 0:
-            return
-        self.con.register("_batch", batch)
+    def commit(self, batch: PreparedBatch) -> None:
+        """Run a prepared batch as ONE transaction: all of it lands, or none of it."""
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
         try:
+            for sql, tables in batch.steps:
+                for name, table in tables.items():
+                    con.register(name, table)
+                try:
+                    con.execute(sql)
+                finally:
+                    for name in tables:
+                        con.unregister(name)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+
+@dataclass
+class PreparedBatch:
+    """SQL statements with the Arrow tables they read, built from fold state.
+
+    Building it touches Python objects (needs the fold to stand still); committing it is
+    DuckDB work that releases the GIL, so it can overlap with folding the next batch.
+    """
+
+    steps: list[tuple[str, dict[str, pa.Table]]] = field(default_factory=list)
+
+    def insert(self, table: str, columns: dict[str, pa.Array]) -> None:
+        data = pa.table(columns)
+        if data.num_rows:
             names = ", ".join(f'"{c}"' for c in columns)
-            self.con.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM _batch")
-        finally:
-            self.con.unregister("_batch")
-
-    def _delete_profiles(self, tables: Iterable[str], profile_ids: Iterable[str]) -> None:
-        ids = pa.table({"profile_id": pa.array(list(profile_ids), pa.string())})
-        if ids.num_rows == 0:
-            return
-        self.con.register("_ids", ids)
-        try:
-            for table in tables:
-                self.con.execute(
-                    f"DELETE FROM {table} WHERE profile_id IN (SELECT profile_id FROM _ids)"
-                )
-        finally:
-            self.con.unregister("_ids")
-
-    def _write_profiles(self, fold: ProfileFold, changes: Changes) -> None:
-        touched = changes.dirty_profiles | changes.removed_profiles
-        self._delete_profiles(
-            ("profiles", "identifiers", "traits", "trait_tombstones", "subscriptions", "orders"),
-            touched,
-        )
-        live = [fold.profiles[pid] for pid in changes.dirty_profiles if pid in fold.profiles]
-        self._insert("profiles", _profile_columns(live))
-        self._insert("identifiers", _identifier_columns(live))
-        values, tombstones = _trait_columns(live)
-        self._insert("traits", values)
-        self._insert("trait_tombstones", tombstones)
-        self._insert("subscriptions", _subscription_columns(live))
-        self._insert("orders", _order_columns(live))
-
-    def _write_identity(self, fold: ProfileFold, changes: Changes) -> None:
-        # Merged-away ids move to their final survivor everywhere they are referenced.
-        moves = [
-            (m.merged_profile_id, fold.merged_into[m.merged_profile_id])
-            for m in changes.merges
-            if m.merged_profile_id in fold.merged_into
-        ]
-        if moves:
-            self.con.register(
-                "_moves",
-                pa.table({"old": [m[0] for m in moves], "new": [m[1] for m in moves]}),
+            self.steps.append(
+                (f"INSERT INTO {table} ({names}) SELECT {names} FROM _rows", {"_rows": data})
             )
-            try:
-                self.con.execute(
-                    "UPDATE events SET profile_id = _moves.new FROM _moves"
-                    " WHERE events.profile_id = _moves.old"
-                )
-                self.con.execute(
-                    "UPDATE profile_merges SET survivor_profile_id = _moves.new FROM _moves"
-                    " WHERE profile_merges.survivor_profile_id = _moves.old"
-                )
-            finally:
-                self.con.unregister("_moves")
-        live_merges = [m for m in changes.merges if m.merged_profile_id in fold.merged_into]
-        self._insert(
-            "profile_merges",
+
+    def run(self, sql: str, **tables: pa.Table) -> None:
+        self.steps.append((sql, tables))
+
+
+PROFILE_TABLES = (
+    "profiles",
+    "identifiers",
+    "traits",
+    "trait_tombstones",
+    "subscriptions",
+    "orders",
+)
+
+
+def prepare_batch(
+    fold: ProfileFold,
+    changes: Changes,
+    offsets: Sequence[TopicOffset] = (),
+    dead_letters: Sequence[DeadLetter] = (),
+) -> PreparedBatch:
+    batch = PreparedBatch()
+    _prepare_profiles(batch, fold, changes)
+    _prepare_identity(batch, fold, changes)
+    _prepare_timeline(batch, fold, changes)
+    batch.insert("applied_events", {"event_id": pa.array(changes.applied_event_ids, pa.string())})
+    _prepare_dead_letters(batch, dead_letters)
+    _prepare_offsets(batch, offsets)
+    return batch
+
+
+def _id_table(ids: Iterable[str]) -> pa.Table:
+    return pa.table({"pid": pa.array(list(ids), pa.string())})
+
+
+def _prepare_profiles(batch: PreparedBatch, fold: ProfileFold, changes: Changes) -> None:
+    touched = changes.dirty_profiles | changes.removed_profiles
+    if touched:
+        ids = _id_table(touched)
+        for table in PROFILE_TABLES:
+            batch.run(f"DELETE FROM {table} WHERE profile_id IN (SELECT pid FROM _ids)", _ids=ids)
+    live = [fold.profiles[pid] for pid in changes.dirty_profiles if pid in fold.profiles]
+    batch.insert("profiles", _profile_columns(live))
+    batch.insert("identifiers", _identifier_columns(live))
+    values, tombstones = _trait_columns(live)
+    batch.insert("traits", values)
+    batch.insert("trait_tombstones", tombstones)
+    batch.insert("subscriptions", _subscription_columns(live))
+    batch.insert("orders", _order_columns(live))
+
+
+def _prepare_identity(batch: PreparedBatch, fold: ProfileFold, changes: Changes) -> None:
+    # Merged-away ids move to their final survivor everywhere they are referenced.
+    live_merges = [m for m in changes.merges if m.merged_profile_id in fold.merged_into]
+    if live_merges:
+        moves = pa.table(
             {
-                "merged_profile_id": pa.array(
-                    [m.merged_profile_id for m in live_merges], pa.string()
-                ),
-                "survivor_profile_id": pa.array(
+                "old": pa.array([m.merged_profile_id for m in live_merges], pa.string()),
+                "new": pa.array(
                     [fold.merged_into[m.merged_profile_id] for m in live_merges], pa.string()
                 ),
-                "merged_at": pa.array([m.timestamp_us for m in live_merges], _TS),
-                "event_id": pa.array([m.event_id for m in live_merges], pa.string()),
-            },
+            }
         )
-        if changes.erased_profiles:
-            erased = pa.table({"pid": pa.array(list(changes.erased_profiles), pa.string())})
-            self.con.register("_erased", erased)
-            try:
-                self.con.execute("DELETE FROM events WHERE profile_id IN (SELECT pid FROM _erased)")
-                self.con.execute(
-                    "DELETE FROM profile_merges"
-                    " WHERE survivor_profile_id IN (SELECT pid FROM _erased)"
-                    " OR merged_profile_id IN (SELECT pid FROM _erased)"
-                )
-                self.con.execute(
-                    "DELETE FROM identity_conflicts"
-                    " WHERE owner_profile_id IN (SELECT pid FROM _erased)"
-                    " OR event_profile_id IN (SELECT pid FROM _erased)"
-                )
-            finally:
-                self.con.unregister("_erased")
-        conflicts = [
-            c
-            for c in changes.conflicts
-            if c.owner_profile_id not in changes.erased_profiles
-            and c.event_profile_id not in changes.erased_profiles
-        ]
-        self._insert(
-            "identity_conflicts",
-            {
-                "event_id": pa.array([c.event_id for c in conflicts], pa.string()),
-                "event_time": pa.array([c.timestamp_us for c in conflicts], _TS),
-                "dropped_id_type": pa.array([c.dropped.id_type for c in conflicts], pa.string()),
-                "dropped_id_value": pa.array([c.dropped.value for c in conflicts], pa.string()),
-                "owner_profile_id": pa.array([c.owner_profile_id for c in conflicts], pa.string()),
-                "event_profile_id": pa.array([c.event_profile_id for c in conflicts], pa.string()),
-                "rule": pa.array([c.rule for c in conflicts], pa.string()),
-            },
+        batch.run(
+            "UPDATE events SET profile_id = _moves.new FROM _moves"
+            " WHERE events.profile_id = _moves.old",
+            _moves=moves,
         )
+        batch.run(
+            "UPDATE profile_merges SET survivor_profile_id = _moves.new FROM _moves"
+            " WHERE profile_merges.survivor_profile_id = _moves.old",
+            _moves=moves,
+        )
+    batch.insert(
+        "profile_merges",
+        {
+            "merged_profile_id": pa.array([m.merged_profile_id for m in live_merges], pa.string()),
+            "survivor_profile_id": pa.array(
+                [fold.merged_into[m.merged_profile_id] for m in live_merges], pa.string()
+            ),
+            "merged_at": pa.array([m.timestamp_us for m in live_merges], _TS),
+            "event_id": pa.array([m.event_id for m in live_merges], pa.string()),
+        },
+    )
+    if changes.erased_profiles:
+        erased = _id_table(changes.erased_profiles)
+        for sql in (
+            "DELETE FROM events WHERE profile_id IN (SELECT pid FROM _erased)",
+            "DELETE FROM profile_merges WHERE survivor_profile_id IN (SELECT pid FROM _erased)"
+            " OR merged_profile_id IN (SELECT pid FROM _erased)",
+            "DELETE FROM identity_conflicts WHERE owner_profile_id IN (SELECT pid FROM _erased)"
+            " OR event_profile_id IN (SELECT pid FROM _erased)",
+        ):
+            batch.run(sql, _erased=erased)
+    erased_ids = changes.erased_profiles
+    conflicts = [
+        c
+        for c in changes.conflicts
+        if c.owner_profile_id not in erased_ids and c.event_profile_id not in erased_ids
+    ]
+    batch.insert(
+        "identity_conflicts",
+        {
+            "event_id": pa.array([c.event_id for c in conflicts], pa.string()),
+            "event_time": pa.array([c.timestamp_us for c in conflicts], _TS),
+            "dropped_id_type": pa.array([c.dropped.id_type for c in conflicts], pa.string()),
+            "dropped_id_value": pa.array([c.dropped.value for c in conflicts], pa.string()),
+            "owner_profile_id": pa.array([c.owner_profile_id for c in conflicts], pa.string()),
+            "event_profile_id": pa.array([c.event_profile_id for c in conflicts], pa.string()),
+            "rule": pa.array([c.rule for c in conflicts], pa.string()),
+        },
+    )
 
-    def _write_timeline(self, fold: ProfileFold, changes: Changes) -> None:
-        event_ids: list[str] = []
-        profile_ids: list[str] = []
-        types: list[str] = []
-        stamps: list[int] = []
-        names: list[str | None] = []
-        payloads: list[str] = []
-        resolve = fold.resolve_profile_id
-        for entry in changes.timeline:
-            pid = resolve(entry.profile_id)
+
+def _prepare_timeline(batch: PreparedBatch, fold: ProfileFold, changes: Changes) -> None:
+    resolve = fold.resolve_profile_id
+    profiles = fold.profiles
+    rows = []
+    for entry in changes.timeline:
+        pid = entry.profile_id
+        if pid not in profiles:
+            pid = resolve(pid)  # type: ignore[assignment]
             if pid is None:  # erased later in this batch
                 continue
-            event_ids.append(entry.event_id)
-            profile_ids.append(pid)
-            types.append(entry.type)
-            stamps.append(entry.timestamp_us)
-            names.append(entry.event_name)
-            payloads.append(entry.payload_json)
-        self._insert(
-            "events",
-            {
-                "event_id": pa.array(event_ids, pa.string()),
-                "profile_id": pa.array(profile_ids, pa.string()),
-                "type": pa.array(types, pa.string()),
-                "timestamp": pa.array(stamps, _TS),
-                "event_name": pa.array(names, pa.string()),
-                "payload": pa.array(payloads, pa.string()),
-            },
-        )
+        rows.append((entry, pid))
+    batch.insert(
+        "events",
+        {
+            "event_id": pa.array([e.event_id for e, _ in rows], pa.string()),
+            "profile_id": pa.array([pid for _, pid in rows], pa.string()),
+            "type": pa.array([e.type for e, _ in rows], pa.string()),
+            "timestamp": pa.array([e.timestamp_us for e, _ in rows], _TS),
+            "event_name": pa.array([e.event_name for e, _ in rows], pa.string()),
+            "payload": pa.array([e.payload_json for e, _ in rows], pa.string()),
+        },
+    )
 
-    def _write_dead_letters(self, dead_letters: Sequence[DeadLetter]) -> None:
-        d = dead_letters
-        self._insert(
-            "dead_letters",
-            {
-                "source": pa.array([x.source for x in d], pa.string()),
-                "partition": pa.array([x.partition for x in d], pa.int32()),
-                "offset": pa.array([x.offset for x in d], pa.int64()),
-                "line_number": pa.array([x.line_number for x in d], pa.int64()),
-                "message_key": pa.array([x.key for x in d], pa.binary()),
-                "raw": pa.array([x.raw for x in d], pa.binary()),
-                "reason": pa.array([x.reason for x in d], pa.string()),
-                "logged_at": pa.array([x.timestamp_us for x in d], _TS),
-            },
-        )
 
-    def _write_offsets(self, offsets: Sequence[TopicOffset]) -> None:
-        for item in offsets:
-            self.con.execute(
-                'DELETE FROM consumer_offsets WHERE topic = ? AND "partition" = ?',
-                [item.topic, item.partition],
-            )
-        self._insert(
-            "consumer_offsets",
-            {
-                "topic": pa.array([o.topic for o in offsets], pa.string()),
-                "partition": pa.array([o.partition for o in offsets], pa.int32()),
-                "next_offset": pa.array([o.next_offset for o in offsets], pa.int64()),
-            },
-        )
+def _prepare_dead_letters(batch: PreparedBatch, dead_letters: Sequence[DeadLetter]) -> None:
+    d = dead_letters
+    batch.insert(
+        "dead_letters",
+        {
+            "source": pa.array([x.source for x in d], pa.string()),
+            "partition": pa.array([x.partition for x in d], pa.int32()),
+            "offset": pa.array([x.offset for x in d], pa.int64()),
+            "line_number": pa.array([x.line_number for x in d], pa.int64()),
+            "message_key": pa.array([x.key for x in d], pa.binary()),
+            "raw": pa.array([x.raw for x in d], pa.binary()),
+            "reason": pa.array([x.reason for x in d], pa.string()),
+            "logged_at": pa.array([x.timestamp_us for x in d], _TS),
+        },
+    )
+
+
+def _prepare_offsets(batch: PreparedBatch, offsets: Sequence[TopicOffset]) -> None:
+    if not offsets:
+        return
+    rows = pa.table(
+        {
+            "topic": pa.array([o.topic for o in offsets], pa.string()),
+            "partition": pa.array([o.partition for o in offsets], pa.int32()),
+            "next_offset": pa.array([o.next_offset for o in offsets], pa.int64()),
+        }
+    )
+    batch.run(
+        "DELETE FROM consumer_offsets USING _offsets WHERE consumer_offsets.topic = _offsets.topic"
+        ' AND consumer_offsets."partition" = _offsets."partition"',
+        _offsets=rows,
+    )
+    batch.run(
+        'INSERT INTO consumer_offsets SELECT topic, "partition", next_offset FROM _offsets',
+        _offsets=rows,
+    )
 
 
 # -- state -> Arrow columns ---------------------------------------------------------------

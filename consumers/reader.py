@@ -1,0 +1,121 @@
+"""The Kafka reader: a child process that fetches, merges and forwards raw records.
+
+kafka-python parses record batches in pure Python, which costs about as much CPU as the fold
+itself. Running it in its own process puts fetch+parse and decode+fold+write on the
+machine's two cores at once; the pipe between them gives natural back-pressure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from kafka import TopicPartition
+
+# (partition, offset, timestamp_ms, key, value): plain tuples pickle an order of magnitude
+# faster than objects.
+RawRecord = tuple[int, int, int, bytes | None, bytes]
+
+_END = "end"
+_IDLE = "idle"
+_ERROR = "error"
+CHUNK = 2_000
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    bootstrap_servers: str
+    topic: str
+    positions: dict[int, int]  # next offset to read per partition
+    ends: dict[int, int]  # end offsets seen at start
+    once: bool
+
+
+def _send(conn: Connection, kind: str, payload: Any = None) -> None:
+    conn.send_bytes(pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _reader_main(plan: ReadPlan, conn: Connection) -> None:
+    from consumers.consumer import kafka_consumer
+    from consumers.ordering import PartitionMerger
+
+    try:
+        consumer = kafka_consumer(plan.bootstrap_servers)
+        tps = [TopicPartition(plan.topic, p) for p in sorted(plan.positions)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, plan.positions[tp.partition])
+        merger = PartitionMerger(plan.ends, plan.positions)
+        while True:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                merger.add(tp.partition, records)
+            if not plan.once:
+                for tp in tps:
+                    high = consumer.highwater(tp)
+                    if high is not None:
+                        merger.update_end(tp.partition, high)
+            chunk: list[RawRecord] = []
+            for r in merger.drain():
+                chunk.append((r.partition, r.offset, r.timestamp, r.key, r.value))
+                if len(chunk) >= CHUNK:
+                    _send(conn, "records", chunk)
+                    chunk = []
+            if chunk:
+                _send(conn, "records", chunk)
+            if merger.caught_up():
+                if plan.once:
+                    _send(conn, _END)
+                    break
+                _send(conn, _IDLE)
+        consumer.close()
+    except (BrokenPipeError, EOFError):
+        return  # the folding process is gone; nothing to do
+    except Exception as error:  # reported to the parent, which raises it
+        with contextlib.suppress(BrokenPipeError, OSError):
+            _send(conn, _ERROR, f"{type(error).__name__}: {error}")
+    finally:
+        conn.close()
+
+
+class ReaderError(RuntimeError):
+    pass
+
+
+class KafkaReader:
+    """Yields chunks of raw records from the child process; ``None`` means caught up."""
+
+    def __init__(self, plan: ReadPlan) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child_conn = ctx.Pipe(duplex=False)
+        self._process = ctx.Process(
+            target=_reader_main, args=(plan, child_conn), name="kafka-reader", daemon=True
+        )
+        self._process.start()
+        child_conn.close()
+
+    def chunks(self) -> Iterator[list[RawRecord] | None]:
+        while True:
+            try:
+                kind, payload = pickle.loads(self._conn.recv_bytes())
+            except EOFError:
+                raise ReaderError("the Kafka reader process stopped unexpectedly") from None
+            if kind == "records":
+                yield payload
+            elif kind == _IDLE:
+                yield None
+            elif kind == _END:
+                return
+            else:
+                raise ReaderError(payload)
+
+    def close(self) -> None:
+        self._conn.close()
+        self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(timeout=5)
