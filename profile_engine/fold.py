@@ -169,7 +169,21 @@ class ProfileFold:
     def _resolve(
         self, event: ProfileEvent, key: OrderKey
     ) -> tuple[ProfileState, list[IdentifierState]]:
-        candidates = list(dict.fromkeys(event.identifiers))  # priority order, deduplicated
+        index = self.index
+        idents = event.identifiers
+        # Fast path, most events: every identifier is known and on one profile already.
+        first = index.get((idents[0].id_type, idents[0].value)) if idents else None
+        if first is not None:
+            owner_id = first.profile_id
+            known = [first]
+            for ident in idents[1:]:
+                state = index.get((ident.id_type, ident.value))
+                if state is None or state.profile_id != owner_id:
+                    break
+                known.append(state)
+            else:
+                return self.profiles[owner_id], known
+        candidates = list(dict.fromkeys(idents))  # priority order, deduplicated
         dropped: list[tuple[Identifier, str]] = []
         while True:
             owners = self._owners(candidates)

@@ -1,0 +1,96 @@
+# profile-engine: every set-up step lives here so that a fresh clone needs only
+# Python 3.11+, Java 17+ and Maven. `make help` lists the targets.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+CLI := $(BIN)/profile-engine
+# Re-install only when the project's metadata changes.
+STAMP := $(VENV)/.install-stamp
+PYTEST_ARGS ?=
+DEMO_DIR := .cache
+BENCHMARKS := benchmarks/bench_publish.py benchmarks/bench_fold.py \
+              benchmarks/bench_queries.py benchmarks/bench_import.py
+
+# The first interpreter on PATH that is Python 3.11 or newer (override with PYTHON=...).
+PYTHON ?= $(shell for candidate in python3.13 python3.12 python3.11 python3; do \
+	command -v $$candidate >/dev/null 2>&1 && \
+	$$candidate -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && \
+	{ echo $$candidate; break; }; done)
+
+.PHONY: help install kafka broker-start broker-stop broker-status test lint format bench demo \
+        clean clean-all
+
+help: ## List the targets with what they do
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' \
+		$(MAKEFILE_LIST)
+
+install: $(STAMP) ## Create .venv (Python 3.11+) and install the project with test and dev extras
+
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+		if [ -z "$(PYTHON)" ]; then \
+			echo "error: Python 3.11 or newer is required; none found on PATH" >&2; exit 1; \
+		fi; \
+		echo "creating $(VENV) with $(PYTHON)"; \
+		$(PYTHON) -m venv $(VENV) || exit 1; \
+	fi
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "error: $(VENV) runs Python < 3.11; remove it and run make install" >&2; exit 1; }
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
+	@touch $(STAMP)
+
+kafka: install ## Fetch the Apache Kafka jars with Maven into ~/.cache/profile-engine (once)
+	$(CLI) broker fetch
+
+broker-start: kafka ## Start the local Kafka broker (data in .kafka/, port 9092) and wait for it
+	$(CLI) broker start
+
+broker-stop: ## Stop the local Kafka broker
+	@if [ -x $(CLI) ]; then $(CLI) broker stop; else echo "nothing to stop: not installed"; fi
+
+broker-status: install ## Exit 0 only when the local broker runs and answers
+	$(CLI) broker status
+
+test: install kafka ## Run the test suite; pytest starts its own real Kafka broker
+	@$(BIN)/pytest -q $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
+
+lint: install ## ruff check, ruff format --check and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install ## Format the code and apply ruff's safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install broker-start ## Run each benchmark script in benchmarks/ that exists
+	@for script in $(BENCHMARKS); do \
+		if [ -f $$script ]; then \
+			echo "== $$script"; $(PY) $$script || exit 1; \
+		else \
+			echo "== $$script: not present, skipped"; \
+		fi; \
+	done
+
+demo: install broker-start ## Publish a realistic sample stream, fold it and print reachability
+	@mkdir -p $(DEMO_DIR)
+	$(CLI) topics create
+	$(CLI) generate --events 20000 --seed 7 --out $(DEMO_DIR)/demo-events.jsonl
+	$(CLI) publish $(DEMO_DIR)/demo-events.jsonl
+	$(CLI) consume --db $(DEMO_DIR)/demo.duckdb --once
+	$(CLI) counts --db $(DEMO_DIR)/demo.duckdb --format table
+
+clean: ## Remove caches and demo outputs (keeps .venv, the broker and its data)
+	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	find . -path ./$(VENV) -prune -o -name '*.egg-info' -type d -prune -exec rm -rf {} +
+
+clean-all: broker-stop clean ## Also stop the broker and remove .kafka/ and .venv/
+	rm -rf .kafka $(VENV)

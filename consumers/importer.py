@@ -1,0 +1,253 @@
+"""Bulk CSV import: validated rows go to the log as identify events, bad rows to a rejects file.
+
+Two steps so that a refused file sends nothing: ``CsvImport.open`` reads the whole file once
+(content hash for deterministic event ids, line count for progress, UTF-8 check) and checks
+the header against the registry; only then does the caller open a producer and ``run``.
+
+Import history is a JSON Lines file beside the attribute registry (``profile-imports.jsonl``):
+it survives rebuilds of the projection, needs no DuckDB lock (imports can run while a
+consumer holds the database) and is append-only, one line per import.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from profile_engine.attributes import AttributeRegistry
+from profile_engine.csv_import import (
+    HeaderError,
+    ImportColumns,
+    Reject,
+    RowConverter,
+    convert_records,
+    plan_columns,
+    read_records,
+    reject_row,
+    rejects_header,
+)
+from profile_engine.events import ProfileEvent
+from profile_engine.identifiers import DEFAULT_PHONE_REGION
+
+HISTORY_FILE = "profile-imports.jsonl"
+_CHUNK = 1 << 20
+PROGRESS_EVERY = 5_000
+
+ProgressCallback = Callable[[int], None]  # physical lines read so far
+RejectCallback = Callable[[Reject], None]
+
+
+class EventSink(Protocol):
+    """What the import needs from a producer (consumers.producer.EventProducer)."""
+
+    def send(self, event: ProfileEvent) -> Any: ...
+
+    def flush(self) -> Any: ...
+
+
+def rejects_path_for(path: Path) -> Path:
+    """``data/customers.csv`` -> ``data/customers.rejects.csv`` (beside the input)."""
+    suffix = path.suffix if path.suffix else ""
+    return path.with_name(path.name[: len(path.name) - len(suffix)] + ".rejects.csv")
+
+
+def scan_file(path: Path) -> tuple[str, int]:
+    """(sha256 hex of the bytes, number of lines); HeaderError if the file is not UTF-8."""
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 0
+    offset = 0
+    last = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            lines += chunk.count(b"\n")
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as error:
+                raise HeaderError(
+                    f"the file is not UTF-8 text (bad byte at offset {offset + error.start})"
+                ) from None
+            offset += len(chunk)
+            last = chunk[-1:]
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise HeaderError("the file is not UTF-8 text (it ends inside a character)") from None
+    if last and last != b"\n":
+        lines += 1
+    return digest.hexdigest(), lines
+
+
+@dataclass(slots=True)
+class ImportCounts:
+    accepted: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    rejects_file: Path | None = None
+    first_rejects: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_s(self) -> float:
+        total = self.accepted + self.rejected
+        return total / self.seconds if self.seconds > 0 else 0.0
+
+
+class CsvImport:
+    """One CSV file, checked and ready to send."""
+
+    def __init__(self, path: Path, columns: ImportColumns, digest: str, total_lines: int) -> None:
+        self.path = path
+        self.columns = columns
+        self.digest = digest
+        self.total_lines = total_lines
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        registry: AttributeRegistry,
+        id_column: str,
+        id_type: str | None = None,
+    ) -> CsvImport:
+        """Check the file and its header; HeaderError refuses the whole file."""
+        digest, total_lines = scan_file(path)
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            try:
+                header = next(csv.reader(handle, strict=True), [])
+            except csv.Error as error:
+                raise HeaderError(f"header: malformed CSV: {error}") from None
+        columns = plan_columns(header, registry, id_column, id_type)
+        return cls(path, columns, digest, total_lines)
+
+    @property
+    def rejects_path(self) -> Path:
+        return rejects_path_for(self.path)
+
+    def run(
+        self,
+        sink: EventSink,
+        timestamp_us: int,
+        phone_region: str = DEFAULT_PHONE_REGION,
+        on_progress: ProgressCallback | None = None,
+        on_reject: RejectCallback | None = None,
+    ) -> ImportCounts:
+        """Send every valid row, write every invalid one to the rejects file, flush."""
+        counts = ImportCounts()
+        started = time.perf_counter()
+        converter = RowConverter(self.columns, self.digest, timestamp_us, phone_region)
+        send = sink.send
+        with (
+            self.path.open(encoding="utf-8-sig", newline="") as handle,
+            _RejectsFile(self.rejects_path, self.columns.header) as rejects,
+        ):
+            reader = csv.reader(handle, strict=True)
+            next(reader)  # the header, already checked
+            for done, result in enumerate(convert_records(converter, read_records(reader))):
+                if isinstance(result, Reject):
+                    rejects.write(result)
+                    counts.rejected += 1
+                    if on_reject is not None:
+                        on_reject(result)
+                else:
+                    send(result)
+                    counts.accepted += 1
+                if on_progress is not None and done % PROGRESS_EVERY == 0:
+                    on_progress(reader.line_num)
+            if on_progress is not None:
+                on_progress(reader.line_num)
+            sink.flush()
+        counts.rejects_file = self.rejects_path if counts.rejected else None
+        counts.seconds = time.perf_counter() - started
+        return counts
+
+
+class _RejectsFile:
+    """The rejects CSV, created on the first reject only (original header + reason)."""
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        self.path = path
+        self.header = header
+        self._handle: TextIO | None = None
+        self._writer: Any = None
+
+    def write(self, reject: Reject) -> None:
+        if self._writer is None:
+            self._handle = self.path.open("w", encoding="utf-8", newline="")
+            self._writer = csv.writer(self._handle)
+            self._writer.writerow(rejects_header(self.header))
+        self._writer.writerow(reject_row(reject, len(self.header)))
+
+    def __enter__(self) -> _RejectsFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        elif self.path.exists():
+            # A clean re-import must not leave the previous run's rejects looking current.
+            self.path.unlink()
+
+
+# -- import history -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImportRecord:
+    file: str
+    started_at: str  # ISO-8601 UTC
+    status: str  # ok | rejects | refused | failed
+    accepted: int
+    rejected: int
+    seconds: float
+    id_type: str | None = None
+    topic: str | None = None
+    rejects_file: str | None = None
+    message: str | None = None
+
+
+HISTORY_COLUMNS = (
+    "file",
+    "started_at",
+    "status",
+    "accepted",
+    "rejected",
+    "seconds",
+    "id_type",
+    "topic",
+    "rejects_file",
+    "message",
+)
+
+
+def history_path_for(registry_path: Path) -> Path:
+    """The history lives beside the registry, so one --attributes names both."""
+    return registry_path.parent / HISTORY_FILE
+
+
+def append_history(path: Path, record: ImportRecord) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(asdict(record), sort_keys=True) + "\n")
+
+
+def read_history(path: Path) -> list[ImportRecord]:
+    """Every recorded import, oldest first; a damaged line is skipped, not fatal."""
+    if not path.exists():
+        return []
+    records = []
+    names = set(HISTORY_COLUMNS)
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            raw = json.loads(line)
+            records.append(ImportRecord(**{k: v for k, v in raw.items() if k in names}))
+        except (ValueError, TypeError):
+            continue
+    return records

@@ -1,0 +1,164 @@
+"""The profile_traits view gives traits their registered SQL types."""
+
+from __future__ import annotations
+
+import datetime as dt
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from profile_engine.attributes import AttributeRegistry
+from projections.typed_traits import refresh_typed_traits_view
+
+NOW = dt.datetime(2026, 1, 1)
+
+
+def _profile(con: duckdb.DuckDBPyConnection, profile_id: str) -> None:
+    con.execute(
+        "INSERT INTO profiles (profile_id, created_at, created_event_id, event_count,"
+        " ccpa_opted_out, order_count, revenue) VALUES (?, ?, 'e', 1, false, 0, 0)",
+        [profile_id, NOW],
+    )
+
+
+def _trait(
+    con: duckdb.DuckDBPyConnection, profile_id: str, name: str, value: str, value_type: str
+) -> None:
+    con.execute(
+        "INSERT INTO traits VALUES (?, ?, ?, ?, ?, 'e')",
+        [profile_id, name, value, value_type, NOW],
+    )
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> AttributeRegistry:
+    reg = AttributeRegistry.load(tmp_path / "attrs.json")
+    for name, type_name in {
+        "vip": "boolean",
+        "points": "long",
+        "ltv": "double",
+        "signup_date": "date",
+        "last_login": "datetime",
+        "last_seen_epoch": "epoch",
+    }.items():
+        reg.add(name, type_name)
+    return reg
+
+
+@pytest.fixture
+def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    connection = duckdb.connect(str(tmp_path / "projection.duckdb"))
+    connection.execute(resources.files("projections").joinpath("schema.sql").read_text())
+    _profile(connection, "p1")
+    _profile(connection, "p2")
+    _profile(connection, "p3")
+    for name, value, value_type in [
+        ("first_name", "Ada", "string"),
+        ("birthday_day", "31", "long"),
+        ("vip", "true", "boolean"),
+        ("points", "9223372036854775807", "long"),
+        ("ltv", "12.5", "double"),
+        ("signup_date", "2024-02-29", "string"),
+        ("last_login", "2026-01-02T03:04:05Z", "string"),
+        ("last_seen_epoch", "1651676123", "long"),
+    ]:
+        _trait(connection, "p1", name, value, value_type)
+    _trait(connection, "p2", "points", "7", "long")
+    _trait(connection, "p2", "ltv", "3", "long")
+    _trait(connection, "p2", "vip", "false", "boolean")
+    # stored before the attribute was registered as a date: reads as NULL, does not fail
+    _trait(connection, "p3", "signup_date", "sometime", "string")
+    # a trait of a profile that is no longer live is not shown
+    _trait(connection, "gone", "points", "1", "long")
+    return connection
+
+
+def test_columns_carry_the_registered_sql_types(
+    con: duckdb.DuckDBPyConnection, registry: AttributeRegistry
+) -> None:
+    refresh_typed_traits_view(con, registry)
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = 'profile_traits'"
+        ).fetchall()
+    )
+    assert types["profile_id"] == "VARCHAR"
+    assert types["first_name"] == "VARCHAR"
+    assert types["birthday_day"] == "BIGINT"
+    assert types["vip"] == "BOOLEAN"
+    assert types["points"] == "BIGINT"
+    assert types["ltv"] == "DOUBLE"
+    assert types["signup_date"] == "DATE"
+    assert types["last_login"] == "TIMESTAMP"
+    assert types["last_seen_epoch"] == "BIGINT"
+
+
+def test_one_row_per_live_profile_with_typed_values(
+    con: duckdb.DuckDBPyConnection, registry: AttributeRegistry
+) -> None:
+    refresh_typed_traits_view(con, registry)
+    row = con.execute(
+        "SELECT first_name, birthday_day, vip, points, ltv, signup_date, last_login,"
+        " last_seen_epoch, city FROM profile_traits WHERE profile_id = 'p1'"
+    ).fetchone()
+    assert row == (
+        "Ada",
+        31,
+        True,
+        9223372036854775807,
+        12.5,
+        dt.date(2024, 2, 29),
+        dt.datetime(2026, 1, 2, 3, 4, 5),
+        1651676123,
+        None,
+    )
+    ids = [r[0] for r in con.execute("SELECT profile_id FROM profile_traits ORDER BY 1").fetchall()]
+    assert ids == ["p1", "p2", "p3"]
+
+
+def test_typed_columns_compare_and_aggregate(
+    con: duckdb.DuckDBPyConnection, registry: AttributeRegistry
+) -> None:
+    refresh_typed_traits_view(con, registry)
+    # numeric comparison, not text: '7' > '10...' as text, 7 < 9.2e18 as BIGINT
+    big = con.execute("SELECT profile_id FROM profile_traits WHERE points > 100").fetchall()
+    assert big == [("p1",)]
+    assert con.execute("SELECT sum(ltv) FROM profile_traits").fetchone() == (15.5,)
+    assert con.execute("SELECT count(*) FROM profile_traits WHERE vip").fetchone() == (1,)
+    assert con.execute(
+        "SELECT count(*) FROM profile_traits WHERE signup_date >= DATE '2024-01-01'"
+    ).fetchone() == (1,)
+
+
+def test_a_mistyped_old_value_reads_as_null(
+    con: duckdb.DuckDBPyConnection, registry: AttributeRegistry
+) -> None:
+    refresh_typed_traits_view(con, registry)
+    row = con.execute("SELECT signup_date FROM profile_traits WHERE profile_id = 'p3'").fetchone()
+    assert row == (None,)
+
+
+def test_refresh_picks_up_a_newly_registered_attribute(
+    con: duckdb.DuckDBPyConnection, registry: AttributeRegistry
+) -> None:
+    refresh_typed_traits_view(con, registry)
+    _trait(con, "p2", "shoe_size", "44", "long")
+    with pytest.raises(duckdb.BinderException):
+        con.execute("SELECT shoe_size FROM profile_traits").fetchall()
+    registry.add("shoe_size", "long")
+    refresh_typed_traits_view(con, registry)
+    assert con.execute(
+        "SELECT shoe_size FROM profile_traits WHERE profile_id = 'p2'"
+    ).fetchone() == (44,)
+
+
+def test_view_survives_reopening_the_file(
+    tmp_path: Path, con: duckdb.DuckDBPyConnection, registry: AttributeRegistry
+) -> None:
+    refresh_typed_traits_view(con, registry)
+    con.close()
+    again = duckdb.connect(str(tmp_path / "projection.duckdb"), read_only=True)
+    assert again.execute("SELECT count(*) FROM profile_traits").fetchone() == (3,)
