@@ -26,6 +26,9 @@ def server_properties(port: int, controller_port: int, storage_dir: Path) -> str
         "controller.quorum.bootstrap.servers": f"{HOST}:{controller_port}",
         "log.dirs": str(storage_dir),
         "num.partitions": "6",
+        # The log is the source of truth and events carry their own (often old) timestamps:
+        # time-based retention would silently delete history the projections are built from.
+        "log.retention.ms": "-1",
         "auto.create.topics.enable": "false",
         "min.insync.replicas": "1",
         "offsets.topic.replication.factor": "1",

@@ -164,6 +164,8 @@ class FoldConsumer:
         consumer = kafka_consumer(self._bootstrap)
         try:
             tps = topic_partitions(consumer, self.topic)
+            if self.dead_letter_topic:
+                topic_partitions(consumer, self.dead_letter_topic)  # fail now, not at the 1st
             stored = self.store.offsets(self.topic)
             needed = {tp.partition: stored.get(tp.partition, 0) for tp in tps}
             earliest = {tp.partition: o for tp, o in consumer.beginning_offsets(tps).items()}

@@ -7,7 +7,6 @@ batch with set-based SQL. The same log always gives the same state, profile ids 
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -75,12 +74,10 @@ class Conflict:
 
 @dataclass(slots=True)
 class TimelineEntry:
-    event_id: str
+    """An applied event and the profile it was applied to (at that moment)."""
+
+    event: ProfileEvent
     profile_id: str
-    type: str
-    timestamp_us: int
-    event_name: str | None
-    payload_json: str
 
 
 @dataclass
@@ -138,16 +135,7 @@ class ProfileFold:
                 state.seen(key)
         self._apply_payload(event, profile, key)
         if profile.profile_id in self.profiles:
-            self.changes.timeline.append(
-                TimelineEntry(
-                    event_id,
-                    profile.profile_id,
-                    event.type,
-                    event.timestamp_us,
-                    event.event if isinstance(event, Track) else None,
-                    json.dumps(_timeline_payload(event), separators=(",", ":"), default=str),
-                )
-            )
+            self.changes.timeline.append(TimelineEntry(event, profile.profile_id))
         return True
 
     def drain_changes(self) -> Changes:
@@ -318,9 +306,3 @@ class ProfileFold:
         self.changes.removed_profiles.add(profile.profile_id)
         self.changes.erased_profiles.add(profile.profile_id)
         self.changes.dirty_profiles.discard(profile.profile_id)
-
-
-def _timeline_payload(event: ProfileEvent) -> dict[str, object]:
-    payload = event.payload()
-    payload["identifiers"] = {i.id_type: i.value for i in event.identifiers}
-    return payload

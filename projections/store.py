@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 
 from profile_engine.events import Identifier, ProfileEvent
@@ -36,7 +37,9 @@ def open_projection(db_path: str | Path, read_only: bool = False) -> duckdb.Duck
         if not Path(db_path).exists():
             raise FileNotFoundError(f"no projection database at {db_path}")
         return duckdb.connect(str(db_path), read_only=True)
+    # No progress bar: the consumer runs long batches and keeps its own progress display.
     con = duckdb.connect(str(db_path))
+    con.execute("SET enable_progress_bar = false")
     con.execute(_sql_file("schema.sql"))
     for optional in ("views.sql", "indexes.sql"):
         with suppress(FileNotFoundError):
@@ -366,26 +369,38 @@ def _prepare_identity(batch: PreparedBatch, fold: ProfileFold, changes: Changes)
     )
 
 
+def timeline_payload(event: ProfileEvent) -> bytes:
+    """The event's own fields plus its identifiers, as compact JSON."""
+    payload = event.payload()
+    payload["identifiers"] = {i.id_type: i.value for i in event.identifiers}
+    return orjson.dumps(payload, default=str)
+
+
 def _prepare_timeline(batch: PreparedBatch, fold: ProfileFold, changes: Changes) -> None:
     resolve = fold.resolve_profile_id
     profiles = fold.profiles
-    rows = []
+    events: list[ProfileEvent] = []
+    owners: list[str] = []
     for entry in changes.timeline:
-        pid = entry.profile_id
+        pid: str | None = entry.profile_id
         if pid not in profiles:
-            pid = resolve(pid)  # type: ignore[assignment]
+            pid = resolve(entry.profile_id)
             if pid is None:  # erased later in this batch
                 continue
-        rows.append((entry, pid))
+        events.append(entry.event)
+        owners.append(pid)
     batch.insert(
         "events",
         {
-            "event_id": pa.array([e.event_id for e, _ in rows], pa.string()),
-            "profile_id": pa.array([pid for _, pid in rows], pa.string()),
-            "type": pa.array([e.type for e, _ in rows], pa.string()),
-            "timestamp": pa.array([e.timestamp_us for e, _ in rows], _TS),
-            "event_name": pa.array([e.event_name for e, _ in rows], pa.string()),
-            "payload": pa.array([e.payload_json for e, _ in rows], pa.string()),
+            "event_id": pa.array([e.event_id for e in events], pa.string()),
+            "profile_id": pa.array(owners, pa.string()),
+            "type": pa.array([e.type for e in events], pa.string()),
+            "timestamp": pa.array([e.timestamp_us for e in events], _TS),
+            "event_name": pa.array(
+                [e.event if e.type == "track" else None for e in events],  # type: ignore[attr-defined]
+                pa.string(),
+            ),
+            "payload": pa.array([timeline_payload(e) for e in events], pa.string()),
         },
     )
 
@@ -481,7 +496,8 @@ def _identifier_columns(profiles: list[ProfileState]) -> dict[str, pa.Array]:
         "consent_unknown_at": pa.array([k[0] for k in unknown], _TS),
         "consent_unknown_event_id": pa.array([k[1] for k in unknown], pa.string()),
         "recent_soft_bounces_us": pa.array(
-            [sorted(s.recent_soft_bounces) for s in states], pa.list_(pa.int64())
+            [sorted(s.recent_soft_bounces) if s.recent_soft_bounces else [] for s in states],
+            pa.list_(pa.int64()),
         ),
         "ccpa": pa.array([s.ccpa for s in states], pa.string()),
         "ccpa_updated_at": pa.array([k[0] for k in ccpa], _TS),

@@ -52,7 +52,8 @@ def _docker_kafka() -> Iterator[str]:
     except ImportError:  # testcontainers < 4.9 kept it at the top level
         from testcontainers.kafka import KafkaContainer
 
-    with KafkaContainer().with_kraft() as container:
+    container = KafkaContainer().with_kraft().with_env("KAFKA_LOG_RETENTION_MS", "-1")
+    with container:
         yield container.get_bootstrap_server()
 
 
@@ -108,7 +109,8 @@ def _topic_name(request: pytest.FixtureRequest, role: str) -> str:
 def _new_topic(admin: Any, name: str, partitions: int) -> Iterator[str]:
     from kafka.admin import NewTopic
 
-    admin.create_topics([NewTopic(name, partitions, 1)])
+    # Infinite retention: events carry old timestamps, which time-based retention deletes.
+    admin.create_topics([NewTopic(name, partitions, 1, topic_configs={"retention.ms": "-1"})])
     admin.wait_for_topics([name], timeout_ms=30_000)
     try:
         yield name

@@ -41,3 +41,7 @@ def main() -> None:
     with friendly_errors():
         cli.main(standalone_mode=True)
     sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

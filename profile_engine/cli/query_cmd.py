@@ -1,3 +1,366 @@
-"""Placeholder until its commands land."""
+"""Query commands: counts, profile, sql, export and settings, over the DuckDB projection.
 
-COMMANDS: list = []
+All but `settings set/reset` open the database read-only, so DuckDB itself refuses writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from profile_engine.cli.common import UserError, db_option, format_option, print_rows
+from profile_engine.reachability import CHANNELS, SETTINGS, SettingError, parse_value
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Known failures become one-line errors (exit 1); anything else is a bug and propagates."""
+    import duckdb
+
+    from projections.queries import QueryError
+    from projections.readonly import ProjectionUnavailable
+
+    try:
+        yield
+    except (ProjectionUnavailable, QueryError, SettingError) as error:
+        raise UserError(str(error)) from None
+    except duckdb.Error as error:
+        from projections.queries import first_line
+
+        raise UserError(first_line(error)) from None
+
+
+def _with_readonly(db_path: str, work: Callable[[Any], Any]) -> Any:
+    from projections.readonly import open_readonly
+
+    with _user_errors():
+        con = open_readonly(db_path)
+        try:
+            return work(con)
+        finally:
+            con.close()
+
+
+def _current_month() -> str:
+    return datetime.now(UTC).strftime("%Y-%m")
+
+
+# -- counts --------------------------------------------------------------------------------
+
+
+@click.command()
+@db_option
+@click.option("--month", help="UTC month of the MAU figure, YYYY-MM.  [default: this month]")
+@click.option("--channel", type=click.Choice(CHANNELS), help="Show only this channel.")
+@format_option("table", "json", "csv")
+def counts(db_path: str, month: str | None, channel: str | None, output_format: str) -> None:
+    """Total, reachable and unreachable profiles per channel, and monthly active users."""
+    from projections import queries
+
+    chosen_month = month or _current_month()
+    result = _with_readonly(db_path, lambda con: queries.counts(con, chosen_month, channel))
+    if output_format == "json":
+        click.echo(json.dumps(result, indent=2))
+    elif output_format == "csv":
+        print_rows(*_counts_rows(result), "csv")
+    else:
+        _print_counts_table(result)
+
+
+def _counts_rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    columns = ["month", "mau", "total", "channel", "reachable", "unreachable"]
+    head = [result["month"], result["mau"], result["total"]]
+    rows = [
+        [*head, name, figures["reachable"], figures["unreachable"]]
+        for name, figures in result["channels"].items()
+    ]
+    rows.append([*head, "any", result["reachable_any"], result["total"] - result["reachable_any"]])
+    return columns, rows
+
+
+def _print_counts_table(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"[bold]Profiles[/bold] {result['total']:,}   [bold]reachable on any channel[/bold] "
+        f"{result['reachable_any']:,}   [bold]MAU {result['month']}[/bold] {result['mau']:,}"
+    )
+    table = Table("channel", "reachable", "unreachable")
+    for name, figures in result["channels"].items():
+        table.add_row(name, f"{figures['reachable']:,}", f"{figures['unreachable']:,}")
+    console.print(table)
+
+
+# -- profile -------------------------------------------------------------------------------
+
+
+@click.command()
+@db_option
+@click.argument("lookup_key", metavar="TYPE:VALUE")
+@format_option("table", "json")
+def profile(db_path: str, lookup_key: str, output_format: str) -> None:
+    """One customer profile by an identifier (email:ann@example.com) or profile_id:ID.
+
+    TYPE is customer_id, email, phone, push_token, anonymous_id or profile_id; a merged-away
+    profile_id resolves to the profile it was merged into.
+    """
+    from projections import queries
+
+    def load(con: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        document = queries.profile_view(con, lookup_key)
+        if document is None or output_format == "json":
+            return document, []
+        pid, ccpa_opted_out = document["profile_id"], document["ccpa_opted_out"]
+        return document, queries.identifier_rows(con, pid, ccpa_opted_out)
+
+    document, identifiers = _with_readonly(db_path, load)
+    if document is None:
+        raise UserError(f"no profile found for {lookup_key}")
+    if output_format == "json":
+        click.echo(json.dumps(document, indent=2))
+    else:
+        _print_profile(document, identifiers)
+
+
+def _yes_no(flag: bool | None) -> str:
+    return "[green]yes[/green]" if flag else "[red]no[/red]"
+
+
+def _print_profile(document: dict[str, Any], identifiers: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+
+    console = Console()
+    orders = document["orders"]
+    average = "-" if orders["average"] is None else f"{orders['average']:,.2f}"
+    reachable = "  ".join(f"{ch} {_yes_no(ok)}" for ch, ok in document["reachable"].items())
+    console.print(f"[bold]Profile[/bold] {document['profile_id']}")
+    console.print(
+        f"first seen {document['first_seen']}   CCPA opted out "
+        f"{_yes_no(document['ccpa_opted_out'])}   email hash number "
+        f"{document['email_hash_number'] if document['email_hash_number'] is not None else '-'}"
+    )
+    console.print(f"reachable: {reachable}")
+    console.print(
+        f"orders {orders['count']}   lifetime value {orders['revenue']:,.2f}   average "
+        f"{average}   last purchase {orders['last_purchase_at'] or '-'}"
+    )
+    for title, columns, rows in _profile_sections(document, identifiers):
+        _print_section(console, title, columns, rows)
+
+
+def _identifier_tags(record: dict[str, Any], ccpa_opted_out: bool) -> str:
+    tags = []
+    if record["is_last_seen"]:
+        tags.append("Last Seen")
+    if record["channel"] is not None:
+        tags.append("Deliverable" if record["deliverable"] else "[red]Undeliverable[/red]")
+        if ccpa_opted_out:
+            tags.append("[red]CCPA Opt-out[/red]")
+    return ", ".join(tags)
+
+
+def _profile_sections(
+    document: dict[str, Any], identifiers: list[dict[str, Any]]
+) -> list[tuple[str, list[str], list[list[str]]]]:
+    ccpa = bool(document["ccpa_opted_out"])
+    id_rows = [
+        [
+            i["type"],
+            i["value"],
+            _identifier_tags(i, ccpa),
+            i["consent"],
+            "" if i["channel"] is None else ("eligible" if i["eligible"] else i["reason"]),
+            i["last_seen"] or "",
+        ]
+        for i in identifiers
+    ]
+    trait_rows = [
+        [name, json.dumps(t["value"]), t["updated_at"] or "", t["source"]]
+        for name, t in document["traits"].items()
+    ]
+    subscription_rows = [
+        [s["list_id"], s["channel"], s["status"], s["identifier"] or "", s["updated_at"] or ""]
+        for s in document["subscriptions"]
+    ]
+    timeline_rows = [
+        [e["timestamp"] or "", e["type"], e["event_name"] or "", _short(json.dumps(e["payload"]))]
+        for e in document["timeline"]
+    ]
+    return [
+        ("Identifiers", ["type", "value", "tags", "consent", "eligibility", "last seen"], id_rows),
+        ("Traits", ["name", "value", "updated at", "source"], trait_rows),
+        ("Subscriptions", ["list", "channel", "status", "identifier", "updated at"],
+         subscription_rows),
+        ("Timeline (latest first)", ["timestamp", "type", "event", "payload"], timeline_rows),
+    ]  # fmt: skip
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _print_section(console: Any, title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        console.print(f"[bold]{title}[/bold]: none")
+        return
+    table = Table(*columns, title=title, title_justify="left", title_style="bold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+# -- sql -----------------------------------------------------------------------------------
+
+
+@click.command()
+@db_option
+@click.argument("query")
+@format_option("table", "json", "csv")
+def sql(db_path: str, query: str, output_format: str) -> None:
+    """Run one read-only SQL query (SELECT, EXPLAIN, PRAGMA, CALL) on the projections.
+
+    Views for SQL users: profile_reachability, reachability_counts, identifier_reachability,
+    identifier_status, monthly_active_users, mau_for_month('YYYY-MM'), effective_settings,
+    profile_export.
+    """
+    from projections import queries
+
+    columns, rows = _with_readonly(db_path, lambda con: queries.run_sql(con, query))
+    print_rows(columns, rows, output_format)
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+@click.command()
+@db_option
+@click.option("--where", "where", help="SQL condition on the export columns, e.g. email_reachable.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["csv", "json"]),
+    required=True,
+    help="csv (header row; identifiers as a JSON array) or json (JSON Lines: one object a line).",
+)
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="File.")
+def export(db_path: str, where: str | None, output_format: str, out_path: str) -> None:
+    """Export profiles with their identifiers and reachability per channel (streamed).
+
+    Columns: profile_id, first_seen, last_seen, ccpa_opted_out, customer_id, email, phone
+    (the last-seen ones), identifiers (every one as type:value), email_reachable,
+    sms_reachable, push_reachable, reachable_any, order_count, revenue, last_purchase_at.
+    """
+    from rich.console import Console
+
+    from projections import queries
+
+    console = Console(stderr=True)
+
+    def write(con: Any) -> int:
+        with console.status(f"exporting profiles to {out_path} ..."):
+            return queries.export_profiles(con, out_path, output_format, where)
+
+    written = _with_readonly(db_path, write)
+    console.print(f"exported {written:,} profiles to {out_path}")
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+@click.group()
+def settings() -> None:
+    """Reachability and MAU settings stored in the projection database."""
+
+
+@settings.command("show")
+@db_option
+@format_option("table", "json", "csv")
+def settings_show(db_path: str, output_format: str) -> None:
+    """List every setting with its value, its default and whether it is overridden."""
+    from projections.settings import list_settings
+
+    rows = _with_readonly(db_path, list_settings)
+    columns = ["key", "value", "default", "overridden", "description"]
+    if output_format == "table":
+        _print_settings_table(rows)
+        return
+    if output_format == "json":
+        records = [[r.key, r.value, r.default, r.overridden, r.description] for r in rows]
+    else:
+        records = [
+            [r.key, json.dumps(r.value), json.dumps(r.default), r.overridden, r.description]
+            for r in rows
+        ]
+    print_rows(columns, records, output_format)
+
+
+def _print_settings_table(rows: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("key", "value", "default", "description")
+    table.columns[0].no_wrap = True
+    for column in table.columns[1:3]:
+        column.overflow = "fold"  # long lists wrap instead of being cut
+    for row in rows:
+        value = json.dumps(row.value)
+        shown = f"[bold yellow]{value}[/bold yellow]" if row.overridden else value
+        table.add_row(row.key, shown, json.dumps(row.default), row.description)
+    Console().print(table)
+    Console().print("overridden values are shown in [bold yellow]yellow[/bold yellow]")
+
+
+@settings.command("set")
+@db_option
+@click.argument("key", metavar="KEY")
+@click.argument("value", metavar="VALUE")
+def settings_set(db_path: str, key: str, value: str) -> None:
+    """Change one setting; counts reflect it at once.
+
+    \b
+    Keys (type):
+      ccpa_blocks.email|sms|push         true|false
+      implicit_consent.email|sms|push    true|false
+      mau.excluded_events                JSON array or comma-separated names ("" = none)
+      bounce.soft_bounce_limit           non-negative integer (0 = off)
+    """
+    from projections.settings import set_setting
+
+    with _user_errors():
+        typed = parse_value(key, value)
+    _with_writable(db_path, lambda con: set_setting(con, key, typed))
+    click.echo(f"{key} = {json.dumps(typed)}")
+
+
+@settings.command("reset")
+@db_option
+@click.argument("key", metavar="KEY", type=click.Choice(list(SETTINGS)))
+def settings_reset(db_path: str, key: str) -> None:
+    """Put one setting back to its default."""
+    from projections.settings import reset_setting
+
+    _with_writable(db_path, lambda con: reset_setting(con, key))
+    click.echo(f"{key} = {json.dumps(SETTINGS[key].default)} (default)")
+
+
+def _with_writable(db_path: str, work: Callable[[Any], Any]) -> Any:
+    from projections.readonly import open_writable
+
+    with _user_errors():
+        con = open_writable(db_path)
+        try:
+            return work(con)
+        finally:
+            con.close()
+
+
+COMMANDS = [counts, profile, sql, export, settings]

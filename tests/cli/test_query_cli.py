@@ -1,0 +1,286 @@
+"""The query commands through the real click group: formats, errors and exit codes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from click.testing import CliRunner, Result
+
+from profile_engine.cli.main import cli
+from profile_engine.contract import parse_event
+from projections.store import fold_into_db
+
+T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+
+LOG = [
+    {"type": "identify", "identifiers": {"customer_id": "c1", "email": "Ann@Example.com"},
+     "traits": {"first_name": "Ann"}},
+    {"type": "track", "identifiers": {"customer_id": "c1"}, "event": "page_view"},
+    {"type": "identify", "identifiers": {"customer_id": "c2", "phone": "+14155552671"}},
+    {"type": "identify", "identifiers": {"anonymous_id": "anon-3", "push_token": "tok-3"}},
+]  # fmt: skip
+
+
+@pytest.fixture
+def db(db_path: Path) -> str:
+    events = [
+        parse_event(
+            {"event_id": f"e{n}", "timestamp": (T0 + timedelta(minutes=n)).isoformat(), **raw}
+        )
+        for n, raw in enumerate(LOG, start=1)
+    ]
+    fold_into_db(db_path, events)
+    return str(db_path)
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def table_rows(db: str, sql_text: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(db, read_only=True)
+    try:
+        return con.execute(sql_text).fetchall()
+    finally:
+        con.close()
+
+
+# -- counts --------------------------------------------------------------------------------
+
+
+def test_counts_json(db: str) -> None:
+    result = run("counts", "--db", db, "--month", "2026-01", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "total": 3,
+        "reachable_any": 2,
+        "mau": 1,
+        "month": "2026-01",
+        "channels": {
+            "email": {"reachable": 1, "unreachable": 2},
+            "sms": {"reachable": 0, "unreachable": 3},
+            "push": {"reachable": 1, "unreachable": 2},
+        },
+    }
+
+
+def test_counts_channel_filter_and_default_month(db: str) -> None:
+    result = run("counts", "--db", db, "--channel", "sms", "--format", "json")
+    document = json.loads(result.output)
+    assert list(document["channels"]) == ["sms"]
+    assert document["month"] == datetime.now(UTC).strftime("%Y-%m")
+
+
+def test_counts_csv_and_table(db: str) -> None:
+    as_csv = run("counts", "--db", db, "--month", "2026-01", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.output)))
+    assert [(r["channel"], r["reachable"], r["unreachable"]) for r in rows] == [
+        ("email", "1", "2"), ("sms", "0", "3"), ("push", "1", "2"), ("any", "2", "1"),
+    ]  # fmt: skip
+    as_table = run("counts", "--db", db, "--month", "2026-01")
+    assert as_table.exit_code == 0
+    assert "MAU 2026-01" in as_table.output and "email" in as_table.output
+
+
+def test_counts_bad_month_is_a_one_line_error(db: str) -> None:
+    result = run("counts", "--db", db, "--month", "January")
+    assert result.exit_code == 1
+    assert "YYYY-MM" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_counts_on_a_missing_database_says_so(tmp_path: Path) -> None:
+    result = run("counts", "--db", str(tmp_path / "nothing.duckdb"))
+    assert result.exit_code == 1
+    assert "no projection database" in result.output
+
+
+# -- profile -------------------------------------------------------------------------------
+
+
+def test_profile_json(db: str) -> None:
+    result = run("profile", "--db", db, "email:ann@example.com", "--format", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["traits"]["first_name"]["value"] == "Ann"
+    assert document["reachable"] == {"email": True, "sms": False, "push": False}
+
+
+def test_profile_table_has_every_section(db: str) -> None:
+    result = run("profile", "--db", db, "customer_id:c1")
+    assert result.exit_code == 0, result.output
+    for section in ("Identifiers", "Traits", "Subscriptions", "Timeline", "Last Seen"):
+        assert section in result.output
+
+
+def test_profile_not_found_exits_1(db: str) -> None:
+    result = run("profile", "--db", db, "email:nobody@example.com")
+    assert result.exit_code == 1
+    assert "no profile found for email:nobody@example.com" in result.output
+
+
+def test_profile_unknown_type_exits_1(db: str) -> None:
+    result = run("profile", "--db", db, "fax:123")
+    assert result.exit_code == 1
+    assert "unknown identifier type 'fax'" in result.output
+
+
+# -- sql -----------------------------------------------------------------------------------
+
+
+def test_sql_formats(db: str) -> None:
+    query = "SELECT channel, reachable FROM reachability_counts WHERE channel = 'email'"
+    as_json = run("sql", "--db", db, query, "--format", "json")
+    assert json.loads(as_json.output) == [{"channel": "email", "reachable": 1}]
+    as_csv = run("sql", "--db", db, query, "--format", "csv")
+    assert as_csv.output.splitlines() == ["channel,reachable", "email,1"]
+    assert "email" in run("sql", "--db", db, query).output
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM profiles",
+        "INSERT INTO settings VALUES ('ccpa_blocks.email', 'false')",
+        "DROP VIEW profile_reachability",
+        "COPY profiles TO 'x.csv'",
+        "SELECT 1; DELETE FROM profiles",
+    ],
+)
+def test_sql_refuses_writes_and_the_database_stays_unchanged(db: str, statement: str) -> None:
+    before = table_rows(db, "SELECT count(*) FROM profiles")
+    result = run("sql", "--db", db, statement)
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1
+    assert table_rows(db, "SELECT count(*) FROM profiles") == before
+    assert table_rows(db, "SELECT count(*) FROM settings") == [(0,)]
+    assert table_rows(db, "SELECT count(*) FROM duckdb_views() WHERE view_name = "
+                          "'profile_reachability'") == [(1,)]  # fmt: skip
+
+
+def test_sql_error_is_one_line(db: str) -> None:
+    result = run("sql", "--db", db, "SELECT nope FROM profiles")
+    assert result.exit_code == 1
+    assert "nope" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+# -- export --------------------------------------------------------------------------------
+
+
+def test_export_csv_with_where(db: str, tmp_path: Path) -> None:
+    out = tmp_path / "reachable.csv"
+    result = run("export", "--db", db, "--where", "email_reachable", "--format", "csv",
+                 "--out", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert [r["email"] for r in rows] == ["ann@example.com"]
+    assert json.loads(rows[0]["identifiers"]) == ["customer_id:c1", "email:ann@example.com"]
+    assert rows[0]["first_seen"] == "2026-01-10T12:01:00.000000Z"
+    assert "exported 1 profiles" in result.output
+
+
+def test_export_json_lines(db: str, tmp_path: Path) -> None:
+    out = tmp_path / "all.jsonl"
+    result = run("export", "--db", db, "--format", "json", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3
+    by_anon = next(r for r in records if "anonymous_id:anon-3" in r["identifiers"])
+    assert (by_anon["push_reachable"], by_anon["reachable_any"]) == (True, True)
+
+
+def test_export_bad_where_is_one_line(db: str, tmp_path: Path) -> None:
+    out = tmp_path / "x.csv"
+    result = run("export", "--db", db, "--where", "nope = 1", "--format", "csv",
+                 "--out", str(out))  # fmt: skip
+    assert result.exit_code == 1
+    assert "nope" in result.output
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def test_settings_set_show_and_reset(db: str) -> None:
+    assert run("settings", "set", "implicit_consent.sms", "true", "--db", db).exit_code == 0
+    shown = json.loads(run("settings", "show", "--db", db, "--format", "json").output)
+    sms = next(s for s in shown if s["key"] == "implicit_consent.sms")
+    assert (sms["value"], sms["default"], sms["overridden"]) == (True, False, True)
+    counts = json.loads(run("counts", "--db", db, "--format", "json").output)
+    assert counts["channels"]["sms"]["reachable"] == 1  # moved at once
+    assert run("settings", "reset", "implicit_consent.sms", "--db", db).exit_code == 0
+    counts = json.loads(run("counts", "--db", db, "--format", "json").output)
+    assert counts["channels"]["sms"]["reachable"] == 0
+
+
+def test_settings_show_csv_and_table(db: str) -> None:
+    as_csv = run("settings", "show", "--db", db, "--format", "csv").output.splitlines()
+    assert as_csv[0] == "key,value,default,overridden,description"
+    assert any(line.startswith('mau.excluded_events,"[""message_sent""]"') for line in as_csv)
+    assert "soft_bounce_limit" in run("settings", "show", "--db", db).output
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("nope.key", "1", "unknown setting"), ("ccpa_blocks.sms", "maybe", "not a boolean")],
+)
+def test_settings_set_refuses_bad_input(db: str, key: str, value: str, message: str) -> None:
+    result = run("settings", "set", key, value, "--db", db)
+    assert result.exit_code == 1
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert table_rows(db, "SELECT count(*) FROM settings") == [(0,)]
+
+
+# -- a writer holds the database -----------------------------------------------------------
+
+
+@pytest.fixture
+def held_db(db: str) -> Iterator[str]:
+    """The projection held open for writing by another process, like a running consumer."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('ready', flush=True);"
+         " sys.stdin.read()", db],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+    yield db
+    holder.communicate(input="", timeout=30)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["counts"],
+        ["profile", "customer_id:c1"],
+        ["sql", "SELECT 1"],
+        ["export", "--format", "csv", "--out", "unused.csv"],
+        ["settings", "show"],
+        ["settings", "set", "bounce.soft_bounce_limit", "2"],
+    ],
+    ids=["counts", "profile", "sql", "export", "settings-show", "settings-set"],
+)
+def test_commands_say_when_another_process_holds_the_database(
+    held_db: str, args: list[str]
+) -> None:
+    result = run(*args, "--db", held_db)
+    assert result.exit_code == 1
+    assert "is locked by process" in result.output
+    assert "holds it for writing" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_database_without_the_query_views_says_how_to_get_them(tmp_path: Path) -> None:
+    bare = tmp_path / "bare.duckdb"
+    duckdb.connect(str(bare)).close()
+    result = run("counts", "--db", str(bare))
+    assert result.exit_code == 1
+    assert "has no query views" in result.output
