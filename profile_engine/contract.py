@@ -124,7 +124,7 @@ class _Envelope(BaseModel):
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"] if p != "event")
+        loc = ".".join(str(p) for p in item["loc"][1:])  # [0] is the envelope
         # Drop the discriminator tag pydantic puts in the path (e.g. "identify.traits").
         for tag in ("identify.", "track.", "consent.", "bounce.", "subscription.", "ccpa."):
             if loc.startswith(tag):

@@ -1,3 +1,286 @@
-"""Placeholder until its commands land."""
+"""`profile-engine publish | topics create | archive`: the log side of the command line."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from profile_engine.cli.common import (
+    UserError,
+    bootstrap_option,
+    dead_letter_topic_option,
+    topic_option,
+)
+from profile_engine.contract import TraitValidator
+from profile_engine.identifiers import DEFAULT_PHONE_REGION
+
+ATTRIBUTES_ENV = "PROFILE_ENGINE_ATTRIBUTES"
+# Files smaller than this are done before a progress bar would tell anything.
+PROGRESS_MIN_BYTES = 2 * 1024 * 1024
+STDIN_REJECTS_FILE = "stdin.rejects.jsonl"
+
+
+def load_trait_validator(attributes_path: Path | None) -> TraitValidator:
+    """The attribute registry's trait check (module level: worker processes rebuild it)."""
+    from profile_engine.attributes import AttributeRegistry
+
+    return AttributeRegistry.load(attributes_path).validate_traits
+
+
+def rejects_path_for(source: str) -> Path:
+    """``events.jsonl`` -> ``events.jsonl.rejects.jsonl`` beside it; stdin -> the cwd."""
+    if source == "-":
+        return Path(STDIN_REJECTS_FILE)
+    path = Path(source)
+    return path.with_name(f"{path.name}.rejects.jsonl")
+
+
+def _default_workers() -> int:
+    # Validation (pydantic, phone and email checks) runs in workers while this process sends.
+    return min(4, os.cpu_count() or 1)
+
+
+class _Rejects:
+    """Reports each invalid line on stderr and keeps its exact bytes in the rejects file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._handle: IO[bytes] | None = None
+
+    def __call__(self, reject: Any) -> None:
+        self.count += 1
+        click.echo(f"line {reject.line}: {reject.reason}", err=True)
+        if self._handle is None:  # created on the first reject only
+            self._handle = self.path.open("wb")
+        self._handle.write(reject.raw + b"\n")
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+@contextmanager
+def _progress(total_bytes: int | None) -> Iterator[Callable[[int], None] | None]:
+    """A rich bar on stderr for large inputs when stderr is a terminal; otherwise nothing."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal or (total_bytes is not None and total_bytes < PROGRESS_MIN_BYTES):
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [BarColumn(), DownloadColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress("[progress.description]{task.description}", *columns, console=console) as bar:
+        task = bar.add_task("publishing", total=total_bytes)
+
+        def advance(byte_count: int) -> None:
+            bar.advance(task, byte_count)
+
+        yield advance
+
+
+def _open_input(source: str) -> tuple[IO[bytes], int | None]:
+    if source == "-":
+        return sys.stdin.buffer, None
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"{source}: no such file")
+    return path.open("rb"), path.stat().st_size
+
+
+@click.command("publish")
+@click.argument("file", metavar="FILE")
+@bootstrap_option
+@topic_option
+@click.option(
+    "--attributes",
+    "attributes_path",
+    envvar=ATTRIBUTES_ENV,
+    default=None,
+    show_envvar=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Attribute registry that identify traits are checked against "
+    "[default: the registry's default location].",
+)
+@click.option(
+    "--phone-region",
+    envvar="PROFILE_ENGINE_PHONE_REGION",
+    default=DEFAULT_PHONE_REGION,
+    show_default=True,
+    show_envvar=True,
+    help="Region for phone numbers written without a country code.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 64),
+    default=None,
+    help="Processes that validate and encode while this one sends "
+    "[default: CPU count up to 4 for inputs over 4 MB, else 0 = in process].",
+)
+def publish(
+    file: str,
+    bootstrap_servers: str,
+    topic: str,
+    attributes_path: Path | None,
+    phone_region: str,
+    workers: int | None,
+) -> None:
+    """Validate a JSON Lines FILE of events (- for stdin) and publish the valid ones.
+
+    Each invalid line is reported on stderr as `line N: <field>: <rule>` and copied to
+    FILE.rejects.jsonl; the exit code is 1 when any line was rejected.
+    """
+    from consumers.producer import (
+        PARALLEL_MIN_BYTES,
+        DeliveryError,
+        EventProducer,
+        publish_lines,
+    )
+
+    try:
+        load_trait_validator(attributes_path)  # a broken registry fails before anything is sent
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    handle, size = _open_input(file)
+    if workers is None:
+        large = size is None or size >= PARALLEL_MIN_BYTES
+        workers = _default_workers() if large else 0
+    rejects = _Rejects(rejects_path_for(file))
+    try:
+        with _progress(size) as on_progress, EventProducer(bootstrap_servers, topic) as producer:
+            result = publish_lines(
+                handle,
+                producer,
+                validator_factory=partial(load_trait_validator, attributes_path),
+                phone_region=phone_region,
+                workers=workers,
+                on_reject=rejects,
+                on_progress=on_progress,
+            )
+    except DeliveryError as error:
+        raise UserError(str(error)) from None
+    finally:
+        rejects.close()
+        if handle is not sys.stdin.buffer:
+            handle.close()
+    click.echo(
+        f"published {result.published}, rejected {result.rejected} "
+        f"in {result.seconds:.2f} s ({result.events_per_s:,.0f} events/s) to {topic}"
+    )
+    if result.rejected:
+        click.echo(f"rejected lines kept in {rejects.path}", err=True)
+        sys.exit(1)
+
+
+@click.group("topics")
+def topics() -> None:
+    """Manage the profile-events topic and its dead-letter topic."""
+
+
+@topics.command("create")
+@bootstrap_option
+@topic_option
+@dead_letter_topic_option
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, 10_000),
+    default=6,
+    show_default=True,
+    help="Partitions of the events topic (the dead-letter topic has one).",
+)
+@click.option(
+    "--replication-factor",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Replicas of each partition.",
+)
+def create(
+    bootstrap_servers: str,
+    topic: str,
+    dead_letter_topic: str,
+    partitions: int,
+    replication_factor: int,
+) -> None:
+    """Create both topics; ones that already exist are left as they are."""
+    from consumers.topics import TopicError, create_topics
+
+    try:
+        report = create_topics(
+            bootstrap_servers, topic, dead_letter_topic, partitions, replication_factor
+        )
+    except TopicError as error:
+        raise UserError(str(error)) from None
+    for name in report.created:
+        click.echo(f"created {name}")
+    for name in report.existed:
+        click.echo(f"already exists {name}")
+
+
+@click.command("archive")
+@bootstrap_option
+@topic_option
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Avro Object Container File to write (replaced if it exists).",
+)
+def archive(bootstrap_servers: str, topic: str, out_path: Path) -> None:
+    """Copy the whole topic (earliest offset up to the end at start) to an Avro file.
+
+    The file replays with `profile-engine rebuild --from-file`.
+    """
+    from consumers.archive import ArchiveError, write_archive
+
+    def on_skip(partition: int, offset: int, reason: str) -> None:
+        click.echo(f"skipped partition {partition} offset {offset}: {reason}", err=True)
+
+    if not out_path.parent.exists():
+        raise UserError(f"{out_path.parent}: no such directory")
+    try:
+        with _record_progress() as on_progress:
+            count = write_archive(
+                bootstrap_servers, topic, out_path, on_skip=on_skip, on_progress=on_progress
+            )
+    except ArchiveError as error:
+        raise UserError(str(error)) from None
+    click.echo(f"archived {count} events from {topic} to {out_path}")
+
+
+@contextmanager
+def _record_progress() -> Iterator[Callable[[int, int], None] | None]:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=console) as bar:
+        task = bar.add_task("archiving", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+COMMANDS = [publish, topics, archive]

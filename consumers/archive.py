@@ -1,0 +1,159 @@
+"""Copy the event topic to an Avro Object Container File, and read such a file back.
+
+The archive holds envelope records (the writer schema sits in the file header), so a rebuild
+can replay the log without a broker. Messages are archived as Avro records *before* the
+contract checks: a message the fold would dead-letter is kept and rejected again on replay,
+exactly like on the topic. Only messages that are not Avro at all cannot be archived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import fastavro
+from kafka import KafkaConsumer, TopicPartition
+
+from consumers.codec import AvroCodec, DecodeError, from_record
+from profile_engine.events import ProfileEvent
+
+POLL_TIMEOUT_MS = 1_000
+TOPIC_METADATA_KEY = "profile_engine.topic"
+
+SkipCallback = Callable[[int, int, str], None]  # partition, offset, reason
+ProgressCallback = Callable[[int, int], None]  # records read so far, total to read
+
+
+class ArchiveError(ValueError):
+    """The archive cannot be written or read (no such topic, not an Avro container file)."""
+
+
+def write_archive(
+    bootstrap: str,
+    topic: str,
+    out_path: Path | str,
+    *,
+    on_skip: SkipCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> int:
+    """Copy every message from the earliest offset to the end offsets seen at start.
+
+    Returns the number of records written. Messages that are not Avro single-object
+    messages of a known schema are reported through ``on_skip`` and left out.
+    """
+    codec = AvroCodec()
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="profile-engine-archive",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    try:
+        partitions = _assign_from_start(consumer, topic)
+        end_offsets: dict[TopicPartition, int] = consumer.end_offsets(partitions)
+        total = sum(end - consumer.position(tp) for tp, end in end_offsets.items())
+        records = _records(consumer, codec, end_offsets, total, on_skip, on_progress)
+        with Path(out_path).open("wb") as out:
+            return _write(out, codec.schema, records, topic)
+    finally:
+        consumer.close()
+
+
+def _assign_from_start(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
+    numbers = consumer.partitions_for_topic(topic)
+    if not numbers:
+        raise ArchiveError(f"topic {topic!r} does not exist")
+    partitions = [TopicPartition(topic, number) for number in sorted(numbers)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    return partitions
+
+
+def _records(
+    consumer: KafkaConsumer,
+    codec: AvroCodec,
+    end_offsets: dict[TopicPartition, int],
+    total: int,
+    on_skip: SkipCallback | None,
+    on_progress: ProgressCallback | None,
+) -> Iterator[dict[str, Any]]:
+    remaining = {tp for tp, end in end_offsets.items() if consumer.position(tp) < end}
+    consumer.pause(*[tp for tp in end_offsets if tp not in remaining])
+    read = 0
+    while remaining:
+        batches = consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=10_000)
+        for tp, messages in batches.items():
+            end = end_offsets[tp]
+            for message in messages:
+                if message.offset >= end:  # written after the archive started
+                    break
+                read += 1
+                try:
+                    yield codec.read_record(message.value)
+                except DecodeError as error:
+                    if on_skip is not None:
+                        on_skip(tp.partition, message.offset, error.reason)
+            if consumer.position(tp) >= end:
+                remaining.discard(tp)
+                consumer.pause(tp)
+        if on_progress is not None:
+            on_progress(read, total)
+
+
+def _write(
+    out: BinaryIO, schema: dict[str, Any], records: Iterator[dict[str, Any]], topic: str
+) -> int:
+    written = 0
+
+    def counted() -> Iterator[dict[str, Any]]:
+        nonlocal written
+        for record in records:
+            written += 1
+            yield record
+
+    fastavro.writer(
+        out,
+        fastavro.parse_schema(schema),
+        counted(),
+        codec="deflate",
+        metadata={TOPIC_METADATA_KEY: topic},
+    )
+    return written
+
+
+def iter_archive(path: Path | str) -> Iterator[tuple[int, ProfileEvent | None, str | None]]:
+    """(record number from 1, event or None, reason or None) for every archived record.
+
+    A record that breaks the contract, or a block that cannot be decoded, yields its reason
+    and the iteration goes on with the next record or block.
+    """
+    codec = AvroCodec()
+    with Path(path).open("rb") as handle:
+        try:
+            blocks = fastavro.block_reader(handle, codec.reader_schema, return_record_name=True)
+        except (ValueError, EOFError, StopIteration) as error:
+            raise ArchiveError(f"{path}: not an Avro container file ({error})") from None
+        number = 0
+        for block in blocks:
+            consumed = 0
+            try:
+                for record in block:
+                    consumed += 1
+                    number += 1
+                    yield number, *_event_or_reason(record)
+            except Exception as error:  # a corrupt block: report its records, go on
+                reason = f"corrupt block: {type(error).__name__}: {error}"
+                for _ in range(block.num_records - consumed):
+                    number += 1
+                    yield number, None, reason
+
+
+def _event_or_reason(record: Any) -> tuple[ProfileEvent | None, str | None]:
+    try:
+        return from_record(record), None
+    except DecodeError as error:
+        return None, error.reason
+    except (KeyError, TypeError, AttributeError) as error:
+        return None, f"record: {type(error).__name__}: {error}"

@@ -1,0 +1,68 @@
+"""Create the profile-events topic and its dead-letter topic; safe to run again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kafka import KafkaAdminClient
+from kafka.errors import NoError, TopicAlreadyExistsError, for_code
+
+DEAD_LETTER_PARTITIONS = 1  # dead letters are rare and read in order by a human
+# The log is the source of truth and events keep their own (often old) timestamps: time-based
+# retention would delete history that every rebuild needs.
+KEEP_FOREVER = {"retention.ms": "-1"}
+
+
+class TopicError(RuntimeError):
+    """The broker refused to create a topic for a reason other than its existence."""
+
+
+@dataclass
+class TopicsReport:
+    created: list[str] = field(default_factory=list)
+    existed: list[str] = field(default_factory=list)
+
+
+def create_topics(
+    bootstrap: str,
+    topic: str,
+    dead_letter_topic: str,
+    partitions: int = 6,
+    replication_factor: int = 1,
+) -> TopicsReport:
+    """Make both topics; one that already exists is reported, not an error."""
+    wanted = {
+        topic: {
+            "num_partitions": partitions,
+            "replication_factor": replication_factor,
+            "configs": KEEP_FOREVER,
+        },
+        dead_letter_topic: {
+            "num_partitions": DEAD_LETTER_PARTITIONS,
+            "replication_factor": replication_factor,
+            "configs": KEEP_FOREVER,
+        },
+    }
+    report = TopicsReport()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="profile-engine-topics")
+    try:
+        response = admin.create_topics(wanted, raise_errors=False)
+        for result in response["topics"]:
+            _classify(result, report)
+        if report.created:
+            admin.wait_for_topics(report.created, timeout_ms=30_000)
+    finally:
+        admin.close()
+    return report
+
+
+def _classify(result: dict[str, object], report: TopicsReport) -> None:
+    name = str(result["name"])
+    error = for_code(int(str(result["error_code"])))
+    if error is TopicAlreadyExistsError:
+        report.existed.append(name)
+    elif error is NoError:
+        report.created.append(name)
+    else:
+        message = result.get("error_message") or error.__name__
+        raise TopicError(f"cannot create topic {name}: {message}")

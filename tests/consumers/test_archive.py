@@ -1,0 +1,124 @@
+"""Archive: the topic copied to an Avro container file, and read back record by record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastavro
+import pytest
+from kafka import KafkaProducer
+
+from consumers.archive import ArchiveError, iter_archive, write_archive
+from consumers.codec import AvroCodec, load_standalone, to_record
+from consumers.producer import EventProducer
+from tests.consumers.test_codec import foreign_message, sample_events
+
+
+def write_container(path: Path, records: list[dict], blocks: list[int]) -> None:
+    """An uncompressed container file with the given number of records per block."""
+    schema = fastavro.parse_schema(load_standalone())
+    with path.open("wb") as handle:
+        writer = fastavro.write.Writer(handle, schema, codec="null")
+        position = 0
+        for size in blocks:
+            for record in records[position : position + size]:
+                writer.write(record)
+            writer.dump()  # ends the block
+            position += size
+        writer.flush()
+
+
+def test_records_read_back_with_numbers_and_contract_checks(tmp_path: Path) -> None:
+    events = sample_events()
+    broken = to_record(events[3])
+    broken["identifiers"] = []  # valid Avro, but no usable identifier
+    path = tmp_path / "log.avro"
+    write_container(path, [to_record(events[0]), broken, to_record(events[1])], [3])
+
+    assert list(iter_archive(path)) == [
+        (1, events[0], None),
+        (2, None, "identifiers: no usable identifier"),
+        (3, events[1], None),
+    ]
+
+
+def test_a_corrupt_block_does_not_stop_the_next_one(tmp_path: Path) -> None:
+    events = sample_events()
+    path = tmp_path / "log.avro"
+    write_container(path, [to_record(e) for e in events[:4]], [2, 2])
+    data = bytearray(path.read_bytes())
+    # The enum index after the first event_id: 0 (identify) becomes 63, past every symbol.
+    where = data.index(b"e-identify") + len(b"e-identify")
+    assert data[where] == 0
+    data[where] = 0x7E
+    path.write_bytes(bytes(data))
+
+    results = list(iter_archive(path))
+    assert [number for number, _, _ in results] == [1, 2, 3, 4]
+    assert results[0][1] is None and results[0][2] is not None
+    assert results[0][2].startswith("corrupt block")
+    assert results[1][1] is None  # the rest of the bad block cannot be trusted
+    assert [event for _, event, _ in results[2:]] == events[2:4]
+
+
+def test_not_a_container_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"type": "identify"}\n')
+    with pytest.raises(ArchiveError, match="not an Avro container file"):
+        list(iter_archive(path))
+
+
+@pytest.mark.kafka
+def test_archive_copies_the_topic_and_replays_it(
+    kafka_bootstrap: str, fresh_topic: str, tmp_path: Path
+) -> None:
+    events = sample_events()
+    codec = AvroCodec()
+    contract_break = to_record(events[4])
+    contract_break["identifiers"] = []
+    with EventProducer(kafka_bootstrap, fresh_topic) as producer:
+        for event in events:
+            producer.send(event)
+    raw = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    raw.send(fresh_topic, key=b"k", value=b"not avro at all")
+    raw.send(fresh_topic, key=b"k", value=foreign_message(codec, contract_break))
+    raw.flush()
+
+    skipped: list[tuple[int, int, str]] = []
+    late_sent = False
+
+    def produce_late(done: int, total: int) -> None:
+        # Sent after the end offsets were taken: must not be archived, must not block.
+        nonlocal late_sent
+        if not late_sent:
+            late_sent = True
+            raw.send(fresh_topic, key=b"late", value=codec.encode(events[0])).get(timeout=30)
+
+    out = tmp_path / "topic.avro"
+    count = write_archive(
+        kafka_bootstrap,
+        fresh_topic,
+        out,
+        on_skip=lambda p, o, reason: skipped.append((p, o, reason)),
+        on_progress=produce_late,
+    )
+    raw.close()
+
+    assert late_sent
+    assert count == len(events) + 1  # the contract break is kept, the garbage is not
+    assert len(skipped) == 1 and skipped[0][2].startswith("bad magic")
+    replayed = list(iter_archive(out))
+    assert [number for number, _, _ in replayed] == list(range(1, count + 1))
+    good = sorted((e for _, e, _ in replayed if e is not None), key=lambda e: e.event_id)
+    assert good == sorted(events, key=lambda e: e.event_id)
+    assert [reason for _, e, reason in replayed if e is None] == [
+        "identifiers: no usable identifier"
+    ]
+    with out.open("rb") as handle:
+        assert fastavro.reader(handle).metadata["profile_engine.topic"] == fresh_topic
+
+
+@pytest.mark.kafka
+def test_archive_of_a_missing_topic_is_a_clear_error(kafka_bootstrap: str, tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="does not exist"):
+        write_archive(kafka_bootstrap, "no-such-topic-for-archive", tmp_path / "x.avro")

@@ -1,0 +1,387 @@
+"""Avro single-object encoding: round trips, header bytes, decode errors, schema evolution."""
+
+from __future__ import annotations
+
+import copy
+import json
+import struct
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+from fastavro.schema import parse_schema, to_parsing_canonical_form
+
+from consumers.codec import (
+    HEADER_SIZE,
+    AvroCodec,
+    DecodeError,
+    EncodeError,
+    from_record,
+    history_schemas,
+    load_standalone,
+    schema_fingerprint,
+    to_record,
+)
+from profile_engine.events import (
+    Bounce,
+    Ccpa,
+    Consent,
+    Identifier,
+    Identify,
+    ProfileEvent,
+    Subscription,
+    Track,
+)
+
+NEXT_SCHEMA_PATH = Path(__file__).parent / "schemas" / "ProfileEvent.next.avsc"
+T0 = 1_767_261_600_123_456  # 2026-01-01T10:00:00.123456Z, sub-millisecond on purpose
+
+
+def sample_events() -> list[ProfileEvent]:
+    """One event of every type, with every trait scalar type and odd but valid shapes."""
+    email = Identifier("email", "ann@example.com")
+    phone = Identifier("phone", "+14155552671")
+    push = Identifier("push_token", "tok-1")
+    return [
+        Identify(
+            event_id="e-identify",
+            timestamp_us=T0,
+            identifiers=(Identifier("customer_id", "C1"), email, Identifier("anonymous_id", "a1")),
+            traits={"first_name": "Ann", "age": 41, "score": 0.75, "vip": True, "city": None},
+        ),
+        Identify(event_id="e-identify-empty", timestamp_us=T0, identifiers=(email,), traits={}),
+        Track(
+            event_id="e-track",
+            timestamp_us=T0 + 1,
+            identifiers=(Identifier("anonymous_id", "a1"),),
+            event="purchase",
+            properties={
+                "order_id": "o-1",
+                "revenue": 12.5,
+                "items": [{"sku": "S1", "qty": 2, "tags": ["a", "b"]}, {"sku": "S2"}],
+                "coupon": None,
+                "gift": False,
+                "note": "caf\u00e9 \u2615",
+            },
+        ),
+        Consent(
+            event_id="e-consent",
+            timestamp_us=T0 + 2,
+            identifiers=(Identifier("email", "ann@@example", valid=False), phone),
+            channel="sms",
+            status="pending",
+        ),
+        Bounce(
+            event_id="e-bounce",
+            timestamp_us=T0 + 3,
+            identifiers=(Identifier("email", "broken@@example", valid=False),),
+            channel="email",
+            bounce_type="complaint",
+        ),
+        Subscription(
+            event_id="e-subscription",
+            timestamp_us=T0 + 4,
+            identifiers=(push,),
+            list_id="weekly-news",
+            channel="push",
+            status="unconfirmed",
+        ),
+        Ccpa(event_id="e-ccpa", timestamp_us=-5, identifiers=(phone,), request="delete"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def codec() -> AvroCodec:
+    return AvroCodec()
+
+
+# --- round trips ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("event", sample_events(), ids=lambda e: e.event_id)
+def test_every_event_type_round_trips(codec: AvroCodec, event: ProfileEvent) -> None:
+    decoded = codec.decode(codec.encode(event))
+    assert decoded == event
+    assert type(decoded) is type(event)
+
+
+def test_trait_scalar_types_survive_exactly(codec: AvroCodec) -> None:
+    event = sample_events()[0]
+    assert isinstance(event, Identify)
+    decoded = codec.decode(codec.encode(event))
+    assert isinstance(decoded, Identify)
+    # bool must not come back as long, nor 1.0 as 1: the union branch carries the type.
+    assert [type(v) for v in decoded.traits.values()] == [str, int, float, bool, type(None)]
+
+
+def test_invalid_marked_identifiers_stay_marked(codec: AvroCodec) -> None:
+    consent = sample_events()[3]
+    decoded = codec.decode(codec.encode(consent))
+    assert decoded.identifiers == (
+        Identifier("email", "ann@@example", False),
+        Identifier("phone", "+14155552671", True),
+    )
+
+
+def test_record_round_trip_is_the_archive_form() -> None:
+    for event in sample_events():
+        assert from_record(to_record(event)) == event
+
+
+def test_decode_many_keeps_bad_messages_in_place(codec: AvroCodec) -> None:
+    good = [codec.encode(e) for e in sample_events()[:2]]
+    results = codec.decode_many([good[0], b"junk", good[1]])
+    assert results[0] == sample_events()[0]
+    assert isinstance(results[1], DecodeError)
+    assert results[2] == sample_events()[1]
+
+
+def test_integer_trait_beyond_64_bits_is_an_encode_error(codec: AvroCodec) -> None:
+    event = Identify(
+        event_id="big",
+        timestamp_us=T0,
+        identifiers=sample_events()[1].identifiers,
+        traits={"huge": 2**70},
+    )
+    with pytest.raises(EncodeError, match=r"traits\.huge: integer outside the 64-bit range"):
+        codec.encode(event)
+
+
+# --- the single-object header --------------------------------------------------------------
+
+
+def crc64_avro(data: bytes) -> int:
+    """CRC-64-AVRO exactly as the Avro specification writes it (independent of fastavro)."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    fp = empty
+    for byte in data:
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp
+
+
+def test_crc64_matches_the_avro_specification_vectors() -> None:
+    # Fingerprints from Avro's own schema test data (signed 64-bit, as Java prints them).
+    assert struct.unpack("<q", struct.pack("<Q", crc64_avro(b'"null"')))[0] == (7195948357588979594)
+    assert struct.unpack("<q", struct.pack("<Q", crc64_avro(b'"boolean"')))[0] == (
+        -6970731678124411036
+    )
+
+
+def test_header_is_magic_then_little_endian_fingerprint_of_canonical_form(
+    codec: AvroCodec,
+) -> None:
+    message = codec.encode(sample_events()[0])
+    canonical = to_parsing_canonical_form(parse_schema(load_standalone()))
+    assert message[:2] == b"\xc3\x01"
+    assert message[2:HEADER_SIZE] == struct.pack("<Q", crc64_avro(canonical.encode()))
+    assert codec.fingerprint == message[2:HEADER_SIZE]
+
+
+def test_body_is_plain_avro_binary_of_the_envelope(codec: AvroCodec) -> None:
+    event = sample_events()[2]
+    message = codec.encode(event)
+    schema = parse_schema(load_standalone())
+    record = fastavro.schemaless_reader(BytesIO(message[HEADER_SIZE:]), schema, None, True)
+    assert record["event_id"] == "e-track"
+    assert record["type"] == "track"
+    assert record["payload"][0] == "profile_engine.Track"
+    assert json.loads(record["payload"][1]["properties_json"]) == event.properties  # type: ignore[attr-defined]
+
+
+def test_shipped_files_resolve_to_one_standalone_schema() -> None:
+    schema = load_standalone()
+    # Shared named types are defined once and referenced by name afterwards.
+    text = json.dumps(schema)
+    assert text.count('"name": "Channel"') == 1
+    assert text.count('"profile_engine.Channel"') == 2  # Bounce and Subscription refer to it
+    # fastavro's own loader (named types from sibling files) agrees with ours.
+    loaded = fastavro.schema.load_schema(
+        str(Path(__file__).parents[2] / "schemas" / "profile_engine.ProfileEvent.avsc")
+    )
+    assert to_parsing_canonical_form(loaded) == to_parsing_canonical_form(parse_schema(schema))
+
+
+# --- decode errors -------------------------------------------------------------------------
+
+
+def test_bad_magic_is_rejected(codec: AvroCodec) -> None:
+    message = codec.encode(sample_events()[0])
+    with pytest.raises(DecodeError, match="bad magic"):
+        codec.decode(b"\x00\x01" + message[2:])
+    with pytest.raises(DecodeError, match="bad magic"):
+        codec.decode(b'{"type": "identify"}')
+    with pytest.raises(DecodeError, match="bad magic"):
+        codec.decode(b"\xc3\x01\x00")
+
+
+def test_unknown_fingerprint_is_rejected(codec: AvroCodec) -> None:
+    message = codec.encode(sample_events()[0])
+    forged = message[:2] + b"\x01\x02\x03\x04\x05\x06\x07\x08" + message[HEADER_SIZE:]
+    with pytest.raises(DecodeError, match="unknown fingerprint") as caught:
+        codec.decode(forged)
+    assert "0102030405060708" in caught.value.reason
+
+
+def test_truncated_body_is_rejected(codec: AvroCodec) -> None:
+    message = codec.encode(sample_events()[0])
+    for cut in (1, 5, len(message) - HEADER_SIZE - 1):
+        with pytest.raises(DecodeError, match="corrupt body"):
+            codec.decode(message[:-cut])
+
+
+def test_trailing_bytes_are_rejected(codec: AvroCodec) -> None:
+    message = codec.encode(sample_events()[5])
+    with pytest.raises(DecodeError, match="trailing bytes"):
+        codec.decode(message + b"\x00")
+
+
+def foreign_message(codec: AvroCodec, record: dict[str, Any]) -> bytes:
+    """What another producer could write: valid Avro of our schema, whatever its content."""
+    buffer = BytesIO()
+    buffer.write(b"\xc3\x01" + codec.fingerprint)
+    fastavro.schemaless_writer(buffer, parse_schema(codec.schema), record)
+    return buffer.getvalue()
+
+
+def _record(**changes: Any) -> dict[str, Any]:
+    record = to_record(sample_events()[3])  # a consent on sms with email and phone
+    record.update(changes)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"identifiers": []}, "identifiers: no usable identifier"),
+        (
+            {"identifiers": [{"id_type": "phone", "value": " Null ", "valid": True}]},
+            "identifiers: no usable identifier",
+        ),
+        (
+            {"identifiers": [{"id_type": "email", "value": "a@b.com", "valid": True}]},
+            "identifiers.phone: a consent event for channel sms must carry a phone",
+        ),
+        ({"type": "unrecognised"}, "type: unknown event type 'unrecognised'"),
+        ({"type": "ccpa"}, "payload: a ccpa event cannot carry a profile_engine.Consent"),
+        ({"event_id": ""}, "event_id: must not be empty"),
+        (
+            {"payload": ("profile_engine.Consent", {"channel": "sms", "status": "unrecognised"})},
+            "status: a value this reader does not know",
+        ),
+        (
+            {
+                "identifiers": [
+                    {"id_type": "phone", "value": "+14155552671", "valid": True},
+                    {"id_type": "phone", "value": "+14155552672", "valid": True},
+                ]
+            },
+            "identifiers.phone: given more than once",
+        ),
+    ],
+)
+def test_contract_breaks_in_valid_avro_are_rejected(
+    codec: AvroCodec, changes: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(DecodeError) as caught:
+        codec.decode(foreign_message(codec, _record(**changes)))
+    assert caught.value.reason == reason
+
+
+def test_bounce_without_the_channel_identifier_is_rejected(codec: AvroCodec) -> None:
+    record = to_record(sample_events()[4])  # an email bounce
+    record["identifiers"] = [{"id_type": "push_token", "value": "t", "valid": True}]
+    with pytest.raises(DecodeError, match=r"identifiers\.email: a bounce event"):
+        codec.decode(foreign_message(codec, record))
+
+
+def test_junk_identifiers_from_a_foreign_producer_are_dropped(codec: AvroCodec) -> None:
+    record = to_record(sample_events()[5])
+    record["identifiers"] = [
+        {"id_type": "anonymous_id", "value": "undefined", "valid": True},
+        {"id_type": "push_token", "value": "tok-1", "valid": True},
+    ]
+    decoded = codec.decode(foreign_message(codec, record))
+    assert decoded.identifiers == (Identifier("push_token", "tok-1"),)
+
+
+def test_track_properties_must_be_a_json_object(codec: AvroCodec) -> None:
+    record = to_record(sample_events()[2])
+    record["payload"] = ("profile_engine.Track", {"event": "x", "properties_json": "[1]"})
+    with pytest.raises(DecodeError, match="properties: must be a JSON object"):
+        codec.decode(foreign_message(codec, record))
+
+
+# --- schema evolution ----------------------------------------------------------------------
+
+
+def next_schema() -> dict[str, Any]:
+    """The test-only 'after' schema: the shipped envelope plus an optional field."""
+    return json.loads(NEXT_SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def test_next_schema_differs_from_the_shipped_one_by_one_optional_field() -> None:
+    # Guards the evolution tests below against drifting from the real schema.
+    after = next_schema()
+    added = after["fields"].pop()
+    assert added["name"] == "source"
+    assert added["type"] == ["null", "string"] and added["default"] is None
+    shipped = to_parsing_canonical_form(parse_schema(load_standalone()))
+    assert to_parsing_canonical_form(parse_schema(after)) == shipped
+
+
+def test_event_written_before_a_compatible_change_decodes_after_it() -> None:
+    before = AvroCodec()  # writes the shipped schema
+    after = AvroCodec(schema=next_schema(), known_schemas=[load_standalone()])
+    assert before.fingerprint != after.fingerprint
+    for event in sample_events():
+        old_message = before.encode(event)
+        assert old_message[2:HEADER_SIZE] == before.fingerprint
+        assert after.decode(old_message) == event
+    # The reader fills the added field from its default.
+    record = after.read_record(before.encode(sample_events()[0]))
+    assert record["source"] is None
+
+
+def test_event_written_after_the_change_decodes_with_the_old_reader_once_registered() -> None:
+    before = AvroCodec()
+    after = AvroCodec(schema=next_schema(), known_schemas=[])
+    new_message = after.encode(sample_events()[2])
+    with pytest.raises(DecodeError, match="unknown fingerprint"):
+        before.decode(new_message)
+    before.register(next_schema())
+    assert before.decode(new_message) == sample_events()[2]
+
+
+def test_new_enum_symbol_reads_as_unrecognised_in_an_old_reader() -> None:
+    # A newer writer adds a channel; the old reader's enum default turns it into a clean
+    # contract error instead of a resolution failure.
+    newer = copy.deepcopy(load_standalone())
+    channel = newer["fields"][4]["type"][2]["fields"][0]["type"]
+    assert channel["name"] == "Channel"
+    channel["symbols"].insert(3, "whatsapp")
+    writer = AvroCodec(schema=newer, known_schemas=[])
+    reader = AvroCodec()
+    reader.register(newer)
+    event = sample_events()[3]
+    record = to_record(event)
+    record["payload"] = ("profile_engine.Consent", {"channel": "whatsapp", "status": "opted_in"})
+    with pytest.raises(DecodeError, match="channel: a value this reader does not know"):
+        reader.decode(foreign_message(writer, record))
+
+
+def test_history_files_beside_the_schema_are_known_writers(tmp_path: Path) -> None:
+    older = next_schema()  # any standalone envelope version will do
+    (tmp_path / "profile_engine.ProfileEvent.v1.avsc").write_text(json.dumps(older))
+    (tmp_path / "profile_engine.Other.avsc").write_text("{}")
+    found = history_schemas(tmp_path)
+    assert found == [older]
+    codec = AvroCodec(known_schemas=found)
+    assert schema_fingerprint(older) in codec.store.fingerprints
