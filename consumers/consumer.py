@@ -16,7 +16,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.codec import AvroCodec, DecodeError
 from consumers.reader import KafkaReader, RawRecord, ReadPlan
-from profile_engine.fold import ProfileFold
+from profile_engine.fold import FoldConfig, ProfileFold
 from projections.store import DeadLetter, ProjectionStore, TopicOffset, prepare_batch
 
 DEFAULT_BATCH_SIZE = 20_000
@@ -273,7 +273,7 @@ class FoldConsumer:
             ]
             futures.append(
                 self._dlq_producer.send(
-                    self.dead_letter_topic,  # type: ignore[arg-type]
+                    self.dead_letter_topic,
                     key=f"{letter.source}/{letter.partition}/{letter.offset}".encode(),
                     value=letter.raw,
                     headers=headers,
@@ -292,9 +292,10 @@ def consume(
     once: bool,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
+    config: FoldConfig | None = None,
 ) -> ConsumeStats:
     with ProjectionStore(db_path) as store:
-        fold = store.load_fold()
+        fold = store.load_fold(config)
         consumer = FoldConsumer(
             store, fold, bootstrap_servers, topic, dead_letter_topic, batch_size
         )

@@ -19,6 +19,8 @@ class Record(Protocol):
     partition: int
     offset: int
     timestamp: int
+    key: bytes | None
+    value: bytes
 
 
 class PartitionMerger:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -63,7 +64,9 @@ def _swap(scratch: Path, target: Path) -> None:
     Path(str(target) + ".wal").unlink(missing_ok=True)
 
 
-def _prepare(db_path: str, config: FoldConfig | None) -> tuple[Path, Path, ProjectionStore]:
+@contextmanager
+def _scratch_projection(db_path: str, config: FoldConfig | None) -> Iterator[ProjectionStore]:
+    """A fresh projection beside ``db_path``, swapped over it only if the body succeeds."""
     target = Path(db_path)
     scratch = _scratch_path(target)
     _remove_db(scratch)
@@ -71,38 +74,32 @@ def _prepare(db_path: str, config: FoldConfig | None) -> tuple[Path, Path, Proje
     try:
         _copy_user_state(target, store)
         store.fold_config(config)
+        yield store
     except BaseException:
         store.close()
         _remove_db(scratch)
         raise
-    return target, scratch, store
+    store.close()
+    _swap(scratch, target)
 
 
 def rebuild_from_kafka(
     db_path: str,
     bootstrap_servers: str,
     topic: str,
-    dead_letter_topic: str | None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
     config: FoldConfig | None = None,
 ) -> ConsumeStats:
-    target, scratch, store = _prepare(db_path, config)
-    try:
-        fold = store.load_fold()
+    with _scratch_projection(db_path, config) as store:
         # A rebuild re-reads dead letters too; they are already on the dead-letter topic.
-        consumer = FoldConsumer(store, fold, bootstrap_servers, topic, None, batch_size)
+        consumer = FoldConsumer(
+            store, store.load_fold(), bootstrap_servers, topic, None, batch_size
+        )
         try:
-            stats = consumer.run(once=True, progress=progress)
+            return consumer.run(once=True, progress=progress)
         finally:
             consumer.close()
-        store.close()
-    except BaseException:
-        store.close()
-        _remove_db(scratch)
-        raise
-    _swap(scratch, target)
-    return stats
 
 
 def iter_file_events(path: Path) -> Iterator[tuple[int, ProfileEvent | None, DeadLetter | None]]:
@@ -147,9 +144,8 @@ def rebuild_from_file(
     source = Path(file_path)
     if not source.is_file():
         raise FileNotFoundError(f"no such file: {file_path}")
-    target, scratch, store = _prepare(db_path, config)
     stats = ConsumeStats()
-    try:
+    with _scratch_projection(db_path, config) as store:
         fold = store.load_fold()
         dead: list[DeadLetter] = []
         in_batch = 0
@@ -173,10 +169,4 @@ def rebuild_from_file(
         stats.batches += 1
         if progress:
             progress(stats)
-        store.close()
-    except BaseException:
-        store.close()
-        _remove_db(scratch)
-        raise
-    _swap(scratch, target)
     return stats

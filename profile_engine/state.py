@@ -186,11 +186,11 @@ class ProfileState:
         """Take over another profile's state (a merge): per-value last-writer-wins."""
         for id_type, by_value in other.identifiers.items():
             mine = self.identifiers.setdefault(id_type, {})
-            for value, state in by_value.items():
+            for id_value, state in by_value.items():
                 state.profile_id = self.profile_id
-                mine[value] = state
-        for name, (value, key) in other.traits.items():
-            self.set_trait(name, value, key)
+                mine[id_value] = state
+        for name, (trait, key) in other.traits.items():
+            self.set_trait(name, trait, key)
         for order_id, (revenue, key) in other.orders.items():
             self.set_order(order_id, revenue, key)
         for (list_id, channel), (status, ident, key) in other.subscriptions.items():

@@ -47,6 +47,10 @@ def open_projection(db_path: str | Path, read_only: bool = False) -> duckdb.Duck
     return con
 
 
+class ProjectionConfigError(ValueError):
+    """The projection was built with other fold settings than the ones requested."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     source: str
@@ -126,7 +130,7 @@ class ProjectionStore:
             return config
         config = FoldConfig(id_limits=json.loads(stored))
         if requested is not None and dict(requested.id_limits) != dict(config.id_limits):
-            raise ValueError(
+            raise ProjectionConfigError(
                 f"this projection was built with id limits {stored}; rebuild to change them"
             )
         return config

@@ -93,14 +93,27 @@ def _report(stats: Any, output_format: str) -> None:
         )
 
 
-def _translate(error: Exception) -> UserError | None:
+@contextmanager
+def _running(label: str) -> Iterator[Callable[[Any], None]]:
+    """Progress for long work, and one-line errors for the failures a user can act on."""
+    from consumers.archive import ArchiveError
     from consumers.consumer import LogGapError, TopicMissingError
+    from consumers.reader import ReaderError
+    from projections.store import ProjectionConfigError
 
-    if isinstance(error, LogGapError | TopicMissingError | ValueError):
-        return UserError(str(error))
-    if isinstance(error, FileNotFoundError):
-        return UserError(str(error))
-    return None
+    user_errors = (
+        LogGapError,
+        TopicMissingError,
+        ReaderError,
+        ProjectionConfigError,
+        ArchiveError,
+        FileNotFoundError,
+    )
+    try:
+        with _progress(label) as progress:
+            yield progress
+    except user_errors as error:
+        raise UserError(str(error)) from None
 
 
 summary_format = click.option(
@@ -119,6 +132,7 @@ summary_format = click.option(
 @topic_option
 @dead_letter_topic_option
 @click.option("--once", is_flag=True, help="Stop when caught up with the end offsets at start.")
+@id_limit_option
 @batch_option
 @summary_format
 def consume(
@@ -127,6 +141,7 @@ def consume(
     topic: str,
     dead_letter_topic: str,
     once: bool,
+    id_limits: tuple[str, ...],
     batch_size: int,
     output_format: str,
 ) -> None:
@@ -137,16 +152,17 @@ def consume(
     """
     from consumers.consumer import consume as run_consume
 
-    try:
-        with _progress("consume") as progress:
-            stats = run_consume(
-                db_path, bootstrap_servers, topic, dead_letter_topic, once, batch_size, progress
-            )
-    except Exception as error:
-        user_error = _translate(error)
-        if user_error is None:
-            raise
-        raise user_error from None
+    with _running("consume") as progress:
+        stats = run_consume(
+            db_path,
+            bootstrap_servers,
+            topic,
+            dead_letter_topic,
+            once,
+            batch_size,
+            progress,
+            _parse_limits(id_limits),
+        )
     _report(stats, output_format)
 
 
@@ -180,19 +196,13 @@ def rebuild(
     from consumers.rebuild import rebuild_from_file, rebuild_from_kafka
 
     config = _parse_limits(id_limits)
-    try:
-        with _progress("rebuild") as progress:
-            if from_file:
-                stats = rebuild_from_file(db_path, from_file, batch_size, progress, config)
-            else:
-                stats = rebuild_from_kafka(
-                    db_path, bootstrap_servers, topic, None, batch_size, progress, config
-                )
-    except Exception as error:
-        user_error = _translate(error)
-        if user_error is None:
-            raise
-        raise user_error from None
+    with _running("rebuild") as progress:
+        if from_file:
+            stats = rebuild_from_file(db_path, from_file, batch_size, progress, config)
+        else:
+            stats = rebuild_from_kafka(
+                db_path, bootstrap_servers, topic, batch_size, progress, config
+            )
     _report(stats, output_format)
 
 

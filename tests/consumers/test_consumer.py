@@ -23,28 +23,9 @@ from profile_engine.contract import event_to_json
 from profile_engine.events import ProfileEvent
 from profile_engine.synthetic import generate_events
 from tests.profile_engine.builders import ccpa, consent, identify, purchase, track
+from tests.snapshots import dump
 
 pytestmark = pytest.mark.kafka
-
-TABLES = (
-    "profiles",
-    "identifiers",
-    "traits",
-    "trait_tombstones",
-    "subscriptions",
-    "orders",
-    "profile_merges",
-    "identity_conflicts",
-    "events",
-    "applied_events",
-    "dead_letters",
-    "consumer_offsets",
-)
-
-
-def dump(db: Path, tables: Iterable[str] = TABLES) -> dict[str, list[tuple[Any, ...]]]:
-    with duckdb.connect(str(db), read_only=True) as con:
-        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in tables}
 
 
 def publish(bootstrap: str, topic: str, events: Iterable[ProfileEvent]) -> None:

@@ -127,7 +127,7 @@ def canonical(fold: ProfileFold) -> set[tuple[Any, ...]]:
                     s.soft_bounces,
                     s.consecutive_soft_bounces,
                     s.ccpa,
-                )  # fmt: skip
+                )
                 for s in p.all_identifiers()
             )
         )

@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from profile_engine.contract import parse_event
 from projections import queries
 from projections.readonly import open_readonly
-from projections.store import fold_into_db
-
-T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
-
-
-def fold(db_path: Path, *raw_events: dict[str, Any]) -> None:
-    """Fold events in order; event i gets id e000i and time T0 + i minutes."""
-    events = []
-    for number, raw in enumerate(raw_events, start=1):
-        stamped = {
-            "event_id": f"e{number:04d}",
-            "timestamp": (T0 + timedelta(minutes=number)).isoformat(),
-            **raw,
-        }
-        events.append(parse_event(stamped))
-    fold_into_db(db_path, events)
+from tests.projections.logs import fold
 
 
 def identify(traits: dict[str, Any] | None = None, **ids: str) -> dict[str, Any]:

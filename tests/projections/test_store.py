@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
@@ -20,24 +19,7 @@ from tests.profile_engine.builders import (
     subscription,
     track,
 )
-
-TABLES = (
-    "profiles",
-    "identifiers",
-    "traits",
-    "trait_tombstones",
-    "subscriptions",
-    "orders",
-    "profile_merges",
-    "identity_conflicts",
-    "events",
-    "applied_events",
-)
-
-
-def dump(db: Path) -> dict[str, list[tuple[Any, ...]]]:
-    with duckdb.connect(str(db), read_only=True) as con:
-        return {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in TABLES}
+from tests.snapshots import dump
 
 
 def sample_log() -> list[ProfileEvent]:
