@@ -131,18 +131,18 @@ def test_rebuild_gives_identical_projections_and_ids(
     publish_raw_json(kafka_bootstrap, fresh_topic, synthetic(3000, seed=11))
     live, rebuilt = tmp_path / "live.duckdb", tmp_path / "rebuilt.duckdb"
     consume(str(live), kafka_bootstrap, fresh_topic, None, True, batch_size=250)
-    rebuild_from_kafka(str(rebuilt), kafka_bootstrap, fresh_topic, None, batch_size=1000)
+    rebuild_from_kafka(str(rebuilt), kafka_bootstrap, fresh_topic, batch_size=1000)
     before = dump(live)
     assert before["profiles"] and before["dead_letters"] and before["profile_merges"]
     assert dump(rebuilt) == before
-    rebuild_from_kafka(str(live), kafka_bootstrap, fresh_topic, None)  # swap over the live one
+    rebuild_from_kafka(str(live), kafka_bootstrap, fresh_topic)  # swap over the live one
     assert dump(live) == before
     assert not Path(str(live) + ".rebuild").exists()
 
 
 def test_erasure_survives_a_rebuild(kafka_bootstrap: str, fresh_topic: str, db_path: Path) -> None:
     publish(kafka_bootstrap, fresh_topic, small_log())
-    rebuild_from_kafka(str(db_path), kafka_bootstrap, fresh_topic, None)
+    rebuild_from_kafka(str(db_path), kafka_bootstrap, fresh_topic)
     with duckdb.connect(str(db_path), read_only=True) as con:
         phone = con.execute(
             "SELECT count(*) FROM identifiers WHERE id_value = '+14155552671'"
@@ -156,7 +156,7 @@ def test_rebuild_keeps_settings(kafka_bootstrap: str, fresh_topic: str, db_path:
     consume(str(db_path), kafka_bootstrap, fresh_topic, None, True)
     with duckdb.connect(str(db_path)) as con:
         con.execute("INSERT INTO settings VALUES ('implicit_consent.sms', 'true')")
-    rebuild_from_kafka(str(db_path), kafka_bootstrap, fresh_topic, None)
+    rebuild_from_kafka(str(db_path), kafka_bootstrap, fresh_topic)
     with duckdb.connect(str(db_path), read_only=True) as con:
         assert con.execute("SELECT key, value FROM settings").fetchall() == [
             ("implicit_consent.sms", "true")
@@ -174,7 +174,7 @@ def test_rebuild_refuses_when_retention_ate_the_log(
     truncated = {tp: end for tp, end in ends.items() if end > 0}
     kafka_admin.delete_records(truncated)
     with pytest.raises(LogGapError, match="no longer holds"):
-        rebuild_from_kafka(str(db_path), kafka_bootstrap, fresh_topic, None)
+        rebuild_from_kafka(str(db_path), kafka_bootstrap, fresh_topic)
     assert not db_path.exists()
 
 
@@ -220,5 +220,5 @@ def test_a_consumer_killed_mid_batch_resumes_to_the_same_projections_as_a_rebuil
     assert kills >= 1, "the consumer finished before it could be killed; use a larger log"
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
-    rebuild_from_kafka(str(clean_db), kafka_bootstrap, fresh_topic, None)
+    rebuild_from_kafka(str(clean_db), kafka_bootstrap, fresh_topic)
     assert dump(killed_db) == dump(clean_db)
