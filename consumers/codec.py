@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import orjson
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 import schemas
@@ -289,7 +290,7 @@ def _track(fields: dict[str, Any], common: dict[str, Any]) -> ProfileEvent:
     if not fields["event"]:
         raise DecodeError("event: must not be empty")
     try:
-        properties = json.loads(fields["properties_json"])
+        properties = orjson.loads(fields["properties_json"])
     except ValueError:
         raise DecodeError("properties: not valid JSON") from None
     if not isinstance(properties, dict):

@@ -19,7 +19,7 @@ from consumers.reader import KafkaReader, RawRecord, ReadPlan
 from profile_engine.fold import FoldConfig, ProfileFold
 from projections.store import DeadLetter, ProjectionStore, TopicOffset, prepare_batch
 
-DEFAULT_BATCH_SIZE = 20_000
+DEFAULT_BATCH_SIZE = 50_000
 
 
 class LogGapError(RuntimeError):

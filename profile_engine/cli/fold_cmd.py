@@ -47,7 +47,7 @@ id_limit_option = click.option(
 batch_option = click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=20_000,
+    default=50_000,
     show_default=True,
     help="Events folded in memory before one DuckDB transaction.",
 )
