@@ -123,6 +123,13 @@ class BackgroundCommitter:
         self._thread = threading.Thread(target=run, name="duckdb-commit", daemon=True)
         self._thread.start()
 
+    def settle(self) -> None:
+        """Wait for the batch in flight while another error is already propagating."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._error = None
+
     def wait(self) -> None:
         if self._thread is not None:
             self._thread.join()
@@ -220,6 +227,7 @@ class FoldConsumer:
             self._committer.wait()
         finally:
             reader.close()
+            self._committer.settle()
         self.stats.lag = sum(max(0, ends.get(p, 0) - o) for p, o in next_offsets.items())
         return self.stats
 
@@ -299,7 +307,9 @@ def consume(
         consumer = FoldConsumer(
             store, fold, bootstrap_servers, topic, dead_letter_topic, batch_size
         )
+        store.drop_indexes()
         try:
             return consumer.run(once=once, progress=progress)
         finally:
             consumer.close()
+            store.create_indexes()

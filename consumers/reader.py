@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import pickle
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -87,9 +89,13 @@ class ReaderError(RuntimeError):
 
 
 class KafkaReader:
-    """Yields chunks of raw records from the child process; ``None`` means caught up."""
+    """Yields chunks of raw records from the child process; ``None`` means caught up.
 
-    def __init__(self, plan: ReadPlan) -> None:
+    A thread in this process drains the pipe into a bounded queue, so the child keeps
+    fetching while the fold works instead of stalling on a full pipe.
+    """
+
+    def __init__(self, plan: ReadPlan, queued_chunks: int = 64) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child_conn = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
@@ -97,13 +103,29 @@ class KafkaReader:
         )
         self._process.start()
         child_conn.close()
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=queued_chunks)
+        self._closed = threading.Event()
+        self._pump = threading.Thread(target=self._drain_pipe, name="kafka-pipe", daemon=True)
+        self._pump.start()
+
+    def _drain_pipe(self) -> None:
+        while not self._closed.is_set():
+            try:
+                message = pickle.loads(self._conn.recv_bytes())
+            except (EOFError, OSError):
+                message = (_ERROR, "the Kafka reader process stopped unexpectedly")
+            while not self._closed.is_set():
+                try:
+                    self._queue.put(message, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if message[0] in (_END, _ERROR):
+                return
 
     def chunks(self) -> Iterator[list[RawRecord] | None]:
         while True:
-            try:
-                kind, payload = pickle.loads(self._conn.recv_bytes())
-            except EOFError:
-                raise ReaderError("the Kafka reader process stopped unexpectedly") from None
+            kind, payload = self._queue.get()
             if kind == "records":
                 yield payload
             elif kind == _IDLE:
@@ -114,8 +136,10 @@ class KafkaReader:
                 raise ReaderError(payload)
 
     def close(self) -> None:
+        self._closed.set()
         self._conn.close()
         self._process.join(timeout=5)
         if self._process.is_alive():
             self._process.terminate()
             self._process.join(timeout=5)
+        self._pump.join(timeout=5)

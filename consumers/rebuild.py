@@ -74,7 +74,9 @@ def _scratch_projection(db_path: str, config: FoldConfig | None) -> Iterator[Pro
     try:
         _copy_user_state(target, store)
         store.fold_config(config)
+        store.drop_indexes()  # built once at the end: cheaper than maintained per batch
         yield store
+        store.create_indexes()
     except BaseException:
         store.close()
         _remove_db(scratch)

@@ -105,6 +105,23 @@ class ProjectionStore:
     def close(self) -> None:
         self.con.close()
 
+    def drop_indexes(self) -> None:
+        """Drop the lookup indexes for a long write.
+
+        They serve `profile` lookups only, and no other process can open the file while this
+        one writes it (DuckDB has one writer), so maintaining them row by row during a
+        catch-up is pure cost. ``create_indexes`` (or the next writable open) restores them.
+        """
+        names = self.con.execute(
+            "SELECT index_name FROM duckdb_indexes() WHERE database_name = current_database()"
+        ).fetchall()
+        for (name,) in names:
+            self.con.execute(f'DROP INDEX IF EXISTS "{name}"')
+
+    def create_indexes(self) -> None:
+        with suppress(FileNotFoundError):
+            self.con.execute(_sql_file("indexes.sql"))
+
     def __enter__(self) -> ProjectionStore:
         return self
 

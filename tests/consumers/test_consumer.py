@@ -200,7 +200,7 @@ def test_rebuild_from_a_file_dead_letters_invalid_lines_with_their_numbers(
 def test_a_consumer_killed_mid_batch_resumes_to_the_same_projections_as_a_rebuild(
     kafka_bootstrap: str, fresh_topic: str, fresh_dead_letter_topic: str, tmp_path: Path
 ) -> None:
-    publish_raw_json(kafka_bootstrap, fresh_topic, synthetic(20_000, seed=5))
+    publish_raw_json(kafka_bootstrap, fresh_topic, synthetic(40_000, seed=5))
     killed_db, clean_db = tmp_path / "killed.duckdb", tmp_path / "clean.duckdb"
     command = [
         sys.executable, "-m", "profile_engine.cli.main", "consume", "--db", str(killed_db),
@@ -209,7 +209,7 @@ def test_a_consumer_killed_mid_batch_resumes_to_the_same_projections_as_a_rebuil
         "--batch-size", "500",
     ]  # fmt: skip
     kills = 0
-    for delay in (4.0, 3.0, 3.0):
+    for delay in (2.5, 2.0, 2.0):
         victim = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(delay)
         if victim.poll() is not None:

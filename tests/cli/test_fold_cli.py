@@ -1,0 +1,87 @@
+"""`consume` and `rebuild` as a user runs them: summaries, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from profile_engine.contract import event_to_json
+from tests.profile_engine.builders import identify, track
+
+
+def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "profile_engine.cli.main", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def write_log(path: Path) -> Path:
+    events = [
+        track(0, anonymous_id="anon-1"),
+        identify(1, email="a@example.com", anonymous_id="anon-1"),
+    ]
+    lines = [json.dumps(event_to_json(e)) for e in events] + ['{"type": "nope"}']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_rebuild_from_a_file_prints_the_summary(tmp_path: Path, db_path: Path) -> None:
+    source = write_log(tmp_path / "log.jsonl")
+    result = run_cli(
+        "rebuild", "--db", str(db_path), "--from-file", str(source), "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert (summary["consumed"], summary["folded"], summary["dead_lettered"]) == (3, 2, 1)
+
+
+def test_a_bad_id_limit_is_a_one_line_error(tmp_path: Path, db_path: Path) -> None:
+    source = write_log(tmp_path / "log.jsonl")
+    result = run_cli(
+        "rebuild", "--db", str(db_path), "--from-file", str(source), "--id-limit", "email"
+    )
+    assert result.returncode != 0
+    assert "expected TYPE=N" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_changing_id_limits_without_a_rebuild_is_refused(tmp_path: Path, db_path: Path) -> None:
+    source = write_log(tmp_path / "log.jsonl")
+    assert run_cli("rebuild", "--db", str(db_path), "--from-file", str(source)).returncode == 0
+    result = run_cli("consume", "--db", str(db_path), "--once", "--id-limit", "customer_id=2",
+                     "--bootstrap-servers", "127.0.0.1:1")  # fmt: skip
+    assert result.returncode == 1
+    assert "rebuild to change them" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_locked_database_is_reported_clearly(tmp_path: Path, db_path: Path) -> None:
+    source = write_log(tmp_path / "log.jsonl")
+    assert run_cli("rebuild", "--db", str(db_path), "--from-file", str(source)).returncode == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, time; c = duckdb.connect({str(db_path)!r}); print('held', flush=True);"
+         " time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = run_cli("consume", "--db", str(db_path), "--once")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 1
+    assert "locked by another process" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.kafka
+def test_consume_names_a_missing_topic(kafka_bootstrap: str, db_path: Path) -> None:
+    result = run_cli("consume", "--db", str(db_path), "--once", "--topic", "no-such-topic-here",
+                     "--bootstrap-servers", kafka_bootstrap)  # fmt: skip
+    assert result.returncode == 1
+    assert "topic 'no-such-topic-here' does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
