@@ -101,6 +101,18 @@ SELECT
     NULL::VARCHAR AS consent_unknown_event_id
 FROM expanded;
 
+-- The fold stores which identifier of each type was seen last; derive it the same way here.
+UPDATE identifiers SET is_last_seen = true
+FROM (
+    SELECT profile_id, id_type, arg_max(id_value, {{
+        'seen': coalesce(last_seen, '-infinity'::TIMESTAMP),
+        'event': coalesce(last_seen_event_id, ''),
+        'value': id_value}}) AS id_value
+    FROM identifiers GROUP BY ALL
+) AS latest
+WHERE identifiers.profile_id = latest.profile_id AND identifiers.id_type = latest.id_type
+    AND identifiers.id_value = latest.id_value;
+
 INSERT INTO traits BY NAME
 SELECT 'p' || md5(i::VARCHAR) AS profile_id, name,
        CASE name WHEN 'first_name' THEN 'Name' || (i % 997) WHEN 'city' THEN 'City' || (i % 211)

@@ -292,14 +292,23 @@ class LocalBroker:
             "-c",
             str(self.properties_file),
         ]
-        result = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            detail = (result.stderr or result.stdout).strip().splitlines()
-            raise BrokerError(
-                "formatting Kafka storage failed: " + (detail[-1] if detail else "no output")
+        # A JVM that dies while the machine is busy is worth one more try; a second failure
+        # is reported. --ignore-formatted makes the retry safe after a partial format.
+        for attempt in (1, 2):
+            retry_flags = ["--ignore-formatted"] if attempt == 2 else []
+            result = subprocess.run(
+                [*command, *retry_flags],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
             )
+            if result.returncode == 0:
+                return
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise BrokerError(
+            "formatting Kafka storage failed: " + (detail[-1] if detail else "no output")
+        )
 
     def _launch(self, java: str) -> int:
         command = [*self._jvm(java), "kafka.Kafka", str(self.properties_file)]

@@ -301,6 +301,7 @@ def consume(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
     config: FoldConfig | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> ConsumeStats:
     with ProjectionStore(db_path) as store:
         fold = store.load_fold(config)
@@ -309,7 +310,7 @@ def consume(
         )
         store.drop_indexes()
         try:
-            return consumer.run(once=once, progress=progress)
+            return consumer.run(once=once, progress=progress, should_stop=should_stop)
         finally:
             consumer.close()
             store.create_indexes()

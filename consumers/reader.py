@@ -11,6 +11,7 @@ import contextlib
 import multiprocessing as mp
 import pickle
 import queue
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ def _reader_main(plan: ReadPlan, conn: Connection) -> None:
     from consumers.consumer import kafka_consumer
     from consumers.ordering import PartitionMerger
 
+    # Ctrl-C reaches the whole process group; the folding process decides when to stop
+    # (after committing what it holds) and then closes the pipe, which ends this one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         consumer = kafka_consumer(plan.bootstrap_servers)
         tps = [TopicPartition(plan.topic, p) for p in sorted(plan.positions)]

@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS identifiers (
     first_seen               TIMESTAMP,        -- identify/track/consent/subscription only
     last_seen                TIMESTAMP,
     last_seen_event_id       VARCHAR,          -- tie-break for "last seen" (later key wins)
+    -- the profile's last-seen identifier of this type: greatest (last_seen, then
+    -- last_seen_event_id, then id_value; NULLs lowest). Stored so counts need no window.
+    is_last_seen             BOOLEAN NOT NULL DEFAULT false,
     hard_bounces             BIGINT NOT NULL,
     complaints               BIGINT NOT NULL,
     soft_bounces             BIGINT NOT NULL,

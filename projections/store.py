@@ -487,6 +487,25 @@ def _profile_columns(profiles: list[ProfileState]) -> dict[str, pa.Array]:
     }
 
 
+_NEVER_US = -(2**63)
+
+
+def _last_seen_flags(profiles: list[ProfileState]) -> list[bool]:
+    """Per identifier (in all_identifiers order): is it its profile's last seen of its type?"""
+    flags: list[bool] = []
+    for profile in profiles:
+        for by_value in profile.identifiers.values():
+            if len(by_value) == 1:
+                flags.append(True)
+                continue
+            keys = [
+                ((s.last_seen_key or (_NEVER_US, "")), s.value) for s in by_value.values()
+            ]
+            best = max(keys)
+            flags.extend(key == best for key in keys)
+    return flags
+
+
 def _identifier_columns(profiles: list[ProfileState]) -> dict[str, pa.Array]:
     states = [s for p in profiles for s in p.all_identifiers()]
     consent_keys = [s.consent_key for s in states]
@@ -505,6 +524,7 @@ def _identifier_columns(profiles: list[ProfileState]) -> dict[str, pa.Array]:
         "first_seen": pa.array([s.first_seen for s in states], _TS),
         "last_seen": pa.array([k[0] for k in last_seen], _TS),
         "last_seen_event_id": pa.array([k[1] for k in last_seen], pa.string()),
+        "is_last_seen": pa.array(_last_seen_flags(profiles), pa.bool_()),
         "hard_bounces": pa.array([s.hard_bounces for s in states], pa.int64()),
         "complaints": pa.array([s.complaints for s in states], pa.int64()),
         "soft_bounces": pa.array([s.soft_bounces for s in states], pa.int64()),

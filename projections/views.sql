@@ -65,8 +65,8 @@ SELECT unnest([
 FROM settings_typed;
 
 -- The per-identifier checks that do not depend on the profile's other identifiers.
--- seen_key orders identifiers of one type: the greatest is the last seen (latest last_seen,
--- then the later last_seen_event_id, then id_value so ties are stable; NULLs lowest).
+-- is_last_seen (stored by the fold) marks the last-seen identifier of each type: latest
+-- last_seen, then the later last_seen_event_id, then id_value so ties are stable; NULLs lowest.
 -- deliverable applies bounce.soft_bounce_limit on top of the folded flag.
 -- undeliverable_reason: NULL | invalid | hard_bounce | complaint | undeliverable
 --                       | soft_bounce_limit
@@ -78,9 +78,7 @@ SELECT
     i.id_value,
     CASE i.id_type WHEN 'email' THEN 'email' WHEN 'phone' THEN 'sms' WHEN 'push_token' THEN 'push'
     END AS channel,
-    {'seen': coalesce(i.last_seen, '-infinity'::TIMESTAMP),
-     'event': coalesce(i.last_seen_event_id, ''),
-     'value': i.id_value} AS seen_key,
+    i.is_last_seen,
     i.valid,
     i.deliverable
         AND (s.soft_bounce_limit = 0 OR i.consecutive_soft_bounces < s.soft_bounce_limit)
@@ -127,8 +125,6 @@ CREATE OR REPLACE VIEW identifier_status AS
 WITH ranked AS (
     SELECT
         c.*,
-        row_number() OVER (PARTITION BY c.profile_id, c.id_type ORDER BY c.seen_key DESC) = 1
-            AS is_last_seen,
         p.ccpa_opted_out
     FROM identifier_checks AS c
     JOIN profiles AS p ON p.profile_id = c.profile_id
@@ -164,13 +160,13 @@ WHERE channel IS NOT NULL;
 -- One row per live profile; a profile without a messaging identifier is unreachable.
 -- Same rules as identifier_reachability, computed with aggregates (no window) so that
 -- counting a million profiles stays fast: email and sms take the verdict of the identifier
--- with the greatest seen_key, push takes any.
+-- marked is_last_seen, push takes any.
 CREATE OR REPLACE VIEW profile_reachability AS
 WITH per_profile AS (
     SELECT
         profile_id,
-        arg_max(deliverable AND consented, seen_key) FILTER (channel = 'email') AS email,
-        arg_max(deliverable AND consented, seen_key) FILTER (channel = 'sms') AS sms,
+        bool_or(deliverable AND consented) FILTER (channel = 'email' AND is_last_seen) AS email,
+        bool_or(deliverable AND consented) FILTER (channel = 'sms' AND is_last_seen) AS sms,
         bool_or(deliverable AND consented) FILTER (channel = 'push') AS push
     FROM identifier_checks
     WHERE channel IS NOT NULL
@@ -245,9 +241,9 @@ CREATE OR REPLACE VIEW profile_export AS
 WITH ids AS (
     SELECT
         profile_id,
-        arg_max(id_value, seen_key) FILTER (id_type = 'customer_id') AS customer_id,
-        arg_max(id_value, seen_key) FILTER (id_type = 'email') AS email,
-        arg_max(id_value, seen_key) FILTER (id_type = 'phone') AS phone,
+        any_value(id_value) FILTER (id_type = 'customer_id' AND is_last_seen) AS customer_id,
+        any_value(id_value) FILTER (id_type = 'email' AND is_last_seen) AS email,
+        any_value(id_value) FILTER (id_type = 'phone' AND is_last_seen) AS phone,
         list_sort(list(id_type || ':' || id_value)) AS identifiers
     FROM identifier_checks
     GROUP BY profile_id

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -152,6 +154,10 @@ def consume(
     """
     from consumers.consumer import consume as run_consume
 
+    stop = threading.Event()
+    # SIGTERM / Ctrl-C end a follower cleanly: the batch in hand commits, then it exits 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     with _running("consume") as progress:
         stats = run_consume(
             db_path,
@@ -162,6 +168,7 @@ def consume(
             batch_size,
             progress,
             _parse_limits(id_limits),
+            stop.is_set,
         )
     _report(stats, output_format)
 

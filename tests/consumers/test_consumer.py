@@ -222,3 +222,29 @@ def test_a_consumer_killed_mid_batch_resumes_to_the_same_projections_as_a_rebuil
     assert finished.returncode == 0, finished.stderr
     rebuild_from_kafka(str(clean_db), kafka_bootstrap, fresh_topic)
     assert dump(killed_db) == dump(clean_db)
+
+
+def test_a_follower_folds_new_events_and_stops_cleanly_on_sigterm(
+    kafka_bootstrap: str, fresh_topic: str, fresh_dead_letter_topic: str, db_path: Path
+) -> None:
+    command = [
+        sys.executable, "-m", "profile_engine.cli.main", "consume", "--db", str(db_path),
+        "--topic", fresh_topic, "--dead-letter-topic", fresh_dead_letter_topic,
+        "--bootstrap-servers", kafka_bootstrap, "--format", "json",
+    ]  # fmt: skip
+    follower = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)  # started and caught up with an empty topic
+        publish(kafka_bootstrap, fresh_topic, small_log())
+        time.sleep(4)  # the tail is folded and committed when the follower is caught up
+        assert follower.poll() is None, follower.stderr.read() if follower.stderr else ""
+        follower.send_signal(signal.SIGTERM)
+        out, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, err
+    assert json.loads(out)["folded"] == 8
+    state = dump(db_path, ("profiles", "consumer_offsets"))
+    assert len(state["profiles"]) == 2
+    assert sum(row[2] for row in state["consumer_offsets"]) == 8
