@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,15 +60,29 @@ def _docker_kafka() -> Iterator[str]:
 
 @contextmanager
 def _local_kafka(data_dir: Path) -> Iterator[str]:
-    from consumers.broker import LocalBroker
+    from consumers.broker import BrokerError, LocalBroker
     from consumers.broker_process import free_port
 
-    client_port = free_port()
-    controller_port = free_port()
-    while controller_port == client_port:
+    # Two tries, each on fresh ports and storage: a busy machine can lose a port to another
+    # process between choosing it and the broker binding it, or kill a JVM while it boots.
+    for attempt in (1, 2):
+        client_port = free_port()
         controller_port = free_port()
-    broker = LocalBroker(data_dir=data_dir, port=client_port, controller_port=controller_port)
-    broker.start(timeout=180, stop_with_owner=True)
+        while controller_port == client_port:
+            controller_port = free_port()
+        broker = LocalBroker(
+            data_dir=data_dir / f"attempt-{attempt}",
+            port=client_port,
+            controller_port=controller_port,
+        )
+        try:
+            broker.start(timeout=180, stop_with_owner=True)
+            break
+        except BrokerError as error:
+            broker.stop()
+            if attempt == 2:
+                raise
+            print(f"local Kafka broker did not start ({error}); trying again", file=sys.stderr)
     try:
         yield broker.bootstrap_servers
     finally:
