@@ -7,9 +7,11 @@ consumer seeks to the stored offsets and the fold state is restored from the sam
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -98,6 +100,24 @@ def check_log_holds(topic: str, needed: dict[int, int], earliest: dict[int, int]
             f"the log of {topic!r} no longer holds what the projections need "
             f"({'; '.join(gaps)}); events were lost to retention"
         )
+
+
+@contextmanager
+def paused_full_gc() -> Iterator[None]:
+    """Pause automatic garbage collection while folding.
+
+    The fold state is millions of long-lived, acyclic objects; automatic full collections
+    would rescan all of them again and again (a third of the fold's time at 1M events).
+    Refcounting still frees whatever the fold drops, and callers collect young cycles
+    (``gc.collect(1)``) once per batch.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class BackgroundCommitter:
@@ -189,6 +209,15 @@ class FoldConsumer:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> ConsumeStats:
         """Fold until caught up with the end offsets seen at start (once) or forever."""
+        with paused_full_gc():
+            return self._run(once, progress, should_stop)
+
+    def _run(
+        self,
+        once: bool,
+        progress: ProgressCallback | None,
+        should_stop: Callable[[], bool],
+    ) -> ConsumeStats:
         plan = self.plan(once)
         next_offsets = dict(plan.positions)
         ends = plan.ends
@@ -265,6 +294,7 @@ class FoldConsumer:
 
         self._committer.submit(commit)
         self.stats.batches += 1
+        gc.collect(1)  # young cycles only; see paused_full_gc
 
     def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
         if self._dlq_producer is None:

@@ -6,6 +6,7 @@ readers keep the old file until then and a failed rebuild leaves it untouched.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from consumers.consumer import (
     ConsumeStats,
     FoldConsumer,
     ProgressCallback,
+    paused_full_gc,
 )
 from profile_engine.contract import ContractError, parse_event
 from profile_engine.events import ProfileEvent
@@ -147,7 +149,7 @@ def rebuild_from_file(
     if not source.is_file():
         raise FileNotFoundError(f"no such file: {file_path}")
     stats = ConsumeStats()
-    with _scratch_projection(db_path, config) as store:
+    with _scratch_projection(db_path, config) as store, paused_full_gc():
         fold = store.load_fold()
         dead: list[DeadLetter] = []
         in_batch = 0
@@ -163,6 +165,7 @@ def rebuild_from_file(
                 stats.duplicates += 1
             if in_batch >= batch_size:
                 store.write_batch(fold, fold.drain_changes(), (), dead)
+                gc.collect(1)
                 stats.batches += 1
                 dead, in_batch = [], 0
                 if progress:
