@@ -12,6 +12,8 @@ from pathlib import Path
 
 import duckdb
 
+from projections.store import ProjectionConfigError, check_schema_version
+
 QUERY_VIEWS = ("profile_reachability", "reachability_counts", "identifier_status")
 
 
@@ -24,6 +26,11 @@ def open_readonly(db_path: str) -> duckdb.DuckDBPyConnection:
     if not Path(db_path).is_file():
         raise ProjectionUnavailable(f"no projection database at {db_path} (fold events first)")
     con = _connect(db_path, read_only=True)
+    try:
+        check_schema_version(con, db_path)
+    except ProjectionConfigError as error:
+        con.close()
+        raise ProjectionUnavailable(str(error)) from None
     missing = missing_views(con)
     if missing:
         con.close()

@@ -23,7 +23,7 @@ from profile_engine.events import Identifier, ProfileEvent
 from profile_engine.fold import Changes, FoldConfig, ProfileFold
 from profile_engine.state import IdentifierState, OrderKey, ProfileState
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 _TS = pa.timestamp("us")
 
 
@@ -40,6 +40,11 @@ def open_projection(db_path: str | Path, read_only: bool = False) -> duckdb.Duck
     # No progress bar: the consumer runs long batches and keeps its own progress display.
     con = duckdb.connect(str(db_path))
     con.execute("SET enable_progress_bar = false")
+    try:
+        check_schema_version(con, str(db_path))
+    except ProjectionConfigError:
+        con.close()
+        raise
     con.execute(_sql_file("schema.sql"))
     for optional in ("views.sql", "indexes.sql"):
         with suppress(FileNotFoundError):
@@ -49,6 +54,27 @@ def open_projection(db_path: str | Path, read_only: bool = False) -> duckdb.Duck
 
 class ProjectionConfigError(ValueError):
     """The projection was built with other fold settings than the ones requested."""
+
+
+def stored_schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
+    has_meta = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'projection_meta'"
+        " AND database_name = current_database()"
+    ).fetchone()
+    if not has_meta or not has_meta[0]:
+        return None
+    row = con.execute("SELECT value FROM projection_meta WHERE key = 'schema_version'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def check_schema_version(con: duckdb.DuckDBPyConnection, db_path: str) -> None:
+    """Refuse a projection written by another version of the tables: rebuild it instead."""
+    stored = stored_schema_version(con)
+    if stored is not None and stored != SCHEMA_VERSION:
+        raise ProjectionConfigError(
+            f"{db_path} holds projection tables of version {stored}; this profile-engine "
+            f"writes version {SCHEMA_VERSION}: run `profile-engine rebuild --db {db_path}`"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,9 +524,7 @@ def _last_seen_flags(profiles: list[ProfileState]) -> list[bool]:
             if len(by_value) == 1:
                 flags.append(True)
                 continue
-            keys = [
-                ((s.last_seen_key or (_NEVER_US, "")), s.value) for s in by_value.values()
-            ]
+            keys = [((s.last_seen_key or (_NEVER_US, "")), s.value) for s in by_value.values()]
             best = max(keys)
             flags.extend(key == best for key in keys)
     return flags

@@ -9,7 +9,13 @@ import pytest
 
 from profile_engine.events import ProfileEvent
 from profile_engine.fold import FoldConfig, profile_id_for
-from projections.store import DeadLetter, ProjectionStore, TopicOffset, fold_into_db
+from projections.store import (
+    DeadLetter,
+    ProjectionConfigError,
+    ProjectionStore,
+    TopicOffset,
+    fold_into_db,
+)
 from tests.profile_engine.builders import (
     bounce,
     ccpa,
@@ -164,3 +170,14 @@ def test_identity_limits_are_fixed_per_projection(tmp_path: Path) -> None:
     fold_into_db(db, [track(0, email="a@example.com")], config=FoldConfig({"customer_id": 2}))
     with pytest.raises(ValueError, match="rebuild to change"):
         fold_into_db(db, [], config=FoldConfig({"customer_id": 1}))
+
+
+def test_a_projection_of_another_table_version_is_refused_with_a_rebuild_hint(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "p.duckdb"
+    fold_into_db(db, [track(0, email="a@example.com")])
+    with duckdb.connect(str(db)) as con:
+        con.execute("UPDATE projection_meta SET value = '0' WHERE key = 'schema_version'")
+    with pytest.raises(ProjectionConfigError, match="run `profile-engine rebuild"):
+        fold_into_db(db, [track(1, email="b@example.com")])
