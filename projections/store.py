@@ -96,10 +96,6 @@ class TopicOffset:
     next_offset: int
 
 
-def _keycols(key: OrderKey | None) -> tuple[int | None, str | None]:
-    return (key[0], key[1]) if key is not None else (None, None)
-
-
 def _trait_text(value: Any) -> tuple[str, str]:
     if isinstance(value, bool):
         return ("true" if value else "false"), "boolean"
@@ -493,24 +489,58 @@ def _prepare_offsets(batch: PreparedBatch, offsets: Sequence[TopicOffset]) -> No
 # -- state -> Arrow columns ---------------------------------------------------------------
 
 
+_PROFILE_SCHEMA = (
+    ("profile_id", pa.string()),
+    ("created_at", _TS),
+    ("created_event_id", pa.string()),
+    ("first_seen", _TS),
+    ("last_seen", _TS),
+    ("event_count", pa.int64()),
+    ("ccpa_opted_out", pa.bool_()),
+    ("ccpa_updated_at", _TS),
+    ("ccpa_event_id", pa.string()),
+    ("order_count", pa.int64()),
+    ("revenue", pa.float64()),
+    ("last_purchase_at", _TS),
+)
+
+
+def _columns(
+    schema: tuple[tuple[str, pa.DataType], ...], rows: list[tuple[Any, ...]]
+) -> dict[str, pa.Array]:
+    """Row tuples -> named Arrow columns (one pass to build rows, one C-level transpose)."""
+    columns: list[tuple[Any, ...]] = list(zip(*rows, strict=True)) if rows else [()] * len(schema)
+    return {name: pa.array(col, kind) for (name, kind), col in zip(schema, columns, strict=True)}
+
+
+def _profile_row(p: ProfileState) -> tuple[Any, ...]:
+    opted_out = False
+    ccpa_key: OrderKey | None = None
+    for by_value in p.identifiers.values():
+        for state in by_value.values():
+            if state.ccpa_key is not None:
+                opted_out = opted_out or state.ccpa == "opt_out"
+                if ccpa_key is None or state.ccpa_key > ccpa_key:
+                    ccpa_key = state.ccpa_key
+    orders = p.orders.values()
+    return (
+        p.profile_id,
+        p.created_key[0],
+        p.created_key[1],
+        p.first_seen,
+        p.last_seen,
+        p.event_count,
+        opted_out,
+        ccpa_key[0] if ccpa_key else None,
+        ccpa_key[1] if ccpa_key else None,
+        len(p.orders),
+        sum(revenue for revenue, _ in orders),
+        max((key[0] for _, key in orders), default=None),
+    )
+
+
 def _profile_columns(profiles: list[ProfileState]) -> dict[str, pa.Array]:
-    ccpa_keys = [p.ccpa_key for p in profiles]
-    order_totals = [sum(r for r, _ in p.orders.values()) for p in profiles]
-    last_purchase = [max((k[0] for _, k in p.orders.values()), default=None) for p in profiles]
-    return {
-        "profile_id": pa.array([p.profile_id for p in profiles], pa.string()),
-        "created_at": pa.array([p.created_key[0] for p in profiles], _TS),
-        "created_event_id": pa.array([p.created_key[1] for p in profiles], pa.string()),
-        "first_seen": pa.array([p.first_seen for p in profiles], _TS),
-        "last_seen": pa.array([p.last_seen for p in profiles], _TS),
-        "event_count": pa.array([p.event_count for p in profiles], pa.int64()),
-        "ccpa_opted_out": pa.array([p.ccpa_opted_out for p in profiles], pa.bool_()),
-        "ccpa_updated_at": pa.array([k[0] if k else None for k in ccpa_keys], _TS),
-        "ccpa_event_id": pa.array([k[1] if k else None for k in ccpa_keys], pa.string()),
-        "order_count": pa.array([len(p.orders) for p in profiles], pa.int64()),
-        "revenue": pa.array(order_totals, pa.float64()),
-        "last_purchase_at": pa.array(last_purchase, _TS),
-    }
+    return _columns(_PROFILE_SCHEMA, [_profile_row(p) for p in profiles])
 
 
 _NEVER_US = -(2**63)
@@ -530,68 +560,110 @@ def _last_seen_flags(profiles: list[ProfileState]) -> list[bool]:
     return flags
 
 
+_IDENTIFIER_SCHEMA = (
+    ("profile_id", pa.string()),
+    ("id_type", pa.string()),
+    ("id_value", pa.string()),
+    ("valid", pa.bool_()),
+    ("deliverable", pa.bool_()),
+    ("consent", pa.string()),
+    ("consent_updated_at", _TS),
+    ("first_seen", _TS),
+    ("last_seen", _TS),
+    ("last_seen_event_id", pa.string()),
+    ("is_last_seen", pa.bool_()),
+    ("hard_bounces", pa.int64()),
+    ("complaints", pa.int64()),
+    ("soft_bounces", pa.int64()),
+    ("consecutive_soft_bounces", pa.int64()),
+    ("consent_explicit", pa.string()),
+    ("consent_explicit_at", _TS),
+    ("consent_explicit_event_id", pa.string()),
+    ("consent_unknown_at", _TS),
+    ("consent_unknown_event_id", pa.string()),
+    ("recent_soft_bounces_us", pa.list_(pa.int64())),
+    ("ccpa", pa.string()),
+    ("ccpa_updated_at", _TS),
+    ("ccpa_event_id", pa.string()),
+)
+_NO_KEY: tuple[None, None] = (None, None)
+
+
+def _identifier_row(s: IdentifierState, is_last_seen: bool) -> tuple[Any, ...]:
+    consent = s.consent
+    consent_key = s.unknown_key if consent == "unknown" else s.explicit_key
+    last_seen = s.last_seen_key or _NO_KEY
+    explicit = s.explicit_key or _NO_KEY
+    unknown = s.unknown_key or _NO_KEY
+    ccpa = s.ccpa_key or _NO_KEY
+    recent = s.recent_soft_bounces
+    return (
+        s.profile_id,
+        s.id_type,
+        s.value,
+        s.valid,
+        s.valid and s.hard_bounces == 0 and s.complaints == 0,
+        consent,
+        consent_key[0] if consent_key else None,
+        s.first_seen,
+        last_seen[0],
+        last_seen[1],
+        is_last_seen,
+        s.hard_bounces,
+        s.complaints,
+        s.soft_bounces,
+        len(recent),
+        s.explicit_consent,
+        explicit[0],
+        explicit[1],
+        unknown[0],
+        unknown[1],
+        sorted(recent) if recent else [],
+        s.ccpa,
+        ccpa[0],
+        ccpa[1],
+    )
+
+
 def _identifier_columns(profiles: list[ProfileState]) -> dict[str, pa.Array]:
     states = [s for p in profiles for s in p.all_identifiers()]
-    consent_keys = [s.consent_key for s in states]
-    last_seen = [_keycols(s.last_seen_key) for s in states]
-    explicit = [_keycols(s.explicit_key) for s in states]
-    unknown = [_keycols(s.unknown_key) for s in states]
-    ccpa = [_keycols(s.ccpa_key) for s in states]
-    return {
-        "profile_id": pa.array([s.profile_id for s in states], pa.string()),
-        "id_type": pa.array([s.id_type for s in states], pa.string()),
-        "id_value": pa.array([s.value for s in states], pa.string()),
-        "valid": pa.array([s.valid for s in states], pa.bool_()),
-        "deliverable": pa.array([s.deliverable for s in states], pa.bool_()),
-        "consent": pa.array([s.consent for s in states], pa.string()),
-        "consent_updated_at": pa.array([k[0] if k else None for k in consent_keys], _TS),
-        "first_seen": pa.array([s.first_seen for s in states], _TS),
-        "last_seen": pa.array([k[0] for k in last_seen], _TS),
-        "last_seen_event_id": pa.array([k[1] for k in last_seen], pa.string()),
-        "is_last_seen": pa.array(_last_seen_flags(profiles), pa.bool_()),
-        "hard_bounces": pa.array([s.hard_bounces for s in states], pa.int64()),
-        "complaints": pa.array([s.complaints for s in states], pa.int64()),
-        "soft_bounces": pa.array([s.soft_bounces for s in states], pa.int64()),
-        "consecutive_soft_bounces": pa.array(
-            [s.consecutive_soft_bounces for s in states], pa.int64()
-        ),
-        "consent_explicit": pa.array([s.explicit_consent for s in states], pa.string()),
-        "consent_explicit_at": pa.array([k[0] for k in explicit], _TS),
-        "consent_explicit_event_id": pa.array([k[1] for k in explicit], pa.string()),
-        "consent_unknown_at": pa.array([k[0] for k in unknown], _TS),
-        "consent_unknown_event_id": pa.array([k[1] for k in unknown], pa.string()),
-        "recent_soft_bounces_us": pa.array(
-            [sorted(s.recent_soft_bounces) if s.recent_soft_bounces else [] for s in states],
-            pa.list_(pa.int64()),
-        ),
-        "ccpa": pa.array([s.ccpa for s in states], pa.string()),
-        "ccpa_updated_at": pa.array([k[0] for k in ccpa], _TS),
-        "ccpa_event_id": pa.array([k[1] for k in ccpa], pa.string()),
-    }
+    flags = _last_seen_flags(profiles)
+    return _columns(
+        _IDENTIFIER_SCHEMA,
+        [_identifier_row(s, flag) for s, flag in zip(states, flags, strict=True)],
+    )
+
+
+_TRAIT_SCHEMA = (
+    ("profile_id", pa.string()),
+    ("name", pa.string()),
+    ("value", pa.string()),
+    ("value_type", pa.string()),
+    ("updated_at", _TS),
+    ("source", pa.string()),
+)
+_TOMBSTONE_SCHEMA = (
+    ("profile_id", pa.string()),
+    ("name", pa.string()),
+    ("updated_at", _TS),
+    ("source", pa.string()),
+)
 
 
 def _trait_columns(
     profiles: list[ProfileState],
 ) -> tuple[dict[str, pa.Array], dict[str, pa.Array]]:
-    rows = [(p.profile_id, name, v, k) for p in profiles for name, (v, k) in p.traits.items()]
-    kept = [r for r in rows if r[2] is not None]
-    unset = [r for r in rows if r[2] is None]
-    texts = [_trait_text(r[2]) for r in kept]
-    values = {
-        "profile_id": pa.array([r[0] for r in kept], pa.string()),
-        "name": pa.array([r[1] for r in kept], pa.string()),
-        "value": pa.array([t[0] for t in texts], pa.string()),
-        "value_type": pa.array([t[1] for t in texts], pa.string()),
-        "updated_at": pa.array([r[3][0] for r in kept], _TS),
-        "source": pa.array([r[3][1] for r in kept], pa.string()),
-    }
-    tombstones = {
-        "profile_id": pa.array([r[0] for r in unset], pa.string()),
-        "name": pa.array([r[1] for r in unset], pa.string()),
-        "updated_at": pa.array([r[3][0] for r in unset], _TS),
-        "source": pa.array([r[3][1] for r in unset], pa.string()),
-    }
-    return values, tombstones
+    kept: list[tuple[Any, ...]] = []
+    unset: list[tuple[Any, ...]] = []
+    for p in profiles:
+        pid = p.profile_id
+        for name, (value, (stamp, source)) in p.traits.items():
+            if value is None:
+                unset.append((pid, name, stamp, source))
+            else:
+                text, kind = _trait_text(value)
+                kept.append((pid, name, text, kind, stamp, source))
+    return _columns(_TRAIT_SCHEMA, kept), _columns(_TOMBSTONE_SCHEMA, unset)
 
 
 def _subscription_columns(profiles: list[ProfileState]) -> dict[str, pa.Array]:
