@@ -74,9 +74,12 @@ def _progress(label: str) -> Iterator[Callable[[Any], None]]:
 
             yield update
     else:
+        # A log, not a terminal: one line every 10 committed batches, never while idle.
+        printed_at = [0]
 
         def update(stats: Any) -> None:
-            if stats.batches % 10 == 0:
+            if stats.batches - printed_at[0] >= 10:
+                printed_at[0] = stats.batches
                 s = stats.as_dict()
                 console.print(f"{label}: {s['consumed']:,} consumed, lag {s['lag']:,}")
 
