@@ -18,8 +18,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.codec import AvroCodec, DecodeError
 from consumers.reader import KafkaReader, RawRecord, ReadPlan
+from profile_engine.attributes import AttributeRegistry
 from profile_engine.fold import FoldConfig, ProfileFold
 from projections.store import DeadLetter, ProjectionStore, TopicOffset, prepare_batch
+from projections.typed_traits import refresh_typed_traits_view
 
 DEFAULT_BATCH_SIZE = 50_000
 
@@ -332,8 +334,11 @@ def consume(
     progress: ProgressCallback | None = None,
     config: FoldConfig | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    registry: AttributeRegistry | None = None,
 ) -> ConsumeStats:
     with ProjectionStore(db_path) as store:
+        if registry is not None:
+            refresh_typed_traits_view(store.con, registry)
         fold = store.load_fold(config)
         consumer = FoldConsumer(
             store, fold, bootstrap_servers, topic, dead_letter_topic, batch_size

@@ -22,10 +22,12 @@ from consumers.consumer import (
     ProgressCallback,
     paused_full_gc,
 )
+from profile_engine.attributes import AttributeRegistry
 from profile_engine.contract import ContractError, parse_event
 from profile_engine.events import ProfileEvent
 from profile_engine.fold import FoldConfig
 from projections.store import DeadLetter, ProjectionStore
+from projections.typed_traits import refresh_typed_traits_view
 
 AVRO_CONTAINER_MAGIC = b"Obj\x01"
 
@@ -67,7 +69,9 @@ def _swap(scratch: Path, target: Path) -> None:
 
 
 @contextmanager
-def _scratch_projection(db_path: str, config: FoldConfig | None) -> Iterator[ProjectionStore]:
+def _scratch_projection(
+    db_path: str, config: FoldConfig | None, registry: AttributeRegistry | None
+) -> Iterator[ProjectionStore]:
     """A fresh projection beside ``db_path``, swapped over it only if the body succeeds."""
     target = Path(db_path)
     scratch = _scratch_path(target)
@@ -76,6 +80,8 @@ def _scratch_projection(db_path: str, config: FoldConfig | None) -> Iterator[Pro
     try:
         _copy_user_state(target, store)
         store.fold_config(config)
+        if registry is not None:
+            refresh_typed_traits_view(store.con, registry)
         store.drop_indexes()  # built once at the end: cheaper than maintained per batch
         yield store
         store.create_indexes()
@@ -94,8 +100,9 @@ def rebuild_from_kafka(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
     config: FoldConfig | None = None,
+    registry: AttributeRegistry | None = None,
 ) -> ConsumeStats:
-    with _scratch_projection(db_path, config) as store:
+    with _scratch_projection(db_path, config, registry) as store:
         # A rebuild re-reads dead letters too; they are already on the dead-letter topic.
         consumer = FoldConsumer(
             store, store.load_fold(), bootstrap_servers, topic, None, batch_size
@@ -144,12 +151,13 @@ def rebuild_from_file(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
     config: FoldConfig | None = None,
+    registry: AttributeRegistry | None = None,
 ) -> ConsumeStats:
     source = Path(file_path)
     if not source.is_file():
         raise FileNotFoundError(f"no such file: {file_path}")
     stats = ConsumeStats()
-    with _scratch_projection(db_path, config) as store, paused_full_gc():
+    with _scratch_projection(db_path, config, registry) as store, paused_full_gc():
         fold = store.load_fold()
         dead: list[DeadLetter] = []
         in_batch = 0

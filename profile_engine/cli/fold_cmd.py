@@ -8,10 +8,12 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
 
+from profile_engine.cli.attributes_cmd import attributes_option, load_registry
 from profile_engine.cli.common import (
     UserError,
     bootstrap_option,
@@ -139,6 +141,7 @@ summary_format = click.option(
 @click.option("--once", is_flag=True, help="Stop when caught up with the end offsets at start.")
 @id_limit_option
 @batch_option
+@attributes_option
 @summary_format
 def consume(
     db_path: str,
@@ -148,6 +151,7 @@ def consume(
     once: bool,
     id_limits: tuple[str, ...],
     batch_size: int,
+    attributes_path: Path,
     output_format: str,
 ) -> None:
     """Follow the log and fold it into the projection database at --db.
@@ -172,6 +176,7 @@ def consume(
             progress,
             _parse_limits(id_limits),
             stop.is_set,
+            load_registry(attributes_path),
         )
     _report(stats, output_format)
 
@@ -188,6 +193,7 @@ def consume(
 )
 @id_limit_option
 @batch_option
+@attributes_option
 @summary_format
 def rebuild(
     db_path: str,
@@ -196,6 +202,7 @@ def rebuild(
     from_file: str | None,
     id_limits: tuple[str, ...],
     batch_size: int,
+    attributes_path: Path,
     output_format: str,
 ) -> None:
     """Build fresh projections from the start of the log and swap them in atomically.
@@ -206,12 +213,13 @@ def rebuild(
     from consumers.rebuild import rebuild_from_file, rebuild_from_kafka
 
     config = _parse_limits(id_limits)
+    registry = load_registry(attributes_path)
     with _running("rebuild") as progress:
         if from_file:
-            stats = rebuild_from_file(db_path, from_file, batch_size, progress, config)
+            stats = rebuild_from_file(db_path, from_file, batch_size, progress, config, registry)
         else:
             stats = rebuild_from_kafka(
-                db_path, bootstrap_servers, topic, batch_size, progress, config
+                db_path, bootstrap_servers, topic, batch_size, progress, config, registry
             )
     _report(stats, output_format)
 

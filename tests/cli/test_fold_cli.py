@@ -85,3 +85,27 @@ def test_consume_names_a_missing_topic(kafka_bootstrap: str, db_path: Path) -> N
     assert result.returncode == 1
     assert "topic 'no-such-topic-here' does not exist" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_rebuild_gives_registered_traits_their_sql_types(tmp_path: Path, db_path: Path) -> None:
+    registry = tmp_path / "attributes.json"
+    assert (
+        run_cli("attributes", "add", "vip", "boolean", "--attributes", str(registry)).returncode
+        == 0
+    )
+    assert (
+        run_cli("attributes", "add", "points", "long", "--attributes", str(registry)).returncode
+        == 0
+    )
+    event = identify(0, {"vip": True, "points": 120, "city": "Oslo"}, email="a@example.com")
+    source = tmp_path / "log.jsonl"
+    source.write_text(json.dumps(event_to_json(event)) + "\n")
+    rebuilt = run_cli("rebuild", "--db", str(db_path), "--from-file", str(source),
+                      "--attributes", str(registry))  # fmt: skip
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    query = "SELECT vip, points + 1 AS next, city, typeof(points) FROM profile_traits"
+    result = run_cli("sql", "--db", str(db_path), query, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        {"vip": True, "next": 121, "city": "Oslo", "typeof(points)": "BIGINT"}
+    ]
