@@ -5,7 +5,6 @@ Each measured phase runs in a fresh child process so its rate and peak memory ar
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import resource
 import tempfile
@@ -14,10 +13,10 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 
-from consumers.codec import AvroCodec
 from consumers.consumer import kafka_consumer, topic_partitions
+from consumers.producer import EventProducer
 from profile_engine.contract import ContractError, parse_event
 
 
@@ -28,39 +27,27 @@ def _peak_rss_mb() -> float:
 def publish_generated(
     bootstrap_servers: str, topic: str, event_count: int, seed: int, log: IO[str]
 ) -> dict[str, Any]:
-    """Generate, encode and publish a synthetic stream; invalid lines go as raw garbage."""
-    from profile_engine.synthetic import generate_events
+    """Generate and publish a synthetic stream; invalid lines go on the log as they are."""
+    from profile_engine.synthetic import generate_events, to_line
 
-    codec = AvroCodec()
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=20,
-        batch_size=512 * 1024,
-        max_request_size=8 * 1024 * 1024,
-    )
     started = time.monotonic()
     invalid = 0
-    for number, raw in enumerate(generate_events(event_count, seed), start=1):
-        try:
-            event = parse_event(raw)
-        except ContractError:
-            # Invalid events still reach the log (as a foreign producer might send them),
-            # so the fold's dead-letter path is part of the measurement.
-            invalid += 1
-            producer.send(topic, key=b"invalid", value=json.dumps(raw).encode())
-            continue
-        producer.send(
-            topic,
-            key=event.partition_key().encode(),
-            value=codec.encode(event),
-            timestamp_ms=event.timestamp_us // 1000,
-        )
-        if number % 100_000 == 0:
-            log.write(f"published {number:,}/{event_count:,}\n")
-    producer.flush()
-    producer.close()
+    last_ms = 0
+    with EventProducer(bootstrap_servers, topic) as producer:
+        for number, raw in enumerate(generate_events(event_count, seed), start=1):
+            try:
+                event = parse_event(raw)
+            except ContractError:
+                # Invalid events still reach the log (as a foreign producer might send them),
+                # so the fold's dead-letter path is part of the measurement.
+                invalid += 1
+                producer.send_encoded(b"invalid", to_line(raw).encode(), last_ms, f"line {number}")
+                continue
+            last_ms = event.timestamp_us // 1000
+            producer.send(event)
+            if number % 100_000 == 0:
+                log.write(f"published {number:,}/{event_count:,}\n")
+        producer.flush()
     seconds = time.monotonic() - started
     return {"published": event_count, "invalid": invalid, "publish_seconds": round(seconds, 2)}
 

@@ -72,6 +72,3 @@ class PartitionMerger:
 
     def caught_up(self) -> bool:
         return not self._heap and not any(self._may_have_more(p) for p in self._buffers)
-
-    def buffered(self) -> int:
-        return sum(len(b) for b in self._buffers.values())

@@ -23,6 +23,7 @@ from profile_engine.events import (
     Subscription,
     Track,
     datetime_to_us,
+    iso_from_us,
 )
 from profile_engine.identifiers import DEFAULT_PHONE_REGION, is_junk, normalise_all
 
@@ -207,8 +208,6 @@ def parse_event(
 
 def event_to_json(event: ProfileEvent) -> dict[str, Any]:
     """The producer-format JSON object for a domain event (inverse of parse_event)."""
-    from profile_engine.events import iso_from_us
-
     out: dict[str, Any] = {
         "event_id": event.event_id,
         "type": event.type,

@@ -93,10 +93,6 @@ class Changes:
     applied_event_ids: list[str] = field(default_factory=list)
     duplicates: int = 0
 
-    @property
-    def applied(self) -> int:
-        return len(self.applied_event_ids)
-
 
 class ProfileFold:
     """Identity-resolved profile state, folded one event at a time."""

@@ -147,15 +147,22 @@ class ProfileState:
     def all_identifiers(self) -> list[IdentifierState]:
         return [state for by_value in self.identifiers.values() for state in by_value.values()]
 
-    @property
-    def ccpa_opted_out(self) -> bool:
-        """Opted out when any identifier's latest CCPA request is an opt-out."""
-        return any(s.ccpa == "opt_out" for s in self.all_identifiers())
+    def ccpa_state(self) -> tuple[bool, OrderKey | None]:
+        """(opted out, latest CCPA request key): opted out when any identifier's latest
+        request is an opt-out."""
+        opted_out = False
+        latest: OrderKey | None = None
+        for by_value in self.identifiers.values():
+            for state in by_value.values():
+                if state.ccpa_key is not None:
+                    opted_out = opted_out or state.ccpa == "opt_out"
+                    if latest is None or state.ccpa_key > latest:
+                        latest = state.ccpa_key
+        return opted_out, latest
 
     @property
-    def ccpa_key(self) -> OrderKey | None:
-        keys = [s.ccpa_key for s in self.all_identifiers() if s.ccpa_key is not None]
-        return max(keys) if keys else None
+    def ccpa_opted_out(self) -> bool:
+        return self.ccpa_state()[0]
 
     def touch(self, timestamp: int) -> None:
         self.event_count += 1

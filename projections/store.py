@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from profile_engine.events import Identifier, ProfileEvent
 from profile_engine.fold import Changes, FoldConfig, ProfileFold
-from profile_engine.state import IdentifierState, OrderKey, ProfileState
+from profile_engine.state import IdentifierState, ProfileState
 
 SCHEMA_VERSION = "2"
 _TS = pa.timestamp("us")
@@ -31,12 +31,11 @@ def _sql_file(name: str) -> str:
     return resources.files("projections").joinpath(name).read_text(encoding="utf-8")
 
 
-def open_projection(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open a projection database; a writable open creates tables and views as needed."""
-    if read_only:
-        if not Path(db_path).exists():
-            raise FileNotFoundError(f"no projection database at {db_path}")
-        return duckdb.connect(str(db_path), read_only=True)
+def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
+    """Open a projection for writing, creating tables, views and indexes as needed.
+
+    Read-only opens for queries live in projections/readonly.py.
+    """
     # No progress bar: the consumer runs long batches and keeps its own progress display.
     con = duckdb.connect(str(db_path))
     con.execute("SET enable_progress_bar = false")
@@ -46,10 +45,15 @@ def open_projection(db_path: str | Path, read_only: bool = False) -> duckdb.Duck
         con.close()
         raise
     con.execute(_sql_file("schema.sql"))
-    for optional in ("views.sql", "indexes.sql"):
-        with suppress(FileNotFoundError):
-            con.execute(_sql_file(optional))
+    con.execute(_sql_file("views.sql"))
+    _create_indexes(con)
     return con
+
+
+def _create_indexes(con: duckdb.DuckDBPyConnection) -> None:
+    # indexes.sql is optional: deleting it trades lookup speed for write speed.
+    with suppress(FileNotFoundError):
+        con.execute(_sql_file("indexes.sql"))
 
 
 class ProjectionConfigError(ValueError):
@@ -141,8 +145,7 @@ class ProjectionStore:
             self.con.execute(f'DROP INDEX IF EXISTS "{name}"')
 
     def create_indexes(self) -> None:
-        with suppress(FileNotFoundError):
-            self.con.execute(_sql_file("indexes.sql"))
+        _create_indexes(self.con)
 
     def __enter__(self) -> ProjectionStore:
         return self
@@ -514,14 +517,7 @@ def _columns(
 
 
 def _profile_row(p: ProfileState) -> tuple[Any, ...]:
-    opted_out = False
-    ccpa_key: OrderKey | None = None
-    for by_value in p.identifiers.values():
-        for state in by_value.values():
-            if state.ccpa_key is not None:
-                opted_out = opted_out or state.ccpa == "opt_out"
-                if ccpa_key is None or state.ccpa_key > ccpa_key:
-                    ccpa_key = state.ccpa_key
+    opted_out, ccpa_key = p.ccpa_state()
     orders = p.orders.values()
     return (
         p.profile_id,
@@ -590,8 +586,7 @@ _NO_KEY: tuple[None, None] = (None, None)
 
 
 def _identifier_row(s: IdentifierState, is_last_seen: bool) -> tuple[Any, ...]:
-    consent = s.consent
-    consent_key = s.unknown_key if consent == "unknown" else s.explicit_key
+    consent_key = s.consent_key
     last_seen = s.last_seen_key or _NO_KEY
     explicit = s.explicit_key or _NO_KEY
     unknown = s.unknown_key or _NO_KEY
@@ -602,8 +597,8 @@ def _identifier_row(s: IdentifierState, is_last_seen: bool) -> tuple[Any, ...]:
         s.id_type,
         s.value,
         s.valid,
-        s.valid and s.hard_bounces == 0 and s.complaints == 0,
-        consent,
+        s.deliverable,
+        s.consent,
         consent_key[0] if consent_key else None,
         s.first_seen,
         last_seen[0],

@@ -11,7 +11,7 @@ def describe(error: BaseException) -> str | None:
     """A one-line message for errors a user can act on, None for real bugs."""
     name = type(error).__name__
     text = str(error).strip().splitlines()[0] if str(error).strip() else name
-    if name in {"NoBrokersAvailable", "KafkaConnectionError", "KafkaTimeoutError"}:
+    if name in {"KafkaConnectionError", "KafkaTimeoutError"}:
         return (
             f"cannot reach Kafka ({text}); is the broker running? try `profile-engine broker start`"
         )
