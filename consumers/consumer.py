@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumers.codec import AvroCodec, DecodeError
-from consumers.reader import KafkaReader, RawRecord, ReadPlan
+from consumers.reader import DecodedRecord, KafkaReader, ReadPlan, Undecodable
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.fold import FoldConfig, ProfileFold
 from projections.store import DeadLetter, ProjectionStore, TopicOffset, prepare_batch
@@ -178,7 +177,6 @@ class FoldConsumer:
         self.topic = topic
         self.dead_letter_topic = dead_letter_topic
         self.batch_size = batch_size
-        self.codec = AvroCodec()
         self._bootstrap = bootstrap_servers
         self._dlq_producer: KafkaProducer | None = None
         self._committer = BackgroundCommitter()
@@ -262,15 +260,20 @@ class FoldConsumer:
         self.stats.lag = sum(max(0, ends.get(p, 0) - o) for p, o in next_offsets.items())
         return self.stats
 
-    def _fold_record(self, record: RawRecord, dead: list[DeadLetter]) -> None:
+    def _fold_record(self, record: DecodedRecord, dead: list[DeadLetter]) -> None:
         self.stats.consumed += 1
-        try:
-            event = self.codec.decode(record[4])
-        except DecodeError as error:
-            partition, offset, timestamp, key, value = record
+        partition, offset, event = record
+        if isinstance(event, Undecodable):
             dead.append(
                 DeadLetter(
-                    self.topic, partition, offset, None, key, value, str(error), timestamp * 1000
+                    self.topic,
+                    partition,
+                    offset,
+                    None,
+                    event.key,
+                    event.value,
+                    event.reason,
+                    event.timestamp_ms * 1000,
                 )
             )
             self.stats.dead_lettered += 1

@@ -12,15 +12,8 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Protocol
 
-
-class Record(Protocol):
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes
+from consumers.records import RawRecord
 
 
 class PartitionMerger:
@@ -30,18 +23,19 @@ class PartitionMerger:
         # ends: offset one past the last message known to exist; positions: next unbuffered.
         self.ends = dict(ends)
         self.fetched_upto = dict(positions)
-        self._buffers: dict[int, deque[Record]] = {p: deque() for p in ends}
+        self._buffers: dict[int, deque[RawRecord]] = {p: deque() for p in ends}
         self._heap: list[tuple[int, int, int]] = []
 
-    def add(self, partition: int, records: Iterable[Record]) -> None:
+    def add(self, partition: int, records: Iterable[RawRecord]) -> None:
+        """Buffer the next records of one partition, in offset order."""
         buffer = self._buffers.setdefault(partition, deque())
         was_empty = not buffer
-        for record in records:
-            buffer.append(record)
-            self.fetched_upto[partition] = record.offset + 1
+        buffer.extend(records)
+        if buffer:
+            self.fetched_upto[partition] = buffer[-1][1] + 1
         if was_empty and buffer:
             head = buffer[0]
-            heapq.heappush(self._heap, (head.timestamp, partition, head.offset))
+            heapq.heappush(self._heap, (head[2], partition, head[1]))
 
     def update_end(self, partition: int, end: int) -> None:
         if end > self.ends.get(partition, 0):
@@ -54,7 +48,7 @@ class PartitionMerger:
         """Partitions whose next message is needed before anything else can be released."""
         return [p for p, b in self._buffers.items() if not b and self._may_have_more(p)]
 
-    def drain(self) -> Iterator[Record]:
+    def drain(self) -> Iterator[RawRecord]:
         """Release every record whose place in the merged order is already certain."""
         buffers, heap = self._buffers, self._heap
         if self.blocked_on():
@@ -66,7 +60,7 @@ class PartitionMerger:
             yield record
             if buffer:
                 head = buffer[0]
-                heapq.heappush(heap, (head.timestamp, partition, head.offset))
+                heapq.heappush(heap, (head[2], partition, head[1]))
             elif self._may_have_more(partition):
                 return
 

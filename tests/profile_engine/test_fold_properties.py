@@ -172,3 +172,14 @@ def test_redelivering_the_whole_log_changes_nothing(log: list[ProfileEvent]) -> 
     twice = run(log + log)
     assert canonical(once) == canonical(twice)
     assert sorted(once.profiles) == sorted(twice.profiles)
+
+
+@given(st.text(max_size=60))
+def test_profile_ids_are_uuid5_of_the_creating_event_id(event_id: str) -> None:
+    # Profile ids must never change between versions: existing projections, exports and
+    # rebuilds all rely on them.
+    import uuid
+
+    from profile_engine.fold import PROFILE_ID_NAMESPACE, profile_id_for
+
+    assert profile_id_for(event_id) == str(uuid.uuid5(PROFILE_ID_NAMESPACE, event_id))

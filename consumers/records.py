@@ -1,0 +1,135 @@
+"""Record batches parsed a batch at a time instead of a record at a time.
+
+kafka-python turns every record into a ConsumerRecord through a chain of generators: about
+8 µs a record on a small machine, as much as decoding the Avro inside it. The fold needs
+only partition, offset, timestamp, key and value, so the reader's consumer hands each
+fetched record batch to ``parse_batch`` instead: one tight loop over the batch bytes, about
+a quarter of the cost. Fetching, leaders, sessions, CRC checks and decompression stay
+kafka-python's; only the per-record unpacking is replaced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.consumer.fetcher import Fetcher
+from kafka.errors import CorruptRecordError
+
+# (partition, offset, timestamp_ms, key, value): plain tuples, cheap to build, merge and pickle.
+RawRecord = tuple[int, int, int, bytes | None, bytes]
+
+_LOG_APPEND_TIME = 0x08
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint at ``pos``: (value, next position)."""
+    byte = buf[pos]
+    if byte < 0x80:
+        return (byte >> 1) ^ -(byte & 1), pos + 1
+    result = byte & 0x7F
+    shift = 7
+    pos += 1
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+
+
+def parse_records(
+    partition: int,
+    data: bytes,
+    count: int,
+    base_offset: int,
+    base_timestamp: int,
+    log_append_time: int | None,
+    skip_below: int,
+) -> list[RawRecord]:
+    """The records of one uncompressed v2 batch body (headers are not needed and skipped)."""
+    records: list[RawRecord] = []
+    append = records.append
+    varint = _varint
+    pos = 0
+    for _ in range(count):
+        length, pos = varint(data, pos)
+        end = pos + length
+        pos += 1  # record attributes: unused in v2
+        timestamp_delta, pos = varint(data, pos)
+        offset_delta, pos = varint(data, pos)
+        key_length, pos = varint(data, pos)
+        key: bytes | None = None
+        if key_length >= 0:
+            key = data[pos : pos + key_length]
+            pos += key_length
+        value_length, pos = varint(data, pos)
+        value = data[pos : pos + value_length] if value_length >= 0 else b""
+        if end > len(data):
+            raise CorruptRecordError(f"record at offset {base_offset + offset_delta} is truncated")
+        pos = end
+        offset = base_offset + offset_delta
+        if offset < skip_below:
+            continue
+        if log_append_time is None:
+            append((partition, offset, base_timestamp + timestamp_delta, key, value))
+        else:
+            append((partition, offset, log_append_time, key, value))
+    return records
+
+
+class RecordBlock:
+    """A run of records of one partition; stands where kafka-python yields one record."""
+
+    __slots__ = ("offset", "records")
+
+    def __init__(self, records: list[RawRecord]) -> None:
+        self.records = records
+        self.offset = records[0][1]  # read by kafka-python to skip records before a seek
+
+
+class BlockPartitionRecords(Fetcher.PartitionRecords):
+    """kafka-python's per-partition fetch result, yielding one RecordBlock per batch."""
+
+    def _unpack_records(
+        self, tp: Any, records: Any, key_deserializer: Any, value_deserializer: Any
+    ) -> Iterator[RecordBlock]:
+        batch = records.next_batch()
+        while batch is not None:
+            if batch.magic != 2:
+                raise CorruptRecordError(
+                    f"partition {tp.partition}: message format v{batch.magic} is not supported"
+                )
+            if self.check_crcs and not batch.validate_crc():
+                raise CorruptRecordError(
+                    f"record batch for {tp} at offset {batch.base_offset} failed its CRC check"
+                )
+            self.leader_epoch = batch.leader_epoch
+            if not batch.is_control_batch:
+                batch._maybe_uncompress()  # kafka-python's codecs
+                body = bytes(memoryview(batch._buffer)[batch._pos :])
+                parsed = parse_records(
+                    tp.partition,
+                    body,
+                    batch.records_count,
+                    batch.base_offset,
+                    batch.first_timestamp,
+                    batch.max_timestamp if batch.attributes & _LOG_APPEND_TIME else None,
+                    self.fetch_offset,
+                )
+                self.records_read += len(parsed)
+                self.bytes_read += batch.size_in_bytes
+                if parsed:
+                    self.next_fetch_offset = batch.next_offset
+                    yield RecordBlock(parsed)
+            self.next_fetch_offset = batch.next_offset
+            batch = records.next_batch()
+        self.drain()
+
+
+def block_consumer(consumer: KafkaConsumer) -> KafkaConsumer:
+    """Make ``poll`` return RecordBlocks (one per record batch) instead of records."""
+    consumer._fetcher.PartitionRecords = BlockPartitionRecords
+    return consumer

@@ -1,0 +1,23 @@
+"""Domain events survive the trip between the reader and folding processes unchanged."""
+
+from __future__ import annotations
+
+import pickle
+
+from tests.consumers.test_codec import sample_events
+
+
+def test_every_event_type_pickles_to_an_equal_event() -> None:
+    events = sample_events()
+    assert {e.type for e in events} == {
+        "identify",
+        "track",
+        "consent",
+        "bounce",
+        "subscription",
+        "ccpa",
+    }
+    restored = pickle.loads(pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL))
+    assert restored == events
+    assert [type(e) for e in restored] == [type(e) for e in events]
+    assert all(r.identifiers[0].valid == e.identifiers[0].valid for r, e in zip(restored, events))
