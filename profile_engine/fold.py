@@ -94,7 +94,14 @@ class TimelineEntry:
 class Changes:
     """What changed since the last drain, for one batch write."""
 
-    dirty_profiles: set[str] = field(default_factory=set)
+    dirty_profiles: set[str] = field(default_factory=set)  # their profile row changed
+    # Which rows of a live profile changed, so the writer rewrites only those: a page view
+    # must not rewrite a profile's hundred traits. Identifier rows go by (profile, id type)
+    # because the type's "last seen" flag depends on its siblings.
+    identifier_groups: set[tuple[str, str]] = field(default_factory=set)
+    trait_profiles: set[str] = field(default_factory=set)
+    subscription_profiles: set[str] = field(default_factory=set)
+    order_profiles: set[str] = field(default_factory=set)
     removed_profiles: set[str] = field(default_factory=set)  # merged away or erased
     erased_profiles: set[str] = field(default_factory=set)
     merges: list[Merge] = field(default_factory=list)
@@ -135,10 +142,13 @@ class ProfileFold:
         key: OrderKey = (event.timestamp_us, event_id)
         profile, attached = self._resolve(event, key)
         profile.touch(event.timestamp_us)
-        self.changes.dirty_profiles.add(profile.profile_id)
+        changes = self.changes
+        changes.dirty_profiles.add(profile.profile_id)
         if event.type in SEEN_EVENT_TYPES:
+            groups = changes.identifier_groups
             for state in attached:
                 state.seen(key)
+                groups.add((state.profile_id, state.id_type))
         self._apply_payload(event, profile, key)
         if profile.profile_id in self.profiles:
             self.changes.timeline.append(TimelineEntry(event, profile.profile_id))
@@ -146,7 +156,12 @@ class ProfileFold:
 
     def drain_changes(self) -> Changes:
         changes, self.changes = self.changes, Changes()
-        changes.dirty_profiles -= changes.removed_profiles
+        removed = changes.removed_profiles
+        changes.dirty_profiles -= removed
+        changes.trait_profiles -= removed
+        changes.subscription_profiles -= removed
+        changes.order_profiles -= removed
+        changes.identifier_groups = {g for g in changes.identifier_groups if g[0] not in removed}
         return changes
 
     def resolve_profile_id(self, profile_id: str) -> str | None:
@@ -195,6 +210,7 @@ class ProfileFold:
                 state = IdentifierState(ident, profile.profile_id)
                 self.index[ident.key] = state
                 profile.identifiers.setdefault(ident.id_type, {})[ident.value] = state
+                self.changes.identifier_groups.add((profile.profile_id, ident.id_type))
             attached.append(state)
         for ident, rule in dropped:
             owner = self.index.get(ident.key)
@@ -252,11 +268,20 @@ class ProfileFold:
         for merged in moved:
             self.merged_into[merged] = survivor.profile_id
         self.absorbed.setdefault(survivor.profile_id, []).extend(moved)
+        self._all_rows_changed(survivor)
         self.changes.removed_profiles.add(other.profile_id)
         self.changes.dirty_profiles.discard(other.profile_id)
         self.changes.merges.append(
             Merge(other.profile_id, survivor.profile_id, event.timestamp_us, event.event_id)
         )
+
+    def _all_rows_changed(self, profile: ProfileState) -> None:
+        pid = profile.profile_id
+        changes = self.changes
+        changes.identifier_groups.update((pid, id_type) for id_type in profile.identifiers)
+        changes.trait_profiles.add(pid)
+        changes.subscription_profiles.add(pid)
+        changes.order_profiles.add(pid)
 
     # -- per-type state -------------------------------------------------------------------
 
@@ -267,24 +292,28 @@ class ProfileFold:
                 order_id, revenue = props.get("order_id"), props.get("revenue")
                 if order_id is not None and isinstance(revenue, int | float):
                     profile.set_order(str(order_id), float(revenue), key)
+                    self.changes.order_profiles.add(profile.profile_id)
         elif isinstance(event, Identify):
             for name, value in event.traits.items():
                 profile.set_trait(name, value, key)
+            if event.traits:
+                self.changes.trait_profiles.add(profile.profile_id)
         elif isinstance(event, Consent):
             state = self._channel_identifier(event, event.channel)
             if state is not None:
                 state.set_consent(event.status, key)
-                self.changes.dirty_profiles.add(state.profile_id)
+                self._identifier_changed(state)
         elif isinstance(event, Bounce):
             state = self._channel_identifier(event, event.channel)
             if state is not None:
                 state.bounce(event.bounce_type, event.timestamp_us)
-                self.changes.dirty_profiles.add(state.profile_id)
+                self._identifier_changed(state)
         elif isinstance(event, Subscription):
             ident = event.identifier(CHANNEL_ID_TYPE[event.channel])
             profile.set_subscription(
                 event.list_id, event.channel, event.status, ident.value if ident else None, key
             )
+            self.changes.subscription_profiles.add(profile.profile_id)
         elif isinstance(event, Ccpa):
             if event.request == "delete":
                 self._erase(profile)
@@ -293,6 +322,12 @@ class ProfileFold:
                     state = self.index.get(ident.key)
                     if state is not None and state.profile_id == profile.profile_id:
                         state.set_ccpa(event.request, key)
+                        self._identifier_changed(state)
+
+    def _identifier_changed(self, state: IdentifierState) -> None:
+        # The identifier may live on another profile than the event's (identity conflict).
+        self.changes.dirty_profiles.add(state.profile_id)
+        self.changes.identifier_groups.add((state.profile_id, state.id_type))
 
     def _channel_identifier(self, event: ProfileEvent, channel: str) -> IdentifierState | None:
         # Consent and bounces belong to the address itself, even when an identity conflict

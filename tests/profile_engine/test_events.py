@@ -20,4 +20,3 @@ def test_every_event_type_pickles_to_an_equal_event() -> None:
     restored = pickle.loads(pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL))
     assert restored == events
     assert [type(e) for e in restored] == [type(e) for e in events]
-    assert all(r.identifiers[0].valid == e.identifiers[0].valid for r, e in zip(restored, events))
