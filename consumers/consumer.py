@@ -103,20 +103,41 @@ def check_log_holds(topic: str, needed: dict[int, int], earliest: dict[int, int]
         )
 
 
-@contextmanager
-def paused_full_gc() -> Iterator[None]:
-    """Pause automatic garbage collection while folding.
+class FoldGc:
+    """Garbage collection for a process that holds the fold state.
 
-    The fold state is millions of long-lived, acyclic objects; automatic full collections
-    would rescan all of them again and again (a third of the fold's time at 1M events).
-    Refcounting still frees whatever the fold drops, and callers collect young cycles
-    (``gc.collect(1)``) once per batch.
+    The fold state is millions of long-lived, acyclic objects. Automatic collections would
+    rescan them again and again (a third of the fold's time at 1M events), and even a young
+    collection per batch scans everything the batch created (7 s of 54 at 1M). So automatic
+    collection is off and each batch's survivors are frozen (moved out of the collector's
+    sight at no cost). Folding makes no reference cycles (measured: a full collection after
+    each batch finds none), so refcounting frees what it drops; a full collection every
+    ``FULL_EVERY_EVENTS`` is only a safety net (it takes seconds over a large state).
     """
+
+    FULL_EVERY_EVENTS = 5_000_000
+
+    def __init__(self) -> None:
+        self._events = 0
+
+    def after_batch(self, events: int) -> None:
+        self._events += events
+        if self._events >= self.FULL_EVERY_EVENTS:
+            self._events = 0
+            gc.unfreeze()
+            gc.collect()
+        gc.freeze()
+
+
+@contextmanager
+def paused_full_gc() -> Iterator[FoldGc]:
+    """Automatic garbage collection off while folding; see FoldGc."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        yield
+        yield FoldGc()
     finally:
+        gc.unfreeze()
         if was_enabled:
             gc.enable()
 
@@ -180,6 +201,7 @@ class FoldConsumer:
         self._bootstrap = bootstrap_servers
         self._dlq_producer: KafkaProducer | None = None
         self._committer = BackgroundCommitter()
+        self._gc = FoldGc()
         self.stats = ConsumeStats()
 
     def close(self) -> None:
@@ -209,7 +231,7 @@ class FoldConsumer:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> ConsumeStats:
         """Fold until caught up with the end offsets seen at start (once) or forever."""
-        with paused_full_gc():
+        with paused_full_gc() as self._gc:
             return self._run(once, progress, should_stop)
 
     def _run(
@@ -286,7 +308,8 @@ class FoldConsumer:
     def _flush(self, next_offsets: dict[int, int], dead: list[DeadLetter]) -> None:
         offsets = [TopicOffset(self.topic, p, o) for p, o in sorted(next_offsets.items())]
         # Built now, while the fold stands still; committed in the background.
-        batch = prepare_batch(self.fold, self.fold.drain_changes(), offsets, dead)
+        changes = self.fold.drain_changes()
+        batch = prepare_batch(self.fold, changes, offsets, dead)
         letters = list(dead)
 
         def commit() -> None:
@@ -299,7 +322,7 @@ class FoldConsumer:
 
         self._committer.submit(commit)
         self.stats.batches += 1
-        gc.collect(1)  # young cycles only; see paused_full_gc
+        self._gc.after_batch(len(changes.applied_event_ids))
 
     def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
         if self._dlq_producer is None:

@@ -6,7 +6,6 @@ readers keep the old file until then and a failed rebuild leaves it untouched.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 from collections.abc import Iterator
@@ -157,7 +156,7 @@ def rebuild_from_file(
     if not source.is_file():
         raise FileNotFoundError(f"no such file: {file_path}")
     stats = ConsumeStats()
-    with _scratch_projection(db_path, config, registry) as store, paused_full_gc():
+    with _scratch_projection(db_path, config, registry) as store, paused_full_gc() as fold_gc:
         fold = store.load_fold()
         dead: list[DeadLetter] = []
         in_batch = 0
@@ -173,7 +172,7 @@ def rebuild_from_file(
                 stats.duplicates += 1
             if in_batch >= batch_size:
                 store.write_batch(fold, fold.drain_changes(), (), dead)
-                gc.collect(1)
+                fold_gc.after_batch(in_batch)
                 stats.batches += 1
                 dead, in_batch = [], 0
                 if progress:
