@@ -22,7 +22,9 @@ from profile_engine.fold import FoldConfig, ProfileFold
 from projections.store import DeadLetter, ProjectionStore, TopicOffset, prepare_batch
 from projections.typed_traits import refresh_typed_traits_view
 
-DEFAULT_BATCH_SIZE = 50_000
+# Larger batches write each touched profile once for more events (a profile is often touched
+# several times in a batch); 100k measured ~15% faster than 50k at 1M events, same memory.
+DEFAULT_BATCH_SIZE = 100_000
 
 
 class LogGapError(RuntimeError):

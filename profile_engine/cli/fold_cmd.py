@@ -51,7 +51,7 @@ id_limit_option = click.option(
 batch_option = click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=50_000,
+    default=100_000,  # consumers.consumer.DEFAULT_BATCH_SIZE (imported lazily: startup time)
     show_default=True,
     help="Events folded in memory before one DuckDB transaction.",
 )

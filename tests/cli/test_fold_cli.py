@@ -109,3 +109,15 @@ def test_a_rebuild_gives_registered_traits_their_sql_types(tmp_path: Path, db_pa
     assert json.loads(result.stdout) == [
         {"vip": True, "next": 121, "city": "Oslo", "typeof(points)": "BIGINT"}
     ]
+
+
+def test_the_cli_batch_size_default_is_the_consumers() -> None:
+    # The CLI imports the consumer lazily (startup time), so it restates the default.
+    from consumers.consumer import DEFAULT_BATCH_SIZE
+    from profile_engine.cli.fold_cmd import batch_option
+
+    @batch_option
+    def command(batch_size: int) -> None: ...
+
+    (option,) = command.__click_params__  # type: ignore[attr-defined]
+    assert option.default == DEFAULT_BATCH_SIZE
