@@ -61,6 +61,9 @@ def _send(conn: Connection, kind: str, payload: Any = None) -> None:
 def _decoded(records: Iterator[RawRecord], codec: AvroCodec) -> Iterator[DecodedRecord]:
     decode = codec.decode
     for partition, offset, timestamp, key, value in records:
+        if value is None:
+            yield partition, offset, Undecodable(timestamp, key, b"", "null value: not an event")
+            continue
         try:
             yield partition, offset, decode(value)
         except DecodeError as error:

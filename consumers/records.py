@@ -18,7 +18,8 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError
 
 # (partition, offset, timestamp_ms, key, value): plain tuples, cheap to build, merge and pickle.
-RawRecord = tuple[int, int, int, bytes | None, bytes]
+# A null value (a tombstone) stays None, as kafka-python gives it.
+RawRecord = tuple[int, int, int, bytes | None, bytes | None]
 
 _LOG_APPEND_TIME = 0x08
 
@@ -66,7 +67,7 @@ def parse_records(
             key = data[pos : pos + key_length]
             pos += key_length
         value_length, pos = varint(data, pos)
-        value = data[pos : pos + value_length] if value_length >= 0 else b""
+        value = data[pos : pos + value_length] if value_length >= 0 else None
         if end > len(data):
             raise CorruptRecordError(f"record at offset {base_offset + offset_delta} is truncated")
         pos = end

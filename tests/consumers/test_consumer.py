@@ -248,3 +248,17 @@ def test_a_follower_folds_new_events_and_stops_cleanly_on_sigterm(
     state = dump(db_path, ("profiles", "consumer_offsets"))
     assert len(state["profiles"]) == 2
     assert sum(row[2] for row in state["consumer_offsets"]) == 8
+
+
+def test_a_tombstone_is_dead_lettered_with_its_reason(
+    kafka_bootstrap: str, fresh_topic: str, db_path: Path
+) -> None:
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    producer.send(fresh_topic, key=b"email:ann@example.com", value=None).get(timeout=30)
+    producer.close()
+    publish(kafka_bootstrap, fresh_topic, small_log()[:2])
+    stats = consume(str(db_path), kafka_bootstrap, fresh_topic, None, True)
+    assert (stats.consumed, stats.dead_lettered) == (3, 1)
+    with duckdb.connect(str(db_path), read_only=True) as con:
+        (key, reason) = con.execute("SELECT message_key, reason FROM dead_letters").fetchone()
+    assert (key, reason) == (b"email:ann@example.com", "null value: not an event")

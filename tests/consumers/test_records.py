@@ -20,7 +20,7 @@ records_strategy = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=2**41),  # timestamp ms
         st.one_of(st.none(), st.binary(max_size=40)),  # key
-        st.binary(max_size=300),  # value
+        st.one_of(st.none(), st.binary(max_size=300)),  # value (None: a tombstone)
         st.lists(st.tuples(st.text(max_size=5), st.binary(max_size=5)), max_size=2),  # headers
     ),
     min_size=1,
