@@ -3,7 +3,7 @@
 -- index only for an equality filter on the indexed column alone, so queries.py filters
 -- identifiers on id_value (then checks the type), not on id_type AND id_value.
 -- On a 1M-profile projection these take a lookup from ~50 ms to ~5-10 ms; they cost file size
--- and some write time (the writer deletes and re-inserts the rows of every changed profile).
+-- and some write time (the writer deletes and re-inserts every row a batch changed).
 CREATE INDEX IF NOT EXISTS identifiers_by_value ON identifiers (id_value);
 CREATE INDEX IF NOT EXISTS identifiers_by_profile ON identifiers (profile_id);
 CREATE INDEX IF NOT EXISTS profiles_by_id ON profiles (profile_id);
