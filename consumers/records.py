@@ -16,29 +16,13 @@ from typing import Any
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError
+from kafka.record.util import decode_varint
 
 # (partition, offset, timestamp_ms, key, value): plain tuples, cheap to build, merge and pickle.
 # A null value (a tombstone) stays None, as kafka-python gives it.
 RawRecord = tuple[int, int, int, bytes | None, bytes | None]
 
 _LOG_APPEND_TIME = 0x08
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    """A zigzag varint at ``pos``: (value, next position)."""
-    byte = buf[pos]
-    if byte < 0x80:
-        return (byte >> 1) ^ -(byte & 1), pos + 1
-    result = byte & 0x7F
-    shift = 7
-    pos += 1
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
 
 
 def parse_records(
@@ -53,7 +37,7 @@ def parse_records(
     """The records of one uncompressed v2 batch body (headers are not needed and skipped)."""
     records: list[RawRecord] = []
     append = records.append
-    varint = _varint
+    varint = decode_varint
     pos = 0
     for _ in range(count):
         length, pos = varint(data, pos)

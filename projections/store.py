@@ -334,33 +334,37 @@ def _id_table(ids: Iterable[str]) -> pa.Table:
     return pa.table({"pid": pa.array(list(ids), pa.string())})
 
 
+def _delete_rows_of(batch: PreparedBatch, tables: tuple[str, ...], profile_ids: set[str]) -> None:
+    if profile_ids:
+        ids = _id_table(profile_ids)
+        for table in tables:
+            batch.run(f"DELETE FROM {table} WHERE profile_id IN (SELECT pid FROM _ids)", _ids=ids)
+
+
 def _prepare_profiles(batch: PreparedBatch, fold: ProfileFold, changes: Changes) -> None:
     """Replace the rows that changed: all rows of removed profiles go, and of a live profile
     only its row and the parts the batch touched are rewritten."""
     profiles = fold.profiles
     removed = changes.removed_profiles
 
-    def replaced(tables: tuple[str, ...], changed: set[str]) -> list[ProfileState]:
-        stale = changed | removed
-        if stale:
-            ids = _id_table(stale)
-            for table in tables:
-                sql = f"DELETE FROM {table} WHERE profile_id IN (SELECT pid FROM _ids)"
-                batch.run(sql, _ids=ids)
+    def rewritten(tables: tuple[str, ...], changed: set[str]) -> list[ProfileState]:
+        """Delete the rows of changed and removed profiles; the live ones to write again."""
+        _delete_rows_of(batch, tables, changed | removed)
         return [profiles[pid] for pid in changed if pid in profiles]
 
-    batch.insert("profiles", _profile_columns(replaced(("profiles",), changes.dirty_profiles)))
+    batch.insert("profiles", _profile_columns(rewritten(("profiles",), changes.dirty_profiles)))
     values, tombstones = _trait_columns(
-        replaced(("traits", "trait_tombstones"), changes.trait_profiles)
+        rewritten(("traits", "trait_tombstones"), changes.trait_profiles)
     )
     batch.insert("traits", values)
     batch.insert("trait_tombstones", tombstones)
     batch.insert(
         "subscriptions",
-        _subscription_columns(replaced(("subscriptions",), changes.subscription_profiles)),
+        _subscription_columns(rewritten(("subscriptions",), changes.subscription_profiles)),
     )
-    batch.insert("orders", _order_columns(replaced(("orders",), changes.order_profiles)))
-    replaced(("identifiers",), set())  # identifiers of removed profiles
+    batch.insert("orders", _order_columns(rewritten(("orders",), changes.order_profiles)))
+    # Identifier rows go by (profile, id type) group; see Changes.identifier_groups.
+    _delete_rows_of(batch, ("identifiers",), removed)
     groups = [(pid, id_type) for pid, id_type in changes.identifier_groups if pid in profiles]
     if groups:
         batch.run(
