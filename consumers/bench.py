@@ -1,6 +1,8 @@
 """`bench fold`: raw kafka-python read rate versus the end-to-end fold rate, same run.
 
-Each measured phase runs in a fresh child process so its rate and peak memory are its own.
+Each measured phase runs in a fresh child process so its rate, CPU and peak memory are its
+own. A last phase measures the CPU floor of any fold of the same stream (bench_floor.py),
+so the run itself shows how close to the raw rate this machine lets a fold get.
 """
 
 from __future__ import annotations
@@ -22,6 +24,13 @@ from profile_engine.contract import ContractError, parse_event
 
 def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _cpu_seconds_with_children() -> float:
+    """CPU of this process and of its finished children (the fold's reader process)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def publish_generated(
@@ -59,6 +68,7 @@ def _raw_read(bootstrap_servers: str, topic: str, out: Any) -> None:
     consumer.seek_to_beginning(*tps)
     total = sum(consumer.end_offsets(tps).values())
     started = time.monotonic()
+    cpu_started = time.process_time()
     seen = 0
     payload_bytes = 0
     while seen < total:
@@ -67,17 +77,36 @@ def _raw_read(bootstrap_servers: str, topic: str, out: Any) -> None:
             for record in records:
                 payload_bytes += len(record.value)
     seconds = time.monotonic() - started
+    cpu = time.process_time() - cpu_started
     consumer.close()
-    out.put({"events": seen, "seconds": seconds, "bytes": payload_bytes, "rss": _peak_rss_mb()})
+    out.put(
+        {
+            "events": seen,
+            "seconds": seconds,
+            "cpu": cpu,
+            "bytes": payload_bytes,
+            "rss": _peak_rss_mb(),
+        }
+    )
 
 
 def _fold(bootstrap_servers: str, topic: str, db_path: str, batch_size: int, out: Any) -> None:
     from consumers.consumer import consume
 
     started = time.monotonic()
+    cpu_started = _cpu_seconds_with_children()
     stats = consume(db_path, bootstrap_servers, topic, None, True, batch_size)
     seconds = time.monotonic() - started
-    out.put({**stats.as_dict(), "seconds": seconds, "rss": _peak_rss_mb()})
+    cpu = _cpu_seconds_with_children() - cpu_started
+    out.put({**stats.as_dict(), "seconds": seconds, "cpu": cpu, "rss": _peak_rss_mb()})
+
+
+def _floor(
+    bootstrap_servers: str, topic: str, db_path: str, scratch: str, batch_size: int, out: Any
+) -> None:
+    from consumers.bench_floor import measure_floor
+
+    out.put(measure_floor(bootstrap_servers, topic, db_path, Path(scratch), batch_size))
 
 
 def _in_child(target: Any, *args: Any) -> dict[str, Any]:
@@ -91,7 +120,12 @@ def _in_child(target: Any, *args: Any) -> dict[str, Any]:
 
 
 def run_fold_benchmark(
-    event_count: int, seed: int, bootstrap_servers: str, batch_size: int, log: IO[str]
+    event_count: int,
+    seed: int,
+    bootstrap_servers: str,
+    batch_size: int,
+    log: IO[str],
+    floor: bool = True,
 ) -> dict[str, Any]:
     from consumers.topics import create_topics
 
@@ -106,8 +140,16 @@ def run_fold_benchmark(
         db_path = str(Path(scratch) / "bench.duckdb")
         fold = _in_child(_fold, bootstrap_servers, topic, db_path, batch_size)
         db_mb = round(Path(db_path).stat().st_size / 1e6, 1)
+        floor_figures: dict[str, Any] = {}
+        if floor:
+            log.write("measuring the CPU floor of any fold of this stream\n")
+            floor_figures = _in_child(
+                _floor, bootstrap_servers, topic, db_path, scratch, batch_size
+            )
     raw_rate = raw["events"] / raw["seconds"]
     fold_rate = fold["consumed"] / fold["seconds"]
+    if floor_figures:
+        floor_figures["floor_vs_raw"] = round(floor_figures["floor_events_per_s"] / raw_rate, 3)
     return {
         "events": event_count,
         "topic": topic,
@@ -123,4 +165,7 @@ def run_fold_benchmark(
         "peak_rss_mb": fold["rss"],
         "raw_read_peak_rss_mb": raw["rss"],
         "db_mb": db_mb,
+        "raw_read_cpu_us_per_event": round(raw["cpu"] * 1e6 / raw["events"], 2),
+        "fold_cpu_us_per_event": round(fold["cpu"] * 1e6 / fold["consumed"], 2),
+        **floor_figures,
     }
