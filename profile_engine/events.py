@@ -97,9 +97,9 @@ class ProfileEvent:
         return {}
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # See Identifier.__reduce__: rebuilt through the constructor, several times faster.
+        # See Identifier.__reduce__: rebuilt from its field values, several times faster.
         cls = type(self)
-        names = _init_field_names(cls)
+        names = _field_names(cls)
         return (_rebuild_event, (cls, names, tuple(getattr(self, n) for n in names)))
 
 
@@ -162,20 +162,27 @@ class Ccpa(ProfileEvent):
         return {"request": self.request}
 
 
-_INIT_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_set_field = object.__setattr__
 
 
-def _init_field_names(cls: type) -> tuple[str, ...]:
-    names = _INIT_FIELD_NAMES.get(cls)
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
     if names is None:
-        names = _INIT_FIELD_NAMES[cls] = tuple(f.name for f in fields(cls) if f.init)
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
     return names
 
 
 def _rebuild_event(
     cls: type[ProfileEvent], names: tuple[str, ...], values: tuple[Any, ...]
 ) -> ProfileEvent:
-    return cls(**dict(zip(names, values, strict=True)))
+    # Every field (``type`` included) is set the way a frozen dataclass's own __init__ sets
+    # it, without building keyword arguments: a fifth of the unpickling cost. Events have no
+    # __post_init__, so nothing is skipped.
+    event = object.__new__(cls)
+    for name, value in zip(names, values, strict=True):
+        _set_field(event, name, value)
+    return event
 
 
 EVENT_CLASSES: dict[str, type[ProfileEvent]] = {

@@ -74,11 +74,10 @@ class IdentifierState:
         assert self.explicit_key is not None
         return "unknown" if unknown_key > self.explicit_key else explicit
 
-    @property
-    def consent_key(self) -> OrderKey | None:
-        if self.consent == "unknown":
-            return self.unknown_key
-        return self.explicit_key
+    def consent_with_key(self) -> tuple[str, OrderKey | None]:
+        """``consent`` and the key of the event that set it, resolved once."""
+        consent = self.consent
+        return consent, (self.unknown_key if consent == "unknown" else self.explicit_key)
 
     @property
     def consecutive_soft_bounces(self) -> int:

@@ -614,7 +614,7 @@ _NO_KEY: tuple[None, None] = (None, None)
 
 
 def _identifier_row(s: IdentifierState, is_last_seen: bool) -> tuple[Any, ...]:
-    consent_key = s.consent_key
+    consent, consent_key = s.consent_with_key()
     last_seen = s.last_seen_key or _NO_KEY
     explicit = s.explicit_key or _NO_KEY
     unknown = s.unknown_key or _NO_KEY
@@ -626,7 +626,7 @@ def _identifier_row(s: IdentifierState, is_last_seen: bool) -> tuple[Any, ...]:
         s.value,
         s.valid,
         s.deliverable,
-        s.consent,
+        consent,
         consent_key[0] if consent_key else None,
         s.first_seen,
         last_seen[0],

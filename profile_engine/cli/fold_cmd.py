@@ -234,15 +234,27 @@ def bench() -> None:
 @click.option("--seed", type=int, default=1, show_default=True)
 @bootstrap_option
 @batch_option
-def bench_fold(event_count: int, seed: int, bootstrap_servers: str, batch_size: int) -> None:
+@click.option(
+    "--floor/--no-floor",
+    default=True,
+    show_default=True,
+    help="Also measure the CPU floor of any fold of the stream (read, Avro decode, fold, "
+    "one DuckDB write, each alone) and the rate it allows on this machine's cores.",
+)
+def bench_fold(
+    event_count: int, seed: int, bootstrap_servers: str, batch_size: int, floor: bool
+) -> None:
     """Publish a generated stream to a fresh topic, then measure raw read and fold rates.
 
     Prints one JSON object: events, raw_read_events_per_s, fold_events_per_s,
-    fold_vs_raw, peak_rss_mb and more.
+    fold_vs_raw, peak_rss_mb, the CPU an event costs in each, and with --floor the CPU
+    floor (floor_cpu_us_per_event, floor_events_per_s, floor_vs_raw).
     """
     from consumers.bench import run_fold_benchmark
 
-    result = run_fold_benchmark(event_count, seed, bootstrap_servers, batch_size, sys.stderr)
+    result = run_fold_benchmark(
+        event_count, seed, bootstrap_servers, batch_size, sys.stderr, floor=floor
+    )
     click.echo(json.dumps(result))
 
 
