@@ -24,7 +24,8 @@ from kafka import TopicPartition
 
 from consumers.codec import AvroCodec, DecodeError
 from consumers.consumer import kafka_consumer, paused_full_gc, topic_partitions
-from consumers.records import block_consumer
+from consumers.ordering import PartitionMerger
+from consumers.records import RawRecord, block_consumer
 from profile_engine.events import ProfileEvent
 from profile_engine.fold import ProfileFold
 from projections.store import ProjectionStore
@@ -42,29 +43,40 @@ def _cpu_seconds(work: Callable[[], Any]) -> tuple[float, Any]:
     return time.process_time() - started, result
 
 
-def read_values(bootstrap_servers: str, topic: str) -> list[bytes | None]:
-    """Every record value of the topic, fetched and parsed as the fold's reader does."""
+def read_records(bootstrap_servers: str, topic: str) -> list[RawRecord]:
+    """Every record of the topic, fetched and parsed as the fold's reader does."""
     consumer = block_consumer(kafka_consumer(bootstrap_servers))
     try:
         tps: list[TopicPartition] = topic_partitions(consumer, topic)
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         remaining = sum(consumer.end_offsets(tps).values())
-        values: list[bytes | None] = []
+        records: list[RawRecord] = []
         while remaining > 0:
             for blocks in consumer.poll(timeout_ms=500).values():
                 for block in blocks:
-                    values.extend(record[4] for record in block.records)
+                    records.extend(block.records)
                     remaining -= len(block.records)
-        return values
+        return records
     finally:
         consumer.close()
 
 
-def avro_decode(codec: AvroCodec, values: list[bytes | None]) -> int:
+def in_fold_order(records: list[RawRecord]) -> list[RawRecord]:
+    """The records in the consumer's merged order (the fold's cost depends a little on it)."""
+    partitions = sorted({r[0] for r in records})
+    ends = {p: max(r[1] for r in records if r[0] == p) + 1 for p in partitions}
+    merger = PartitionMerger(ends, dict.fromkeys(partitions, 0))
+    for partition in partitions:
+        merger.add(partition, [r for r in records if r[0] == partition])
+    return list(merger.drain())
+
+
+def avro_decode(codec: AvroCodec, records: list[RawRecord]) -> int:
     """fastavro alone: each value to its record dict, no contract checks, no typed event."""
     decoded = 0
-    for value in values:
+    for record in records:
+        value = record[4]
         if value is None:
             continue
         try:
@@ -75,12 +87,10 @@ def avro_decode(codec: AvroCodec, values: list[bytes | None]) -> int:
     return decoded
 
 
-def typed_events(codec: AvroCodec, values: list[bytes | None]) -> list[ProfileEvent]:
-    return [
-        e
-        for e in codec.decode_many(v for v in values if v is not None)
-        if not isinstance(e, DecodeError)
-    ]
+def typed_events(codec: AvroCodec, records: list[RawRecord]) -> list[ProfileEvent]:
+    """The valid events, in the order the consumer folds them."""
+    values = (r[4] for r in in_fold_order(records) if r[4] is not None)
+    return [e for e in codec.decode_many(values) if not isinstance(e, DecodeError)]
 
 
 def fold_all(events: list[ProfileEvent], batch_size: int) -> ProfileFold:
@@ -135,11 +145,11 @@ def measure_floor(
     bootstrap_servers: str, topic: str, folded_db: str, scratch: Path, batch_size: int
 ) -> dict[str, Any]:
     """Per-event CPU microseconds of each unavoidable stage, their total, and the ceiling."""
-    read_s, values = _cpu_seconds(lambda: read_values(bootstrap_servers, topic))
-    events = len(values)
+    read_s, records = _cpu_seconds(lambda: read_records(bootstrap_servers, topic))
+    events = len(records)
     codec = AvroCodec()
-    decode_s, _ = _cpu_seconds(lambda: avro_decode(codec, values))
-    typed = typed_events(codec, values)
+    decode_s, _ = _cpu_seconds(lambda: avro_decode(codec, records))
+    typed = typed_events(codec, records)
     fold_s, _ = _cpu_seconds(lambda: fold_all(typed, batch_size))
     tables = final_tables(folded_db)
     write_s, _ = _cpu_seconds(lambda: write_once(tables, str(scratch / "floor.duckdb")))

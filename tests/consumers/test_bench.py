@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from consumers.bench import run_fold_benchmark
-from consumers.bench_floor import final_tables, fold_all, write_once
+from consumers.bench_floor import final_tables, fold_all, in_fold_order, write_once
 from profile_engine.fold import ProfileFold
 from projections.store import fold_into_db
 from tests.consumers.test_consumer import small_log
@@ -34,6 +34,23 @@ def test_the_floor_folds_every_event_into_the_same_state_as_one_pass() -> None:
 
     assert in_batches.profiles.keys() == one_pass.profiles.keys()
     assert in_batches.index.keys() == one_pass.index.keys()
+
+
+def test_the_floor_folds_in_the_consumers_merged_order() -> None:
+    # (partition, offset, timestamp_ms, key, value), as the reader parses them
+    records = [
+        (0, 0, 30, None, b"a"),
+        (0, 1, 10, None, b"b"),  # a partition may hold an earlier time after a later one
+        (0, 2, 40, None, b"c"),
+        (3, 0, 20, None, b"d"),
+        (3, 1, 30, None, b"e"),
+    ]
+
+    ordered = in_fold_order(records)
+
+    # Each partition keeps its own order; across partitions the earlier head goes first, and
+    # a tie goes to the lower partition.
+    assert [r[4] for r in ordered] == [b"d", b"a", b"b", b"e", b"c"]
 
 
 @pytest.mark.kafka
