@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from kafka import KafkaConsumer
 
-from consumers.consumer import kafka_consumer, topic_partitions
+from consumers.consumer import assign_from_start, kafka_consumer
 from consumers.producer import EventProducer
 from profile_engine.contract import ContractError, parse_event
 
@@ -63,10 +63,7 @@ def publish_generated(
 
 def _raw_read(bootstrap_servers: str, topic: str, out: Any) -> None:
     consumer: KafkaConsumer = kafka_consumer(bootstrap_servers)
-    tps = topic_partitions(consumer, topic)
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    total = sum(consumer.end_offsets(tps).values())
+    total = assign_from_start(consumer, topic)
     started = time.monotonic()
     cpu_started = time.process_time()
     seen = 0

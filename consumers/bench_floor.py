@@ -20,10 +20,9 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-from kafka import TopicPartition
 
 from consumers.codec import AvroCodec, DecodeError
-from consumers.consumer import kafka_consumer, paused_full_gc, topic_partitions
+from consumers.consumer import assign_from_start, kafka_consumer, paused_full_gc
 from consumers.ordering import PartitionMerger
 from consumers.records import RawRecord, block_consumer
 from profile_engine.events import ProfileEvent
@@ -47,10 +46,7 @@ def read_records(bootstrap_servers: str, topic: str) -> list[RawRecord]:
     """Every record of the topic, fetched and parsed as the fold's reader does."""
     consumer = block_consumer(kafka_consumer(bootstrap_servers))
     try:
-        tps: list[TopicPartition] = topic_partitions(consumer, topic)
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        remaining = sum(consumer.end_offsets(tps).values())
+        remaining = assign_from_start(consumer, topic)
         records: list[RawRecord] = []
         while remaining > 0:
             for blocks in consumer.poll(timeout_ms=500).values():
@@ -64,11 +60,13 @@ def read_records(bootstrap_servers: str, topic: str) -> list[RawRecord]:
 
 def in_fold_order(records: list[RawRecord]) -> list[RawRecord]:
     """The records in the consumer's merged order (the fold's cost depends a little on it)."""
-    partitions = sorted({r[0] for r in records})
-    ends = {p: max(r[1] for r in records if r[0] == p) + 1 for p in partitions}
-    merger = PartitionMerger(ends, dict.fromkeys(partitions, 0))
-    for partition in partitions:
-        merger.add(partition, [r for r in records if r[0] == partition])
+    by_partition: dict[int, list[RawRecord]] = {}
+    for record in records:
+        by_partition.setdefault(record[0], []).append(record)
+    ends = {p: rs[-1][1] + 1 for p, rs in by_partition.items()}  # each list is in offset order
+    merger = PartitionMerger(ends, dict.fromkeys(by_partition, 0))
+    for partition, partition_records in by_partition.items():
+        merger.add(partition, partition_records)
     return list(merger.drain())
 
 

@@ -91,6 +91,14 @@ def topic_partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
+def assign_from_start(consumer: KafkaConsumer, topic: str) -> int:
+    """Assign every partition of the topic at its earliest offset; the records there are."""
+    tps = topic_partitions(consumer, topic)
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    return sum(consumer.end_offsets(tps).values())
+
+
 def check_log_holds(topic: str, needed: dict[int, int], earliest: dict[int, int]) -> None:
     """Refuse to fold when retention deleted offsets that the projections still need."""
     gaps = [
