@@ -16,6 +16,8 @@ import fastavro
 from kafka import KafkaConsumer, TopicPartition
 
 from consumers.codec import AvroCodec, DecodeError, from_record
+from consumers.kafka_client import kafka_errors
+from profile_engine.errors import BadInput
 from profile_engine.events import ProfileEvent
 
 POLL_TIMEOUT_MS = 1_000
@@ -25,7 +27,7 @@ SkipCallback = Callable[[int, int, str], None]  # partition, offset, reason
 ProgressCallback = Callable[[int, int], None]  # records read so far, total to read
 
 
-class ArchiveError(ValueError):
+class ArchiveError(BadInput):
     """The archive cannot be written or read (no such topic, not an Avro container file)."""
 
 
@@ -43,13 +45,14 @@ def write_archive(
     messages of a known schema are reported through ``on_skip`` and left out.
     """
     codec = AvroCodec()
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        client_id="profile-engine-archive",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
+    with kafka_errors(bootstrap):
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id="profile-engine-archive",
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
     try:
         partitions = _assign_from_start(consumer, topic)
         end_offsets: dict[TopicPartition, int] = consumer.end_offsets(partitions)

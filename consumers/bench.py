@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from kafka import KafkaConsumer
 
-from consumers.consumer import assign_from_start, kafka_consumer
+from consumers.kafka_client import assign_from_start, kafka_consumer
 from consumers.producer import EventProducer
 from profile_engine.contract import ContractError, parse_event
 

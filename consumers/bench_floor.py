@@ -22,7 +22,8 @@ import duckdb
 import pyarrow as pa
 
 from consumers.codec import AvroCodec, DecodeError
-from consumers.consumer import assign_from_start, kafka_consumer, paused_full_gc
+from consumers.consumer import paused_full_gc
+from consumers.kafka_client import assign_from_start, kafka_consumer
 from consumers.ordering import PartitionMerger
 from consumers.records import RawRecord, block_consumer
 from profile_engine.events import ProfileEvent

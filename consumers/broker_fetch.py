@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from profile_engine.errors import NeedsOperator
+
 KAFKA_VERSION = "4.4.0"
 LOG4J_VERSION = "2.26.1"
 # Pinned because Maven 3.8's default binding of the dependency plugin (2.8) predates
@@ -25,7 +27,7 @@ DEPENDENCY_PLUGIN_VERSION = "3.8.1"
 MANIFEST_NAME = ".complete"
 
 
-class BrokerError(Exception):
+class BrokerError(NeedsOperator):
     """A broker set-up or run failure with a one-line message the user can act on."""
 
 

@@ -24,6 +24,7 @@ import orjson
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 import schemas
+from profile_engine.errors import BadInput
 from profile_engine.events import (
     CHANNEL_ID_TYPE,
     ID_RANK,
@@ -63,7 +64,7 @@ _RECORD_TYPE = {record: event_type for event_type, record in _PAYLOAD_RECORD.ite
 Schema = dict[str, Any]
 
 
-class DecodeError(ValueError):
+class DecodeError(BadInput):
     """A message that cannot become a domain event: terminal, it goes to the dead letters."""
 
     def __init__(self, reason: str) -> None:
@@ -71,7 +72,7 @@ class DecodeError(ValueError):
         self.reason = reason
 
 
-class EncodeError(ValueError):
+class EncodeError(BadInput):
     """A domain event the envelope cannot carry (e.g. an integer trait beyond 64 bits)."""
 
 

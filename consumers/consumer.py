@@ -14,8 +14,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
+from consumers.kafka_client import (
+    check_log_holds,
+    kafka_consumer,
+    topic_partitions,
+)
 from consumers.reader import DecodedRecord, KafkaReader, ReadPlan, Undecodable
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.fold import FoldConfig, ProfileFold
@@ -25,14 +30,6 @@ from projections.typed_traits import refresh_typed_traits_view
 # Larger batches write each touched profile once for more events (a profile is often touched
 # several times in a batch); 100k measured ~15% faster than 50k at 1M events, same memory.
 DEFAULT_BATCH_SIZE = 100_000
-
-
-class LogGapError(RuntimeError):
-    """The log no longer holds offsets the projections need (retention deleted them)."""
-
-
-class TopicMissingError(RuntimeError):
-    pass
 
 
 @dataclass
@@ -64,53 +61,6 @@ class ConsumeStats:
 
 
 ProgressCallback = Callable[[ConsumeStats], None]
-
-
-def kafka_consumer(bootstrap_servers: str) -> KafkaConsumer:
-    """A bare consumer tuned for throughput; positions are managed by the caller."""
-    return KafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_bytes=64 * 1024 * 1024,
-        max_partition_fetch_bytes=16 * 1024 * 1024,
-        fetch_min_bytes=1,
-        fetch_max_wait_ms=100,
-        max_poll_records=50_000,
-        request_timeout_ms=30_000,
-    )
-
-
-def topic_partitions(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise TopicMissingError(
-            f"topic {topic!r} does not exist; create it with `profile-engine topics create`"
-        )
-    return [TopicPartition(topic, p) for p in sorted(partitions)]
-
-
-def assign_from_start(consumer: KafkaConsumer, topic: str) -> int:
-    """Assign every partition of the topic at its earliest offset; the records there are."""
-    tps = topic_partitions(consumer, topic)
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    return sum(consumer.end_offsets(tps).values())
-
-
-def check_log_holds(topic: str, needed: dict[int, int], earliest: dict[int, int]) -> None:
-    """Refuse to fold when retention deleted offsets that the projections still need."""
-    gaps = [
-        f"partition {p} starts at offset {earliest[p]} but offset {needed[p]} is needed"
-        for p in sorted(needed)
-        if earliest.get(p, 0) > needed[p]
-    ]
-    if gaps:
-        raise LogGapError(
-            f"the log of {topic!r} no longer holds what the projections need "
-            f"({'; '.join(gaps)}); events were lost to retention"
-        )
 
 
 class FoldGc:

@@ -24,6 +24,7 @@ from kafka.partitioner.default import murmur2
 from pydantic import BaseModel
 
 from consumers.codec import AvroCodec, EncodeError
+from consumers.kafka_client import kafka_errors
 from profile_engine.contract import (
     ContractError,
     IdentifyIn,
@@ -31,6 +32,7 @@ from profile_engine.contract import (
     parse_event,
     to_domain,
 )
+from profile_engine.errors import Transient
 from profile_engine.events import ProfileEvent
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
 
@@ -44,7 +46,7 @@ DEFAULT_DELIVERY_TIMEOUT_MS = 60_000
 MAX_REPORTED_FAILURES = 5
 
 
-class DeliveryError(RuntimeError):
+class DeliveryError(Transient):
     """Some events were not acknowledged by the broker."""
 
 
@@ -144,7 +146,8 @@ class EventProducer:
             "client_id": "profile-engine-producer",
         }
         config.update(producer_config)
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **config)
+        with kafka_errors(bootstrap_servers):
+            self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, **config)
 
     # --- input -> domain event ---------------------------------------------------------------
 

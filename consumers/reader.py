@@ -23,7 +23,10 @@ from typing import Any, NamedTuple
 from kafka import TopicPartition
 
 from consumers.codec import AvroCodec, DecodeError
+from consumers.kafka_client import kafka_consumer
+from consumers.ordering import PartitionMerger
 from consumers.records import RawRecord, block_consumer
+from profile_engine.errors import NeedsOperator
 from profile_engine.events import ProfileEvent
 
 
@@ -71,9 +74,6 @@ def _decoded(records: Iterator[RawRecord], codec: AvroCodec) -> Iterator[Decoded
 
 
 def _reader_main(plan: ReadPlan, conn: Connection) -> None:
-    from consumers.consumer import kafka_consumer
-    from consumers.ordering import PartitionMerger
-
     # Ctrl-C reaches the whole process group; the folding process decides when to stop
     # (after committing what it holds) and then closes the pipe, which ends this one.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -124,7 +124,7 @@ def _reader_main(plan: ReadPlan, conn: Connection) -> None:
         conn.close()
 
 
-class ReaderError(RuntimeError):
+class ReaderError(NeedsOperator):
     pass
 
 

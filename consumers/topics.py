@@ -7,13 +7,16 @@ from dataclasses import dataclass, field
 from kafka import KafkaAdminClient
 from kafka.errors import NoError, TopicAlreadyExistsError, for_code
 
+from consumers.kafka_client import kafka_errors
+from profile_engine.errors import NeedsOperator
+
 DEAD_LETTER_PARTITIONS = 1  # dead letters are rare and read in order by a human
 # The log is the source of truth and events keep their own (often old) timestamps: time-based
 # retention would delete history that every rebuild needs.
 KEEP_FOREVER = {"retention.ms": "-1"}
 
 
-class TopicError(RuntimeError):
+class TopicError(NeedsOperator):
     """The broker refused to create a topic for a reason other than its existence."""
 
 
@@ -44,7 +47,8 @@ def create_topics(
         },
     }
     report = TopicsReport()
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="profile-engine-topics")
+    with kafka_errors(bootstrap):
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="profile-engine-topics")
     try:
         response = admin.create_topics(wanted, raise_errors=False)
         for result in response["topics"]:

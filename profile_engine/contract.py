@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from profile_engine.errors import BadInput
 from profile_engine.events import (
     CHANNEL_ID_TYPE,
     Bounce,
@@ -30,7 +31,7 @@ from profile_engine.identifiers import DEFAULT_PHONE_REGION, is_junk, normalise_
 Scalar = str | int | float | bool | None
 
 
-class ContractError(ValueError):
+class ContractError(BadInput):
     """An event that breaks the contract: terminal, never retried."""
 
 

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from profile_engine.attributes import AttributeRegistry, TextParser, TraitScalar
+from profile_engine.errors import BadInput
 from profile_engine.events import ID_PRIORITY, Identifier, Identify
 from profile_engine.identifiers import DEFAULT_PHONE_REGION, normalise
 
@@ -45,7 +46,7 @@ def plain_valid_email(value: str) -> bool:
     return domain.rsplit(".", 1)[-1] not in _SPECIAL_USE_TLDS
 
 
-class HeaderError(ValueError):
+class HeaderError(BadInput):
     """The header cannot be imported: the whole file is refused and nothing is sent."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from profile_engine.errors import BadInput
 from profile_engine.events import CHANNEL_ID_TYPE, ID_TYPE_CHANNEL, Channel
 
 CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
@@ -21,7 +22,7 @@ CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
 SettingValue = bool | int | list[str]
 
 
-class SettingError(ValueError):
+class SettingError(BadInput):
     """An unknown setting name or a value of the wrong type; the message is one line."""
 
 

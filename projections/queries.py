@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from profile_engine.errors import BadInput
 from profile_engine.events import ID_PRIORITY, ID_RANK, ID_TYPE_CHANNEL
 from profile_engine.identifiers import normalise
 from profile_engine.reachability import CHANNELS, IdentifierFacts, judge
@@ -29,7 +30,7 @@ EXPORT_FORMATS = ("csv", "json")
 READ_STATEMENT_TYPES = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "CALL"})
 
 
-class QueryError(ValueError):
+class QueryError(BadInput):
     """A query the user asked for cannot run; str() is one line naming what is wrong."""
 
 

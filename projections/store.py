@@ -19,9 +19,11 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from profile_engine.errors import NeedsOperator
 from profile_engine.events import Identifier, ProfileEvent
 from profile_engine.fold import Changes, FoldConfig, ProfileFold
 from profile_engine.state import IdentifierState, ProfileState
+from projections.connection import connect
 
 SCHEMA_VERSION = "2"
 _TS = pa.timestamp("us")
@@ -40,8 +42,7 @@ def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
     Read-only opens for queries live in projections/readonly.py.
     """
     # No progress bar: the consumer runs long batches and keeps its own progress display.
-    con = duckdb.connect(str(db_path))
-    con.execute("SET enable_progress_bar = false")
+    con = connect(db_path)
     # Every batch deletes and re-inserts rows spread over whole tables, so each checkpoint
     # rewrites most row groups: at the default 16 MB of WAL that happens every batch and
     # grows with the tables (19 µs an event at 1M events, then the largest cost). Checkpoint
@@ -64,7 +65,7 @@ def _create_indexes(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(_sql_file("indexes.sql"))
 
 
-class ProjectionConfigError(ValueError):
+class ProjectionConfigError(NeedsOperator):
     """The projection was built with other fold settings than the ones requested."""
 
 

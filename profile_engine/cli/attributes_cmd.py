@@ -264,7 +264,12 @@ def _require_topic(bootstrap_servers: str, topic: str) -> None:
     """Fail at once on a missing topic (the producer would wait a minute for its metadata)."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="profile-engine-import")
+    from consumers.kafka_client import kafka_errors
+
+    with kafka_errors(bootstrap_servers):
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap_servers, client_id="profile-engine-import"
+        )
     try:
         exists = topic in admin.list_topics()
     finally:

@@ -1,40 +1,43 @@
-"""Turn known infrastructure failures into one-line messages and non-zero exits."""
+"""The CLI's one error handler: an error's kind decides its exit code; the message is one line.
+
+Edges translate library failures into ``ProfileEngineError`` kinds (see profile_engine.errors),
+so nothing here inspects kafka-python or DuckDB classes. A failure that reaches this handler
+without a kind is a bug: it keeps its traceback.
+"""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from profile_engine.errors import ErrorKind, ProfileEngineError
+
+# sysexits(3)-style codes so scripts can tell "fix the input" from "retry" from "call someone".
+EXIT_CODES: dict[ErrorKind, int] = {
+    ErrorKind.BAD_INPUT: 1,
+    ErrorKind.TRANSIENT: 75,  # EX_TEMPFAIL: try again later
+    ErrorKind.NEEDS_OPERATOR: 78,  # EX_CONFIG: something must be fixed first
+}
+EXIT_INTERRUPTED = 130
 
 
-def describe(error: BaseException) -> str | None:
-    """A one-line message for errors a user can act on, None for real bugs."""
-    name = type(error).__name__
-    text = str(error).strip().splitlines()[0] if str(error).strip() else name
-    if name in {"KafkaConnectionError", "KafkaTimeoutError"}:
-        return (
-            f"cannot reach Kafka ({text}); is the broker running? try `profile-engine broker start`"
-        )
-    if "Could not set lock on file" in str(error) or "Conflicting lock" in str(error):
-        return (
-            "the database is locked by another process (DuckDB allows one writer; "
-            "is `profile-engine consume` running on it?)"
-        )
-    if name in {"IOException", "FileNotFoundError", "PermissionError", "IsADirectoryError"}:
-        return text
-    return None
+def exit_code(error: ProfileEngineError) -> int:
+    return EXIT_CODES[error.kind]
 
 
-@contextmanager
-def friendly_errors() -> Iterator[None]:
-    try:
-        yield
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        sys.exit(130)
-    except Exception as error:  # the CLI's last line of defence
-        message = describe(error)
-        if message is None:
-            raise
-        sys.stderr.write(f"Error: {message}\n")
-        sys.exit(1)
+class HandledGroup(click.Group):
+    """A click group whose commands' ProfileEngineErrors become one line and an exit code.
+
+    Handled here (not around ``main``) so that click's test runner sees the same behaviour.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ProfileEngineError as error:
+            click.echo(f"Error: {error}", err=True)
+            ctx.exit(exit_code(error))
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)

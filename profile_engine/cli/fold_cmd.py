@@ -102,25 +102,9 @@ def _report(stats: Any, output_format: str) -> None:
 
 @contextmanager
 def _running(label: str) -> Iterator[Callable[[Any], None]]:
-    """Progress for long work, and one-line errors for the failures a user can act on."""
-    from consumers.archive import ArchiveError
-    from consumers.consumer import LogGapError, TopicMissingError
-    from consumers.reader import ReaderError
-    from projections.store import ProjectionConfigError
-
-    user_errors = (
-        LogGapError,
-        TopicMissingError,
-        ReaderError,
-        ProjectionConfigError,
-        ArchiveError,
-        FileNotFoundError,
-    )
-    try:
-        with _progress(label) as progress:
-            yield progress
-    except user_errors as error:
-        raise UserError(str(error)) from None
+    """Progress for long work; failures go to the CLI's one error handler."""
+    with _progress(label) as progress:
+        yield progress
 
 
 summary_format = click.option(

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from profile_engine.cli.errors import HandledGroup
+
 # Each module defines click commands and a ``COMMANDS`` list; imported lazily so that
 # `profile-engine --help` stays fast and one broken extra cannot take the CLI down.
 COMMAND_MODULES = (
@@ -19,7 +21,7 @@ COMMAND_MODULES = (
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=HandledGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="profile-engine")
 def cli() -> None:
     """Event-sourced customer profiles: a Kafka log folded into DuckDB projections."""
@@ -36,10 +38,7 @@ _register()
 
 
 def main() -> None:
-    from profile_engine.cli.errors import friendly_errors
-
-    with friendly_errors():
-        cli.main(standalone_mode=True)
+    cli.main(standalone_mode=True)
     sys.exit(0)
 
 

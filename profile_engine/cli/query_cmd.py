@@ -14,24 +14,19 @@ from typing import Any
 import click
 
 from profile_engine.cli.common import UserError, db_option, format_option, print_rows
-from profile_engine.reachability import CHANNELS, SETTINGS, SettingError, parse_value
+from profile_engine.reachability import CHANNELS, SETTINGS, parse_value
 
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
-    """Known failures become one-line errors (exit 1); anything else is a bug and propagates."""
+    """DuckDB failures while a query runs become one-line errors (exit 1)."""
     import duckdb
 
-    from projections.queries import QueryError
-    from projections.readonly import ProjectionUnavailable
+    from projections.queries import first_line
 
     try:
         yield
-    except (ProjectionUnavailable, QueryError, SettingError) as error:
-        raise UserError(str(error)) from None
     except duckdb.Error as error:
-        from projections.queries import first_line
-
         raise UserError(first_line(error)) from None
 
 

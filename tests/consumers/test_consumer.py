@@ -16,7 +16,8 @@ import duckdb
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumers.consumer import LogGapError, consume
+from consumers.consumer import consume
+from consumers.kafka_client import LogGapError
 from consumers.producer import EventProducer
 from consumers.rebuild import rebuild_from_file, rebuild_from_kafka
 from profile_engine.contract import event_to_json

@@ -11,7 +11,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords
 
-from consumers.consumer import kafka_consumer, topic_partitions
+from consumers.kafka_client import kafka_consumer, topic_partitions
 from consumers.records import BlockPartitionRecords, RawRecord, block_consumer
 
 GZIP = 1

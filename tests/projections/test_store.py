@@ -168,7 +168,7 @@ def test_a_failed_batch_leaves_rows_and_offsets_unchanged(tmp_path: Path) -> Non
 def test_identity_limits_are_fixed_per_projection(tmp_path: Path) -> None:
     db = tmp_path / "p.duckdb"
     fold_into_db(db, [track(0, email="a@example.com")], config=FoldConfig({"customer_id": 2}))
-    with pytest.raises(ValueError, match="rebuild to change"):
+    with pytest.raises(ProjectionConfigError, match="rebuild to change"):
         fold_into_db(db, [], config=FoldConfig({"customer_id": 1}))
 
 
