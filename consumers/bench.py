@@ -1,13 +1,13 @@
 """`bench fold`: raw kafka-python read rate versus the end-to-end fold rate, same run.
 
 Each measured phase runs in a fresh child process so its rate, CPU and peak memory are its
-own. A last phase measures the CPU floor of any fold of the same stream (bench_floor.py),
-so the run itself shows how close to the raw rate this machine lets a fold get.
+own.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
 import tempfile
 import time
@@ -88,22 +88,15 @@ def _raw_read(bootstrap_servers: str, topic: str, out: Any) -> None:
 
 
 def _fold(bootstrap_servers: str, topic: str, db_path: str, batch_size: int, out: Any) -> None:
-    from consumers.consumer import consume
+    from consumers.consumer import ConsumeOptions, consume
 
     started = time.monotonic()
     cpu_started = _cpu_seconds_with_children()
-    stats = consume(db_path, bootstrap_servers, topic, None, True, batch_size)
+    options = ConsumeOptions(once=True, batch_size=batch_size)
+    stats = consume(db_path, bootstrap_servers, topic, None, options=options)
     seconds = time.monotonic() - started
     cpu = _cpu_seconds_with_children() - cpu_started
     out.put({**stats.as_dict(), "seconds": seconds, "cpu": cpu, "rss": _peak_rss_mb()})
-
-
-def _floor(
-    bootstrap_servers: str, topic: str, db_path: str, scratch: str, batch_size: int, out: Any
-) -> None:
-    from consumers.bench_floor import measure_floor
-
-    out.put(measure_floor(bootstrap_servers, topic, db_path, Path(scratch), batch_size))
 
 
 def _in_child(target: Any, *args: Any) -> dict[str, Any]:
@@ -122,7 +115,6 @@ def run_fold_benchmark(
     bootstrap_servers: str,
     batch_size: int,
     log: IO[str],
-    floor: bool = True,
 ) -> dict[str, Any]:
     from consumers.topics import create_topics
 
@@ -137,16 +129,8 @@ def run_fold_benchmark(
         db_path = str(Path(scratch) / "bench.duckdb")
         fold = _in_child(_fold, bootstrap_servers, topic, db_path, batch_size)
         db_mb = round(Path(db_path).stat().st_size / 1e6, 1)
-        floor_figures: dict[str, Any] = {}
-        if floor:
-            log.write("measuring the CPU floor of any fold of this stream\n")
-            floor_figures = _in_child(
-                _floor, bootstrap_servers, topic, db_path, scratch, batch_size
-            )
     raw_rate = raw["events"] / raw["seconds"]
     fold_rate = fold["consumed"] / fold["seconds"]
-    if floor_figures:
-        floor_figures["floor_vs_raw"] = round(floor_figures["floor_events_per_s"] / raw_rate, 3)
     return {
         "events": event_count,
         "topic": topic,
@@ -164,5 +148,5 @@ def run_fold_benchmark(
         "db_mb": db_mb,
         "raw_read_cpu_us_per_event": round(raw["cpu"] * 1e6 / raw["events"], 2),
         "fold_cpu_us_per_event": round(fold["cpu"] * 1e6 / fold["consumed"], 2),
-        **floor_figures,
+        "cpu_cores": os.cpu_count(),
     }

@@ -8,11 +8,14 @@ which becomes ``DatabaseBusy`` (transient) here; other open failures need an ope
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
-from profile_engine.errors import NeedsOperator, Transient, first_line
+from profile_engine.errors import BadInput, NeedsOperator, Transient, first_line
 
 
 class ProjectionUnavailable(NeedsOperator):
@@ -50,3 +53,44 @@ def connect(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConn
     # DuckDB's own progress bar would interleave with JSON/CSV written to stdout.
     con.execute("SET enable_progress_bar = false")
     return con
+
+
+class DataRejected(BadInput):
+    """The database (or Arrow, on the way in) refused a value of the batch."""
+
+
+class StorageFailed(NeedsOperator):
+    """The database file cannot be written (a full disk, a read-only file system)."""
+
+
+_DATA_ERRORS = (
+    duckdb.ConversionException,
+    duckdb.InvalidInputException,
+    duckdb.OutOfRangeException,
+    duckdb.ConstraintException,
+    duckdb.TypeMismatchException,
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    OverflowError,
+    UnicodeError,
+)
+
+
+@contextmanager
+def write_errors(db_path: str) -> Iterator[None]:
+    """Translate what can go wrong while a batch is written into the project's kinds."""
+    try:
+        yield
+    except _DATA_ERRORS as error:
+        raise DataRejected(f"the database refused a value: {first_line(error)}") from error
+    except (duckdb.IOException, OSError) as error:
+        text = first_line(error)
+        hint = (
+            "free some space and run the command again"
+            if "space" in text.lower()
+            else "check the file and its directory"
+        )
+        raise StorageFailed(
+            f"cannot write {db_path}: {text}; nothing of the batch was kept, {hint} "
+            "(the fold resumes where it stopped)"
+        ) from error

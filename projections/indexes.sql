@@ -1,10 +1,9 @@
--- ART indexes for point lookups (`profile-engine profile`): one per table the profile page
--- reads by key. Counts and exports scan whole tables and do not use them. DuckDB uses an
--- index only for an equality filter on the indexed column alone, so queries.py filters
--- identifiers on id_value (then checks the type), not on id_type AND id_value.
--- On a 1M-profile projection these take a lookup from ~50 ms to ~5-10 ms; they cost file size
--- and some write time (the writer deletes and re-inserts every row a batch changed).
-CREATE INDEX IF NOT EXISTS identifiers_by_value ON identifiers (id_value);
+-- ART indexes for point lookups (`profile-engine profile`, the live server): one per table
+-- the profile page reads by key. Counts and exports scan whole tables and do not use them.
+-- DuckDB uses an index only for an equality filter on the indexed column alone, so an
+-- identifier is looked up by its key (a hash of type and value), never by two columns.
+-- The fold keeps them valid while it writes, so readers beside a running fold stay fast.
+CREATE INDEX IF NOT EXISTS identifiers_by_key ON identifiers (id_key);
 CREATE INDEX IF NOT EXISTS identifiers_by_profile ON identifiers (profile_id);
 CREATE INDEX IF NOT EXISTS profiles_by_id ON profiles (profile_id);
 CREATE INDEX IF NOT EXISTS events_by_profile ON events (profile_id);

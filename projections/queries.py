@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import duckdb
 from profile_engine.errors import BadInput
 from profile_engine.events import ID_PRIORITY, ID_RANK, ID_TYPE_CHANNEL
 from profile_engine.identifiers import normalise
+from profile_engine.keys import identifier_key
 from profile_engine.reachability import CHANNELS, IdentifierFacts, judge
 from projections.settings import effective_settings
 
@@ -92,24 +94,29 @@ def resolve_profile_id(con: duckdb.DuckDBPyConnection, id_type: str, value: str)
     identifier = normalise(id_type, value)
     if identifier is None:
         return None
-    # Filtering on id_value alone lets DuckDB use the ART index (see indexes.sql); the type is
-    # checked here because a two-column filter makes it fall back to a full scan.
-    rows = con.execute(
-        "SELECT id_type, profile_id FROM identifiers WHERE id_value = ?", [identifier.value]
-    ).fetchall()
-    return next((pid for found_type, pid in rows if found_type == id_type), None)
+    # The 128-bit key of (type, value) is what the identifiers_by_key index holds.
+    row = con.execute(
+        "SELECT profile_id::VARCHAR FROM identifiers WHERE id_key = ?::UUID",
+        [identifier_key(id_type, identifier.value)],
+    ).fetchone()
+    return None if row is None else str(row[0])
 
 
 def _resolve_profile_id_value(con: duckdb.DuckDBPyConnection, profile_id: str) -> str | None:
-    if con.execute("SELECT 1 FROM profiles WHERE profile_id = ?", [profile_id]).fetchone():
-        return profile_id
+    try:
+        canonical = str(uuid.UUID(profile_id))
+    except ValueError:
+        return None  # not a profile id at all
+    if con.execute("SELECT 1 FROM profiles WHERE profile_id = ?::UUID", [canonical]).fetchone():
+        return canonical
     row = con.execute(
-        "SELECT survivor_profile_id FROM profile_merges WHERE merged_profile_id = ?", [profile_id]
+        "SELECT survivor_profile_id::VARCHAR FROM profile_merges WHERE merged_profile_id = ?::UUID",
+        [canonical],
     ).fetchone()
     if row is None:
         return None
-    survivor = row[0]
-    live = con.execute("SELECT 1 FROM profiles WHERE profile_id = ?", [survivor]).fetchone()
+    survivor = str(row[0])
+    live = con.execute("SELECT 1 FROM profiles WHERE profile_id = ?::UUID", [survivor]).fetchone()
     return survivor if live else None
 
 
@@ -125,7 +132,7 @@ def profile_view(con: duckdb.DuckDBPyConnection, lookup_key: str) -> dict[str, A
 def profile_document(con: duckdb.DuckDBPyConnection, profile_id: str) -> dict[str, Any] | None:
     row = con.execute(
         "SELECT first_seen, ccpa_opted_out, order_count, revenue, last_purchase_at"
-        " FROM profiles WHERE profile_id = ?",
+        " FROM profiles WHERE profile_id = ?::UUID",
         [profile_id],
     ).fetchone()
     if row is None:
@@ -177,7 +184,7 @@ def identifier_rows(
     the identifier_status view, and the tests fold the same logs through both.
     """
     rows = con.execute(
-        f"SELECT {_IDENTIFIER_FACTS} FROM identifiers WHERE profile_id = ?", [profile_id]
+        f"SELECT {_IDENTIFIER_FACTS} FROM identifiers WHERE profile_id = ?::UUID", [profile_id]
     ).fetchall()
     facts = [IdentifierFacts(*row[:10]) for row in rows]
     verdicts = judge(facts, ccpa_opted_out, effective_settings(con))
@@ -218,7 +225,7 @@ def reachable_from(identifiers: list[dict[str, Any]]) -> dict[str, bool]:
 def traits(con: duckdb.DuckDBPyConnection, profile_id: str) -> dict[str, dict[str, Any]]:
     rows = con.execute(
         "SELECT name, value, value_type, updated_at, source FROM traits"
-        " WHERE profile_id = ? ORDER BY name",
+        " WHERE profile_id = ?::UUID ORDER BY name",
         [profile_id],
     ).fetchall()
     return {
@@ -246,7 +253,7 @@ def typed_trait(text: str | None, value_type: str) -> Any:
 def subscriptions(con: duckdb.DuckDBPyConnection, profile_id: str) -> list[dict[str, Any]]:
     rows = con.execute(
         "SELECT list_id, channel, status, identifier, updated_at FROM subscriptions"
-        " WHERE profile_id = ? ORDER BY list_id, channel",
+        " WHERE profile_id = ?::UUID ORDER BY list_id, channel",
         [profile_id],
     ).fetchall()
     return [
@@ -262,7 +269,7 @@ def timeline(con: duckdb.DuckDBPyConnection, profile_id: str) -> list[dict[str, 
     rows = con.execute(
         "WITH mine AS MATERIALIZED ("
         "  SELECT event_id, type, timestamp, event_name, payload FROM events"
-        "  WHERE profile_id = ?)"
+        "  WHERE profile_id = ?::UUID)"
         " SELECT * FROM mine ORDER BY timestamp DESC, event_id DESC LIMIT ?",
         [profile_id, TIMELINE_LENGTH],
     ).fetchall()

@@ -158,28 +158,37 @@ FROM identifier_status
 WHERE channel IS NOT NULL;
 
 -- One row per live profile; a profile without a messaging identifier is unreachable.
--- Same rules as identifier_reachability, computed with aggregates (no window) so that
--- counting a million profiles stays fast: email and sms take the verdict of the identifier
--- marked is_last_seen, push takes any.
+-- Same rules as identifier_reachability, applied to profile_reachability_inputs (one narrow
+-- row per profile, kept by the fold) so that counting millions of profiles stays fast: email
+-- and sms take the verdict of the last-seen identifier, push takes any token.
 CREATE OR REPLACE VIEW profile_reachability AS
-WITH per_profile AS (
+WITH judged AS (
     SELECT
-        profile_id,
-        bool_or(deliverable AND consented) FILTER (channel = 'email' AND is_last_seen) AS email,
-        bool_or(deliverable AND consented) FILTER (channel = 'sms' AND is_last_seen) AS sms,
-        bool_or(deliverable AND consented) FILTER (channel = 'push') AS push
-    FROM identifier_checks
-    WHERE channel IS NOT NULL
-    GROUP BY profile_id
+        r.profile_id,
+        r.ccpa_opted_out,
+        r.email_consent IS NOT NULL
+            AND (s.soft_bounce_limit = 0 OR r.email_soft_bounces < s.soft_bounce_limit)
+            AND (r.email_consent = 'opted_in'
+                 OR (r.email_consent = 'unknown' AND s.implicit_consent_email)) AS email,
+        r.sms_consent IS NOT NULL
+            AND (s.soft_bounce_limit = 0 OR r.sms_soft_bounces < s.soft_bounce_limit)
+            AND (r.sms_consent = 'opted_in'
+                 OR (r.sms_consent = 'unknown' AND s.implicit_consent_sms)) AS sms,
+        (r.push_opted_in_soft_bounces IS NOT NULL
+            AND (s.soft_bounce_limit = 0 OR r.push_opted_in_soft_bounces < s.soft_bounce_limit))
+        OR (s.implicit_consent_push AND r.push_unknown_soft_bounces IS NOT NULL
+            AND (s.soft_bounce_limit = 0 OR r.push_unknown_soft_bounces < s.soft_bounce_limit))
+            AS push,
+        s.ccpa_blocks_email, s.ccpa_blocks_sms, s.ccpa_blocks_push
+    FROM profile_reachability_inputs AS r
+    CROSS JOIN settings_typed AS s
 ), gated AS (
     SELECT
-        p.profile_id,
-        coalesce(pp.email AND NOT (p.ccpa_opted_out AND s.ccpa_blocks_email), false) AS email,
-        coalesce(pp.sms AND NOT (p.ccpa_opted_out AND s.ccpa_blocks_sms), false) AS sms,
-        coalesce(pp.push AND NOT (p.ccpa_opted_out AND s.ccpa_blocks_push), false) AS push
-    FROM profiles AS p
-    CROSS JOIN settings_typed AS s
-    LEFT JOIN per_profile AS pp ON pp.profile_id = p.profile_id
+        profile_id,
+        email AND NOT (ccpa_opted_out AND ccpa_blocks_email) AS email,
+        sms AND NOT (ccpa_opted_out AND ccpa_blocks_sms) AS sms,
+        push AND NOT (ccpa_opted_out AND ccpa_blocks_push) AS push
+    FROM judged
 )
 SELECT profile_id, email, sms, push, email OR sms OR push AS reachable_any
 FROM gated;

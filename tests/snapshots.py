@@ -22,6 +22,7 @@ DERIVED_TABLES = (
     "applied_events",
     "dead_letters",
     "consumer_offsets",
+    "profile_reachability_inputs",
 )
 
 

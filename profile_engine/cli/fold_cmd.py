@@ -143,6 +143,7 @@ def consume(
     Offsets are stored in the database with the rows they produced, so the consumer can be
     stopped or killed at any point and resumes exactly where the projections are.
     """
+    from consumers.consumer import ConsumeOptions
     from consumers.consumer import consume as run_consume
 
     stop = threading.Event()
@@ -155,12 +156,11 @@ def consume(
             bootstrap_servers,
             topic,
             dead_letter_topic,
-            once,
-            batch_size,
-            progress,
-            _parse_limits(id_limits),
-            stop.is_set,
-            load_registry(attributes_path),
+            config=_parse_limits(id_limits),
+            registry=load_registry(attributes_path),
+            options=ConsumeOptions(
+                once=once, batch_size=batch_size, progress=progress, should_stop=stop.is_set
+            ),
         )
     _report(stats, output_format)
 
@@ -178,6 +178,11 @@ def consume(
 @id_limit_option
 @batch_option
 @attributes_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace a projection that was built from another topic.",
+)
 @summary_format
 def rebuild(
     db_path: str,
@@ -187,6 +192,7 @@ def rebuild(
     id_limits: tuple[str, ...],
     batch_size: int,
     attributes_path: Path,
+    force: bool,
     output_format: str,
 ) -> None:
     """Build fresh projections from the start of the log and swap them in atomically.
@@ -203,7 +209,7 @@ def rebuild(
             stats = rebuild_from_file(db_path, from_file, batch_size, progress, config, registry)
         else:
             stats = rebuild_from_kafka(
-                db_path, bootstrap_servers, topic, batch_size, progress, config, registry
+                db_path, bootstrap_servers, topic, batch_size, progress, config, registry, force
             )
     _report(stats, output_format)
 
@@ -218,27 +224,15 @@ def bench() -> None:
 @click.option("--seed", type=int, default=1, show_default=True)
 @bootstrap_option
 @batch_option
-@click.option(
-    "--floor/--no-floor",
-    default=True,
-    show_default=True,
-    help="Also measure the CPU floor of any fold of the stream (read, Avro decode, fold, "
-    "one DuckDB write, each alone) and the rate it allows on this machine's cores.",
-)
-def bench_fold(
-    event_count: int, seed: int, bootstrap_servers: str, batch_size: int, floor: bool
-) -> None:
+def bench_fold(event_count: int, seed: int, bootstrap_servers: str, batch_size: int) -> None:
     """Publish a generated stream to a fresh topic, then measure raw read and fold rates.
 
     Prints one JSON object: events, raw_read_events_per_s, fold_events_per_s,
-    fold_vs_raw, peak_rss_mb, the CPU an event costs in each, and with --floor the CPU
-    floor (floor_cpu_us_per_event, floor_events_per_s, floor_vs_raw).
+    fold_vs_raw, peak_rss_mb and the CPU an event costs in each.
     """
     from consumers.bench import run_fold_benchmark
 
-    result = run_fold_benchmark(
-        event_count, seed, bootstrap_servers, batch_size, sys.stderr, floor=floor
-    )
+    result = run_fold_benchmark(event_count, seed, bootstrap_servers, batch_size, sys.stderr)
     click.echo(json.dumps(result))
 
 

@@ -211,7 +211,8 @@ def test_re_importing_a_file_sends_the_same_event_ids(
 def test_imported_rows_land_typed_in_the_projection(
     attrs: Path, tmp_path: Path, kafka_bootstrap: str, fresh_topic: str, db_path: Path
 ) -> None:
-    fold_into_db = pytest.importorskip("projections.store").fold_into_db
+    from tests.support.folding import fold_into_db
+
     import duckdb
 
     from profile_engine.attributes import AttributeRegistry

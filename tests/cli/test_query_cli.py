@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from profile_engine.cli.main import cli
 from profile_engine.contract import parse_event
-from projections.store import fold_into_db
+from tests.support.folding import fold_into_db
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 

@@ -16,7 +16,7 @@ import duckdb
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from consumers.consumer import consume
+from consumers.consumer import ConsumeOptions, consume
 from consumers.kafka_client import LogGapError
 from consumers.producer import EventProducer
 from consumers.rebuild import rebuild_from_file, rebuild_from_kafka
@@ -27,6 +27,8 @@ from tests.profile_engine.builders import ccpa, consent, identify, purchase, tra
 from tests.snapshots import dump
 
 pytestmark = pytest.mark.kafka
+
+ONCE = ConsumeOptions(once=True)
 
 
 def publish(bootstrap: str, topic: str, events: Iterable[ProfileEvent]) -> None:
@@ -82,7 +84,9 @@ def test_consume_once_folds_the_log_and_stores_offsets(
     kafka_bootstrap: str, fresh_topic: str, fresh_dead_letter_topic: str, db_path: Path
 ) -> None:
     publish(kafka_bootstrap, fresh_topic, small_log())
-    stats = consume(str(db_path), kafka_bootstrap, fresh_topic, fresh_dead_letter_topic, True)
+    stats = consume(
+        str(db_path), kafka_bootstrap, fresh_topic, fresh_dead_letter_topic, options=ONCE
+    )
     assert (stats.consumed, stats.folded, stats.dead_lettered) == (8, 8, 0)
     state = dump(db_path, ("profiles", "identifiers", "consumer_offsets"))
     assert len(state["profiles"]) == 2  # C1's merged profile and C2; the phone was erased
@@ -95,7 +99,9 @@ def test_bad_messages_are_dead_lettered_and_never_stop_the_good_ones(
     publish(kafka_bootstrap, fresh_topic, small_log()[:3])
     publish_garbage(kafka_bootstrap, fresh_topic, [b"not avro", b"\xc3\x01" + b"\x00" * 8])
     publish(kafka_bootstrap, fresh_topic, small_log()[3:])
-    stats = consume(str(db_path), kafka_bootstrap, fresh_topic, fresh_dead_letter_topic, True)
+    stats = consume(
+        str(db_path), kafka_bootstrap, fresh_topic, fresh_dead_letter_topic, options=ONCE
+    )
     assert stats.consumed == stats.folded + stats.duplicates + stats.dead_lettered
     assert (stats.folded, stats.dead_lettered) == (8, 2)
     with duckdb.connect(str(db_path), read_only=True) as con:
@@ -116,9 +122,9 @@ def test_restarts_and_redelivery_apply_each_event_once(
     kafka_bootstrap: str, fresh_topic: str, db_path: Path
 ) -> None:
     publish(kafka_bootstrap, fresh_topic, small_log()[:4])
-    consume(str(db_path), kafka_bootstrap, fresh_topic, None, True)
+    consume(str(db_path), kafka_bootstrap, fresh_topic, None, options=ONCE)
     publish(kafka_bootstrap, fresh_topic, small_log())  # the first four again, then more
-    stats = consume(str(db_path), kafka_bootstrap, fresh_topic, None, True)
+    stats = consume(str(db_path), kafka_bootstrap, fresh_topic, None, options=ONCE)
     assert (stats.consumed, stats.duplicates, stats.folded) == (8, 4, 4)
     with duckdb.connect(str(db_path), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM applied_events").fetchone() == (8,)
@@ -131,7 +137,13 @@ def test_rebuild_gives_identical_projections_and_ids(
 ) -> None:
     publish_raw_json(kafka_bootstrap, fresh_topic, synthetic(3000, seed=11))
     live, rebuilt = tmp_path / "live.duckdb", tmp_path / "rebuilt.duckdb"
-    consume(str(live), kafka_bootstrap, fresh_topic, None, True, batch_size=250)
+    consume(
+        str(live),
+        kafka_bootstrap,
+        fresh_topic,
+        None,
+        options=ConsumeOptions(once=True, batch_size=250),
+    )
     rebuild_from_kafka(str(rebuilt), kafka_bootstrap, fresh_topic, batch_size=1000)
     before = dump(live)
     assert before["profiles"] and before["dead_letters"] and before["profile_merges"]
@@ -154,7 +166,7 @@ def test_erasure_survives_a_rebuild(kafka_bootstrap: str, fresh_topic: str, db_p
 
 def test_rebuild_keeps_settings(kafka_bootstrap: str, fresh_topic: str, db_path: Path) -> None:
     publish(kafka_bootstrap, fresh_topic, small_log())
-    consume(str(db_path), kafka_bootstrap, fresh_topic, None, True)
+    consume(str(db_path), kafka_bootstrap, fresh_topic, None, options=ONCE)
     with duckdb.connect(str(db_path)) as con:
         con.execute("INSERT INTO settings VALUES ('implicit_consent.sms', 'true')")
     rebuild_from_kafka(str(db_path), kafka_bootstrap, fresh_topic)
@@ -258,7 +270,7 @@ def test_a_tombstone_is_dead_lettered_with_its_reason(
     producer.send(fresh_topic, key=b"email:ann@example.com", value=None).get(timeout=30)
     producer.close()
     publish(kafka_bootstrap, fresh_topic, small_log()[:2])
-    stats = consume(str(db_path), kafka_bootstrap, fresh_topic, None, True)
+    stats = consume(str(db_path), kafka_bootstrap, fresh_topic, None, options=ONCE)
     assert (stats.consumed, stats.dead_lettered) == (3, 1)
     with duckdb.connect(str(db_path), read_only=True) as con:
         (key, reason) = con.execute("SELECT message_key, reason FROM dead_letters").fetchone()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from profile_engine.contract import parse_event
-from projections.store import fold_into_db
+from tests.support.folding import fold_into_db
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 

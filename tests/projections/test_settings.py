@@ -13,7 +13,8 @@ from profile_engine.reachability import DEFAULTS, SettingError, parse_value
 from projections import queries
 from projections.readonly import open_readonly
 from projections.settings import list_settings, reset_setting, set_setting
-from projections.store import fold_into_db, open_projection
+from projections.store import open_projection
+from tests.support.folding import fold_into_db
 
 
 def test_sql_defaults_match_the_python_defaults(db_path: Path) -> None:

@@ -9,13 +9,15 @@ import pytest
 
 from profile_engine.events import ProfileEvent
 from profile_engine.fold import FoldConfig, profile_id_for
+from profile_engine.batch_fold import BatchFold
+from profile_engine.errors import BadInput
 from projections.store import (
     DeadLetter,
     ProjectionConfigError,
     ProjectionStore,
     TopicOffset,
-    fold_into_db,
 )
+from tests.support.folding import fold_into_db
 from tests.profile_engine.builders import (
     bounce,
     ccpa,
@@ -67,7 +69,7 @@ def test_tables_hold_the_folded_state(tmp_path: Path) -> None:
     fold_into_db(db, sample_log())
     with duckdb.connect(str(db), read_only=True) as con:
         (pid, opted_out, orders, revenue) = con.execute(
-            "SELECT profile_id, ccpa_opted_out, order_count, revenue FROM profiles"
+            "SELECT profile_id::VARCHAR, ccpa_opted_out, order_count, revenue FROM profiles"
             " WHERE profile_id IN (SELECT profile_id FROM identifiers WHERE id_value = 'C1')"
         ).fetchone()  # type: ignore[misc]
         assert pid == profile_id_for("t0")
@@ -79,7 +81,7 @@ def test_tables_hold_the_folded_state(tmp_path: Path) -> None:
             "SELECT consent, deliverable, soft_bounces FROM identifiers WHERE id_type = 'email'"
         ).fetchall() == [("opted_in", True, 1)]
         assert con.execute(
-            "SELECT merged_profile_id, survivor_profile_id FROM profile_merges"
+            "SELECT merged_profile_id::VARCHAR, survivor_profile_id::VARCHAR FROM profile_merges"
         ).fetchall() == [(profile_id_for("i1"), profile_id_for("t0"))]
         assert con.execute(
             "SELECT dropped_id_type, dropped_id_value FROM identity_conflicts"
@@ -91,7 +93,7 @@ def test_the_timeline_follows_merges(tmp_path: Path) -> None:
     fold_into_db(db, [track(0, eid="a", anonymous_id="x"), identify(1, eid="b", email="e@x.io")])
     fold_into_db(db, [identify(2, eid="c", email="e@x.io", anonymous_id="x")])
     with duckdb.connect(str(db), read_only=True) as con:
-        owners = con.execute("SELECT DISTINCT profile_id FROM events").fetchall()
+        owners = con.execute("SELECT DISTINCT profile_id::VARCHAR FROM events").fetchall()
     assert owners == [(profile_id_for("a"),)]
 
 
@@ -130,22 +132,27 @@ def test_erasure_leaves_no_row_behind_and_survives_a_restart(tmp_path: Path) -> 
     fold_into_db(db, [track(30, eid="new", email="ann@example.com")])
     with duckdb.connect(str(db), read_only=True) as con:
         owner = con.execute(
-            "SELECT profile_id FROM identifiers WHERE id_value = 'ann@example.com'"
+            "SELECT profile_id::VARCHAR FROM identifiers WHERE id_value = 'ann@example.com'"
         ).fetchone()
     assert owner == (profile_id_for("new"),)
+
+
+def _fold_batch(store: ProjectionStore, events: list[ProfileEvent]) -> BatchFold:
+    config = store.fold_config(None)
+    fold = BatchFold(config, store.stored_world(events, config))
+    for event in events:
+        fold.fold(event)
+    return fold
 
 
 def test_offsets_and_dead_letters_commit_with_the_rows(tmp_path: Path) -> None:
     db = tmp_path / "p.duckdb"
     with ProjectionStore(db) as store:
-        fold = store.load_fold()
-        fold.apply(track(0, email="a@example.com"))
+        fold = _fold_batch(store, [track(0, email="a@example.com")])
         letter = DeadLetter("profile-events", 2, 7, None, b"k", b"\x00junk", "bad magic byte")
-        store.write_batch(
-            fold, fold.drain_changes(), [TopicOffset("profile-events", 2, 8)], [letter]
-        )
+        store.commit_batch(fold.finish(), [TopicOffset("profile-events", 2, 8)], [letter])
         assert store.offsets("profile-events") == {2: 8}
-        store.write_batch(fold, fold.drain_changes(), [TopicOffset("profile-events", 2, 9)])
+        store.commit_batch(None, [TopicOffset("profile-events", 2, 9)])
         assert store.offsets("profile-events") == {2: 9}
         assert store.counts()["dead_letters"] == 1
 
@@ -153,14 +160,14 @@ def test_offsets_and_dead_letters_commit_with_the_rows(tmp_path: Path) -> None:
 def test_a_failed_batch_leaves_rows_and_offsets_unchanged(tmp_path: Path) -> None:
     db = tmp_path / "p.duckdb"
     with ProjectionStore(db) as store:
-        fold = store.load_fold()
-        fold.apply(track(0, email="a@example.com"))
-        store.write_batch(fold, fold.drain_changes(), [TopicOffset("t", 0, 1)])
-        fold.apply(track(1, email="b@example.com"))
-        changes = fold.drain_changes()
-        changes.applied_event_ids.append(None)  # type: ignore[arg-type]  # violates NOT NULL
-        with pytest.raises(duckdb.Error):
-            store.write_batch(fold, changes, [TopicOffset("t", 0, 2)])
+        store.commit_batch(
+            _fold_batch(store, [track(0, email="a@example.com")]).finish(),
+            [TopicOffset("t", 0, 1)],
+        )
+        changes = _fold_batch(store, [track(1, email="b@example.com")]).finish()
+        changes.applied_ids.append(("e-x", "not a uuid"))  # the fingerprint column refuses it
+        with pytest.raises(BadInput):
+            store.commit_batch(changes, [TopicOffset("t", 0, 2)])
         assert store.offsets("t") == {0: 1}
         assert store.counts()["profiles"] == 1
 

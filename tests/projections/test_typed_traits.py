@@ -15,6 +15,10 @@ from projections.typed_traits import refresh_typed_traits_view
 NOW = dt.datetime(2026, 1, 1)
 
 
+# Profile ids are UUIDs; these stand for three live profiles and one that is gone.
+P1, P2, P3, GONE = (f"00000000-0000-0000-0000-00000000000{n}" for n in range(1, 5))
+
+
 def _profile(con: duckdb.DuckDBPyConnection, profile_id: str) -> None:
     con.execute(
         "INSERT INTO profiles (profile_id, created_at, created_event_id, event_count,"
@@ -51,9 +55,9 @@ def registry(tmp_path: Path) -> AttributeRegistry:
 def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     connection = duckdb.connect(str(tmp_path / "projection.duckdb"))
     connection.execute(resources.files("projections").joinpath("schema.sql").read_text())
-    _profile(connection, "p1")
-    _profile(connection, "p2")
-    _profile(connection, "p3")
+    _profile(connection, P1)
+    _profile(connection, P2)
+    _profile(connection, P3)
     for name, value, value_type in [
         ("first_name", "Ada", "string"),
         ("birthday_day", "31", "long"),
@@ -64,14 +68,14 @@ def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
         ("last_login", "2026-01-02T03:04:05Z", "string"),
         ("last_seen_epoch", "1651676123", "long"),
     ]:
-        _trait(connection, "p1", name, value, value_type)
-    _trait(connection, "p2", "points", "7", "long")
-    _trait(connection, "p2", "ltv", "3", "long")
-    _trait(connection, "p2", "vip", "false", "boolean")
+        _trait(connection, P1, name, value, value_type)
+    _trait(connection, P2, "points", "7", "long")
+    _trait(connection, P2, "ltv", "3", "long")
+    _trait(connection, P2, "vip", "false", "boolean")
     # stored before the attribute was registered as a date: reads as NULL, does not fail
-    _trait(connection, "p3", "signup_date", "sometime", "string")
+    _trait(connection, P3, "signup_date", "sometime", "string")
     # a trait of a profile that is no longer live is not shown
-    _trait(connection, "gone", "points", "1", "long")
+    _trait(connection, GONE, "points", "1", "long")
     return connection
 
 
@@ -85,7 +89,7 @@ def test_columns_carry_the_registered_sql_types(
             " WHERE table_name = 'profile_traits'"
         ).fetchall()
     )
-    assert types["profile_id"] == "VARCHAR"
+    assert types["profile_id"] == "UUID"
     assert types["first_name"] == "VARCHAR"
     assert types["birthday_day"] == "BIGINT"
     assert types["vip"] == "BOOLEAN"
@@ -102,7 +106,7 @@ def test_one_row_per_live_profile_with_typed_values(
     refresh_typed_traits_view(con, registry)
     row = con.execute(
         "SELECT first_name, birthday_day, vip, points, ltv, signup_date, last_login,"
-        " last_seen_epoch, city FROM profile_traits WHERE profile_id = 'p1'"
+        " last_seen_epoch, city FROM profile_traits WHERE profile_id = '" + P1 + "'"
     ).fetchone()
     assert row == (
         "Ada",
@@ -115,8 +119,11 @@ def test_one_row_per_live_profile_with_typed_values(
         1651676123,
         None,
     )
-    ids = [r[0] for r in con.execute("SELECT profile_id FROM profile_traits ORDER BY 1").fetchall()]
-    assert ids == ["p1", "p2", "p3"]
+    ids = [
+        r[0]
+        for r in con.execute("SELECT profile_id::VARCHAR FROM profile_traits ORDER BY 1").fetchall()
+    ]
+    assert ids == [P1, P2, P3]
 
 
 def test_typed_columns_compare_and_aggregate(
@@ -124,8 +131,10 @@ def test_typed_columns_compare_and_aggregate(
 ) -> None:
     refresh_typed_traits_view(con, registry)
     # numeric comparison, not text: '7' > '10...' as text, 7 < 9.2e18 as BIGINT
-    big = con.execute("SELECT profile_id FROM profile_traits WHERE points > 100").fetchall()
-    assert big == [("p1",)]
+    big = con.execute(
+        "SELECT profile_id::VARCHAR FROM profile_traits WHERE points > 100"
+    ).fetchall()
+    assert big == [(P1,)]
     assert con.execute("SELECT sum(ltv) FROM profile_traits").fetchone() == (15.5,)
     assert con.execute("SELECT count(*) FROM profile_traits WHERE vip").fetchone() == (1,)
     assert con.execute(
@@ -137,7 +146,9 @@ def test_a_mistyped_old_value_reads_as_null(
     con: duckdb.DuckDBPyConnection, registry: AttributeRegistry
 ) -> None:
     refresh_typed_traits_view(con, registry)
-    row = con.execute("SELECT signup_date FROM profile_traits WHERE profile_id = 'p3'").fetchone()
+    row = con.execute(
+        "SELECT signup_date FROM profile_traits WHERE profile_id = '" + P3 + "'"
+    ).fetchone()
     assert row == (None,)
 
 
@@ -145,13 +156,13 @@ def test_refresh_picks_up_a_newly_registered_attribute(
     con: duckdb.DuckDBPyConnection, registry: AttributeRegistry
 ) -> None:
     refresh_typed_traits_view(con, registry)
-    _trait(con, "p2", "shoe_size", "44", "long")
+    _trait(con, P2, "shoe_size", "44", "long")
     with pytest.raises(duckdb.BinderException):
         con.execute("SELECT shoe_size FROM profile_traits").fetchall()
     registry.add("shoe_size", "long")
     refresh_typed_traits_view(con, registry)
     assert con.execute(
-        "SELECT shoe_size FROM profile_traits WHERE profile_id = 'p2'"
+        "SELECT shoe_size FROM profile_traits WHERE profile_id = '" + P2 + "'"
     ).fetchone() == (44,)
 
 

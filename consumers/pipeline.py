@@ -1,0 +1,251 @@
+"""The one pipeline loop: a source of records -> batches -> fold -> one commit per batch.
+
+Every way of folding (``consume`` from Kafka, ``rebuild`` from Kafka or a file, the tests'
+in-memory lists, the benchmarks) runs this loop; only the source differs (consumers/sources.py).
+A batch is cut by size, or by time in follow mode (at most ``max_wait_s`` after its first
+record, so a quiet topic's events reach the tables within about a second). Each batch:
+
+1. pages in what it can reach from the projection (profile_engine.batch_fold.StoredWorld);
+2. folds its events in the log's order; an event that raises is a dead letter, and the
+   batch goes on as if it never came;
+3. commits rows, dead letters and the source's offsets in ONE transaction (dead letters reach
+   the dead-letter sink first: at-least-once there, exactly-once in the table).
+
+A commit that DuckDB refuses for its data (a value it cannot store) is retried in halves until
+the one record at fault is found and dead-lettered, so no input can stop the fold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+import orjson
+
+from profile_engine.batch_fold import REUSED_ID_REASON, BatchFold, Outcome
+from profile_engine.contract import event_to_json
+from profile_engine.errors import BadInput
+from profile_engine.events import ProfileEvent
+from profile_engine.fold import FoldConfig
+from projections.store import DeadLetter, ProjectionStore, TopicOffset
+
+DEFAULT_BATCH_SIZE = 100_000
+DEFAULT_MAX_WAIT_S = 1.0
+
+
+class Record(NamedTuple):
+    """One message or line, in the source's deterministic order.
+
+    ``event`` is the decoded event; ``letter`` says why there is none. A record with neither
+    only moves a position forward (e.g. a transaction marker on Kafka).
+    """
+
+    partition: int | None  # Kafka position, or None for a file
+    offset: int | None
+    line: int | None  # line (or archive record) number in a file
+    event: ProfileEvent | None
+    letter: DeadLetter | None
+
+
+class Source(Protocol):
+    """Where records come from. ``chunks`` yields lists of records, and ``None`` whenever it
+    is caught up with the log (follow mode); it ends when there is nothing more to read."""
+
+    name: str
+
+    def chunks(self) -> Iterator[list[Record] | None]: ...
+
+    def lag(self, next_offsets: dict[int, int]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+DeadLetterSink = Callable[[Sequence[DeadLetter]], None]
+ProgressCallback = Callable[["FoldStats"], None]
+
+
+@dataclass
+class FoldStats:
+    consumed: int = 0
+    folded: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    lag: int = 0
+    last_batch_size: int = 0
+    last_batch_at: float | None = None  # time.time() of the last commit
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def as_dict(self) -> dict[str, float | int]:
+        secs = self.seconds
+        return {
+            "consumed": self.consumed,
+            "folded": self.folded,
+            "duplicates": self.duplicates,
+            "dead_lettered": self.dead_lettered,
+            "batches": self.batches,
+            "lag": self.lag,
+            "seconds": round(secs, 3),
+            "events_per_s": round(self.consumed / secs, 1) if secs > 0 else 0.0,
+        }
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_wait_s: float | None = DEFAULT_MAX_WAIT_S  # None: cut batches by size only
+    dead_letter_sink: DeadLetterSink | None = None
+    progress: ProgressCallback | None = None
+    should_stop: Callable[[], bool] = lambda: False
+    after_commit: Callable[[list[TopicOffset]], None] | None = None
+
+
+class Pipeline:
+    """Folds one source into one projection store, batch by batch."""
+
+    def __init__(
+        self, store: ProjectionStore, config: FoldConfig, options: PipelineOptions | None = None
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.options = options or PipelineOptions()
+        self.stats = FoldStats()
+        self._next_offsets: dict[int, int] = {}
+
+    def run(self, source: Source) -> FoldStats:
+        options = self.options
+        pending: list[Record] = []
+        first_at = 0.0
+        try:
+            for chunk in source.chunks():
+                if chunk:
+                    if not pending:
+                        first_at = time.monotonic()
+                    pending.extend(chunk)
+                due = bool(pending) and (
+                    len(pending) >= options.batch_size
+                    or (
+                        options.max_wait_s is not None
+                        and time.monotonic() - first_at >= options.max_wait_s
+                    )
+                )
+                if due:
+                    self._flush(source, pending)
+                    pending = []
+                if chunk is None or due:
+                    if chunk is None and not pending:
+                        self.stats.lag = 0
+                    if options.progress:
+                        options.progress(self.stats)
+                    if options.should_stop():
+                        break
+            if pending:
+                self._flush(source, pending)
+        finally:
+            source.close()
+        self.stats.lag = source.lag(self._next_offsets)
+        return self.stats
+
+    # -- one batch ------------------------------------------------------------------------
+
+    def _flush(self, source: Source, records: list[Record]) -> None:
+        try:
+            self._fold_and_commit(source, records)
+        except BadInput:
+            if len(records) == 1:
+                self._commit_as_dead_letter(source, records[0])
+                return
+            # A value the database refuses: find the record at fault by halves.
+            middle = len(records) // 2
+            self._flush(source, records[:middle])
+            self._flush(source, records[middle:])
+            return
+        self.stats.lag = source.lag(self._next_offsets)
+
+    def _fold_and_commit(self, source: Source, records: list[Record]) -> None:
+        events = [r.event for r in records if r.event is not None]
+        fold = BatchFold(self.config, self.store.stored_world(events, self.config))
+        letters: list[DeadLetter] = []
+        folded = duplicates = 0
+        for record in records:
+            if record.event is None:
+                if record.letter is not None:
+                    letters.append(record.letter)
+                continue
+            try:
+                outcome = fold.fold(record.event)
+            except Exception as error:  # any event that breaks the fold is a dead letter
+                letters.append(_letter(source, record, f"cannot fold: {_describe(error)}"))
+                continue
+            if outcome is Outcome.APPLIED:
+                folded += 1
+            elif outcome is Outcome.DUPLICATE:
+                duplicates += 1
+            else:
+                letters.append(_letter(source, record, REUSED_ID_REASON))
+        offsets = self._offsets_after(source, records)
+        if letters and self.options.dead_letter_sink is not None:
+            self.options.dead_letter_sink(letters)
+        self.store.commit_batch(fold.finish(), offsets, letters)
+        self._count(records, folded, duplicates, len(letters), offsets)
+
+    def _commit_as_dead_letter(self, source: Source, record: Record) -> None:
+        reason = "the projection database refused the event's values"
+        letter = record.letter or _letter(source, record, reason)
+        offsets = self._offsets_after(source, [record])
+        if self.options.dead_letter_sink is not None:
+            self.options.dead_letter_sink([letter])
+        self.store.commit_batch(None, offsets, [letter])
+        self._count([record], 0, 0, 1, offsets)
+
+    def _offsets_after(self, source: Source, records: list[Record]) -> list[TopicOffset]:
+        moved = dict(self._next_offsets)
+        for record in records:
+            partition, offset = record.partition, record.offset
+            if partition is not None and offset is not None and offset >= moved.get(partition, 0):
+                moved[partition] = offset + 1
+        return [TopicOffset(source.name, p, o) for p, o in sorted(moved.items())]
+
+    def _count(
+        self,
+        records: list[Record],
+        folded: int,
+        duplicates: int,
+        dead: int,
+        offsets: list[TopicOffset],
+    ) -> None:
+        stats = self.stats
+        stats.consumed += sum(1 for r in records if r.event is not None or r.letter is not None)
+        stats.folded += folded
+        stats.duplicates += duplicates
+        stats.dead_lettered += dead
+        stats.batches += 1
+        stats.last_batch_size = len(records)
+        stats.last_batch_at = time.time()
+        self._next_offsets = {o.partition: o.next_offset for o in offsets}
+        if self.options.after_commit is not None and offsets:
+            self.options.after_commit(offsets)
+
+    def start_offsets(self, offsets: dict[int, int]) -> None:
+        """Where the source starts, so a batch's offsets cover partitions it did not touch."""
+        self._next_offsets = dict(offsets)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _letter(source: Source, record: Record, reason: str) -> DeadLetter:
+    """A dead letter for a decoded event the fold refused: its producer-format JSON is kept
+    (the original bytes stay in the log at the recorded position)."""
+    raw = None
+    if record.event is not None:
+        raw = orjson.dumps(event_to_json(record.event), default=str)
+    return DeadLetter(source.name, record.partition, record.offset, record.line, None, raw, reason)

@@ -1,0 +1,458 @@
+"""The production fold of one batch: what is sequential, in Python, on a bounded working set.
+
+``profile_engine.fold`` is the executable specification: it folds one event at a time over
+the whole state in memory. This module computes the same result for one batch of events
+while holding only what the batch touches, so memory is bounded by the batch, not by the
+number of profiles:
+
+- before the batch, the store pages in the *stored world* the batch needs: the owner of
+  every identifier the batch carries, and for each owner its creation key and its values of
+  the identifier types that have a per-profile limit (see ``StoredWorld``);
+- ``BatchFold.apply`` then runs identity resolution event by event in the log's order (the
+  only inherently sequential work: merges, limit conflicts, erasures), and records for each
+  applied event only *what it says*: the profile it landed on, and small per-identifier
+  aggregates (first/last seen, bounces, consent and CCPA candidates) in ``IdentifierDelta``;
+- ``BatchFold.finish`` resolves every profile id to its final survivor (or erasure) and
+  returns ``BatchChanges``, which the store turns into set-based SQL: last-writer-wins traits,
+  orders and subscriptions, merges of stored rows, profile aggregates and the timeline are
+  computed by DuckDB over the whole batch at once.
+
+Every rule has the specification's meaning; property tests fold random logs through both and
+compare every projection table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+import orjson
+
+from profile_engine.events import (
+    CHANNEL_ID_TYPE,
+    Bounce,
+    Ccpa,
+    Consent,
+    Identifier,
+    ProfileEvent,
+    Subscription,
+    Track,
+)
+from profile_engine.fold import SEEN_EVENT_TYPES, FoldConfig, profile_id_for
+from profile_engine.keys import content_fingerprint
+from profile_engine.state import OrderKey
+
+IdKey = tuple[str, str]  # (id_type, normalised value)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredProfile:
+    """What identity resolution needs of a stored live profile."""
+
+    created_key: OrderKey
+    # Values of the identifier types that have a per-profile limit (usually customer_id).
+    limited: Mapping[str, frozenset[str]]
+
+
+@dataclass
+class StoredWorld:
+    """The part of the stored state a batch can reach, paged in before it is folded."""
+
+    owners: dict[IdKey, str] = field(default_factory=dict)  # identifier -> live profile
+    profiles: dict[str, StoredProfile] = field(default_factory=dict)  # those owners
+    # event_id -> fingerprint of events already applied (only the batch's ids are asked for)
+    applied: dict[str, str] = field(default_factory=dict)
+
+
+class IdentifierDelta:
+    """One identifier's aggregates over this batch (one incarnation: an erasure restarts it).
+
+    ``fresh`` means the stored row (if any) no longer applies: the identifier was erased in
+    this batch and created again, or did not exist before.
+    """
+
+    __slots__ = (
+        "ccpa",
+        "ccpa_key",
+        "complaints",
+        "explicit_consent",
+        "explicit_key",
+        "first_seen",
+        "fresh",
+        "hard_bounces",
+        "id_type",
+        "last_seen_key",
+        "soft_bounce_times",
+        "unknown_key",
+        "valid",
+        "value",
+    )
+
+    def __init__(self, ident: Identifier, fresh: bool) -> None:
+        self.id_type = ident.id_type
+        self.value = ident.value
+        self.valid = ident.valid
+        self.fresh = fresh
+        self.first_seen: int | None = None
+        self.last_seen_key: OrderKey | None = None
+        self.hard_bounces = 0
+        self.complaints = 0
+        # Every soft bounce of the batch; the store keeps those after the final last seen.
+        self.soft_bounce_times: list[int] = []
+        self.explicit_consent: str | None = None
+        self.explicit_key: OrderKey | None = None
+        self.unknown_key: OrderKey | None = None
+        self.ccpa: str | None = None
+        self.ccpa_key: OrderKey | None = None
+
+    def seen(self, key: OrderKey) -> None:
+        if self.first_seen is None or key[0] < self.first_seen:
+            self.first_seen = key[0]
+        if self.last_seen_key is None or key > self.last_seen_key:
+            self.last_seen_key = key
+
+    def set_consent(self, status: str, key: OrderKey) -> None:
+        if status == "unknown":
+            if self.unknown_key is None or key > self.unknown_key:
+                self.unknown_key = key
+        elif self.explicit_key is None or key > self.explicit_key:
+            self.explicit_consent, self.explicit_key = status, key
+
+    def bounce(self, bounce_type: str, timestamp: int) -> None:
+        if bounce_type == "hard":
+            self.hard_bounces += 1
+        elif bounce_type == "complaint":
+            self.complaints += 1
+        else:
+            self.soft_bounce_times.append(timestamp)
+
+    def set_ccpa(self, request: str, key: OrderKey) -> None:
+        if self.ccpa_key is None or key > self.ccpa_key:
+            self.ccpa, self.ccpa_key = request, key
+
+
+class Merge(NamedTuple):
+    merged_profile_id: str
+    timestamp_us: int
+    event_id: str
+
+
+class Conflict(NamedTuple):
+    event_id: str
+    timestamp_us: int
+    dropped: Identifier
+    owner_profile_id: str | None
+    event_profile_id: str
+    rule: str
+
+
+class Applied(NamedTuple):
+    """An applied event and the profile it landed on (before later merges in the batch)."""
+
+    event: ProfileEvent
+    profile_id: str
+    in_timeline: bool  # False for the delete that erased its own profile
+    payload: str  # its timeline payload (see timeline_payload)
+    order: tuple[str, float] | None  # the order a purchase sets
+
+
+class Outcome(StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    REUSED_ID = "reused_id"
+
+
+REUSED_ID_REASON = "event_id reused with different content"
+
+
+@dataclass
+class BatchChanges:
+    """Everything a batch changed, with every profile id resolved to its final live profile."""
+
+    applied: list[Applied]
+    final_profile: dict[str, str | None]  # every profile id the batch met -> live id or None
+    merges: list[tuple[str, str, int, str]]  # (merged id, final survivor, time, event_id)
+    erased: set[str]  # profile ids (roots and batch merges into them) erased in the batch
+    erased_roots: set[str]
+    created: dict[str, OrderKey]  # profiles created in the batch that are still live
+    identifiers: dict[IdKey, tuple[str, IdentifierDelta]]  # live identifier -> (profile, delta)
+    conflicts: list[Conflict]
+    applied_ids: list[tuple[str, str]]  # (event_id, fingerprint) of every applied event
+
+    @property
+    def touched_profiles(self) -> set[str]:
+        """Final live profiles whose rows the batch changes."""
+        touched = {pid for pid in self.final_profile.values() if pid is not None}
+        touched.update(pid for pid, _ in self.identifiers.values())
+        return touched
+
+
+class BatchFold:
+    """Identity resolution and per-identifier aggregates for one batch, in log order."""
+
+    def __init__(self, config: FoldConfig, world: StoredWorld) -> None:
+        self._limits = dict(config.id_limits)
+        self._owner: dict[IdKey, str] = dict(world.owners)
+        self._parent: dict[str, str] = {}
+        self._created: dict[str, OrderKey] = {}
+        self._limited: dict[str, dict[str, set[str]]] = {}
+        for pid, stored in world.profiles.items():
+            self._created[pid] = stored.created_key
+            self._limited[pid] = {t: set(v) for t, v in stored.limited.items()}
+        # Keys of the working set per profile, so an erasure can drop them.
+        self._members: dict[str, list[IdKey]] = {}
+        for key, pid in world.owners.items():
+            self._members.setdefault(pid, []).append(key)
+        self._stored_applied = world.applied
+        self._batch_applied: dict[str, str] = {}
+        self._deltas: dict[IdKey, IdentifierDelta] = {}
+        self._reset: set[IdKey] = set()  # erased in this batch: the stored row is gone
+        self._new_profiles: dict[str, OrderKey] = {}
+        self._erased_roots: set[str] = set()
+        self._applied: list[Applied] = []
+        self._merges: list[tuple[str, Merge]] = []
+        self._conflicts: list[Conflict] = []
+        self._applied_ids: list[tuple[str, str]] = []
+        self._met: set[str] = set()
+
+    # -- the fold ---------------------------------------------------------------------------
+
+    def fold(self, event: ProfileEvent) -> Outcome:
+        """Fold one event. Everything that can fail is computed before any state changes, so
+        an exception leaves the batch as if the event never came (the caller dead-letters it).
+
+        A redelivered event (same event_id, same content) is a duplicate; the same event_id
+        with other content is refused (``REUSED_ID``), so a collision is visible.
+        """
+        fingerprint = content_fingerprint(event)
+        known = self._batch_applied.get(event.event_id)
+        if known is None:
+            known = self._stored_applied.get(event.event_id)
+        if known is not None:
+            return Outcome.DUPLICATE if known == fingerprint else Outcome.REUSED_ID
+        key: OrderKey = (event.timestamp_us, event.event_id)
+        payload = timeline_payload(event)
+        order = order_of(event) if isinstance(event, Track) else None
+        plan = self._plan(event, key)
+        self._commit(event, key, plan, fingerprint, payload, order)
+        return Outcome.APPLIED
+
+    def _find(self, pid: str) -> str:
+        parent = self._parent
+        root = pid
+        while root in parent:
+            root = parent[root]
+        while pid != root:  # path compression
+            parent[pid], pid = root, parent[pid]
+        return root
+
+    def _owner_of(self, key: IdKey) -> str | None:
+        pid = self._owner.get(key)
+        return None if pid is None else self._find(pid)
+
+    def _plan(self, event: ProfileEvent, key: OrderKey) -> _Plan:
+        idents = event.identifiers
+        first = self._owner_of(idents[0].key) if idents else None
+        if first is not None:
+            for ident in idents[1:]:
+                if self._owner_of(ident.key) != first:
+                    break
+            else:
+                return _Plan(first, None, [], list(idents), [])
+        candidates = list(dict.fromkeys(idents))  # priority order, deduplicated
+        dropped: list[tuple[Identifier, str]] = []
+        while True:
+            owners = self._owners(candidates)
+            broken = self._broken_limit(candidates, owners)
+            if broken is None:
+                break
+            dropped.append((candidates.pop(), broken))
+        if owners:
+            survivor = min(owners, key=self._created.__getitem__)
+            merged = [o for o in owners if o != survivor]
+            return _Plan(survivor, None, merged, candidates, dropped)
+        return _Plan(profile_id_for(event.event_id), key, [], candidates, dropped)
+
+    def _owners(self, candidates: list[Identifier]) -> list[str]:
+        owners: dict[str, None] = {}
+        for ident in candidates:
+            owner = self._owner_of(ident.key)
+            if owner is not None:
+                owners[owner] = None
+        return list(owners)
+
+    def _broken_limit(self, candidates: list[Identifier], owners: list[str]) -> str | None:
+        for id_type, limit in self._limits.items():
+            values = {i.value for i in candidates if i.id_type == id_type}
+            for owner in owners:
+                values.update(self._limited.get(owner, {}).get(id_type, ()))
+            if len(values) > limit:
+                return f"at most {limit} {id_type} per profile"
+        return None
+
+    def _commit(
+        self,
+        event: ProfileEvent,
+        key: OrderKey,
+        plan: _Plan,
+        fingerprint: str,
+        payload: str,
+        order: tuple[str, float] | None,
+    ) -> None:
+        target = plan.target
+        if plan.created is not None:
+            self._created[target] = plan.created
+            self._new_profiles[target] = plan.created
+        for other in plan.merged:
+            self._merge(target, other, event)
+        for ident in plan.attached:
+            self._attach(ident, target)
+        for ident, rule in plan.dropped:
+            owner = self._owner_of(ident.key)
+            self._conflicts.append(Conflict(event.event_id, key[0], ident, owner, target, rule))
+        self._batch_applied[event.event_id] = fingerprint
+        self._applied_ids.append((event.event_id, fingerprint))
+        self._met.add(target)
+        if event.type in SEEN_EVENT_TYPES:
+            for ident in plan.attached:
+                self._delta(ident.key).seen(key)
+        erased = self._apply_payload(event, key, target)
+        self._applied.append(Applied(event, target, not erased, payload, order))
+
+    def _attach(self, ident: Identifier, target: str) -> None:
+        ikey = ident.key
+        if ikey in self._owner and self._owner_of(ikey) is not None:
+            return
+        self._owner[ikey] = target
+        self._members.setdefault(target, []).append(ikey)
+        self._deltas[ikey] = IdentifierDelta(ident, fresh=True)
+        if ident.id_type in self._limits:
+            self._limited.setdefault(target, {}).setdefault(ident.id_type, set()).add(ident.value)
+
+    def _delta(self, ikey: IdKey) -> IdentifierDelta:
+        delta = self._deltas.get(ikey)
+        if delta is None:  # a stored identifier, first met in this batch
+            delta = self._deltas[ikey] = IdentifierDelta(Identifier(*ikey), fresh=False)
+        return delta
+
+    def _merge(self, survivor: str, other: str, event: ProfileEvent) -> None:
+        self._parent[other] = survivor
+        self._members.setdefault(survivor, []).extend(self._members.pop(other, []))
+        moved = self._limited.pop(other, {})
+        mine = self._limited.setdefault(survivor, {})
+        for id_type, values in moved.items():
+            mine.setdefault(id_type, set()).update(values)
+        self._merges.append((other, Merge(other, event.timestamp_us, event.event_id)))
+        self._met.add(other)
+
+    def _apply_payload(self, event: ProfileEvent, key: OrderKey, target: str) -> bool:
+        """Per-identifier effects; True when the event erased its profile."""
+        if isinstance(event, Consent):
+            ident = event.identifier(CHANNEL_ID_TYPE[event.channel])
+            if ident is not None and self._owner_of(ident.key) is not None:
+                self._delta(ident.key).set_consent(event.status, key)
+        elif isinstance(event, Bounce):
+            ident = event.identifier(CHANNEL_ID_TYPE[event.channel])
+            if ident is not None and self._owner_of(ident.key) is not None:
+                self._delta(ident.key).bounce(event.bounce_type, key[0])
+        elif isinstance(event, Ccpa):
+            if event.request == "delete":
+                self._erase(target)
+                return True
+            for ident in event.identifiers:
+                if self._owner_of(ident.key) == target:
+                    self._delta(ident.key).set_ccpa(event.request, key)
+        return False
+
+    def _erase(self, root: str) -> None:
+        self._erased_roots.add(root)
+        for ikey in self._members.pop(root, []):
+            if self._owner_of(ikey) == root:
+                del self._owner[ikey]
+                self._deltas.pop(ikey, None)
+                self._reset.add(ikey)
+        self._limited.pop(root, None)
+
+    # -- the result -------------------------------------------------------------------------
+
+    def finish(self) -> BatchChanges:
+        final: dict[str, str | None] = {}
+        erased: set[str] = set()
+        for pid in self._met | set(self._parent):
+            root = self._find(pid)
+            if root in self._erased_roots:
+                final[pid] = None
+                erased.add(pid)
+            else:
+                final[pid] = root
+        identifiers: dict[IdKey, tuple[str, IdentifierDelta]] = {}
+        for ikey, delta in self._deltas.items():
+            owner = self._owner_of(ikey)
+            if owner is None:
+                continue
+            if ikey in self._reset:
+                delta.fresh = True
+            identifiers[ikey] = (owner, delta)
+        merges = [
+            (m.merged_profile_id, survivor, m.timestamp_us, m.event_id)
+            for merged, m in self._merges
+            if (survivor := final.get(merged)) is not None
+        ]
+        created = {pid: k for pid, k in self._new_profiles.items() if final.get(pid) == pid}
+        return BatchChanges(
+            applied=self._applied,
+            final_profile=final,
+            merges=merges,
+            erased=erased,
+            erased_roots=set(self._erased_roots),
+            created=created,
+            identifiers=identifiers,
+            conflicts=self._conflicts,
+            applied_ids=self._applied_ids,
+        )
+
+
+class _Plan(NamedTuple):
+    target: str
+    created: OrderKey | None  # the new profile's creation key, when the event creates one
+    merged: list[str]  # owners merged into the target
+    attached: list[Identifier]
+    dropped: list[tuple[Identifier, str]]
+
+
+def order_of(event: Track) -> tuple[str, float] | None:
+    """The (order_id, revenue) a purchase sets, or None (the specification's condition)."""
+    if event.event != "purchase":
+        return None
+    props = event.properties
+    order_id, revenue = props.get("order_id"), props.get("revenue")
+    if order_id is not None and isinstance(revenue, int | float):
+        return str(order_id), float(revenue)
+    return None
+
+
+def subscription_identifier(event: Subscription) -> str | None:
+    ident = event.identifier(CHANNEL_ID_TYPE[event.channel])
+    return ident.value if ident else None
+
+
+def timeline_payload(event: ProfileEvent) -> str:
+    """The event's own fields plus its identifiers, as compact JSON (the timeline's payload)."""
+    payload = event.payload()
+    payload["identifiers"] = {i.id_type: i.value for i in event.identifiers}
+    # Decoded at once: orjson's bytes keep an oversized buffer, and holding a batch of them
+    # alive until a column is built costs more than the encoding itself.
+    return orjson.dumps(payload, default=str).decode()
+
+
+def trait_text(value: Any) -> tuple[str, str]:
+    """A trait's stored text and its JSON type (string|long|double|boolean)."""
+    if isinstance(value, bool):
+        return ("true" if value else "false"), "boolean"
+    if isinstance(value, int):
+        return str(value), "long"
+    if isinstance(value, float):
+        return repr(value), "double"
+    return str(value), "string"
