@@ -211,12 +211,11 @@ def test_re_importing_a_file_sends_the_same_event_ids(
 def test_imported_rows_land_typed_in_the_projection(
     attrs: Path, tmp_path: Path, kafka_bootstrap: str, fresh_topic: str, db_path: Path
 ) -> None:
-    from tests.support.folding import fold_into_db
-
     import duckdb
 
     from profile_engine.attributes import AttributeRegistry
     from projections.typed_traits import refresh_typed_traits_view
+    from tests.support.folding import fold_into_db
 
     data = write_csv(tmp_path / "mixed.csv", MIXED)
     args = import_args(data, attrs, kafka_bootstrap, fresh_topic, "--timestamp", TS)

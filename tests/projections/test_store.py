@@ -7,17 +7,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from profile_engine.events import ProfileEvent
-from profile_engine.fold import FoldConfig, profile_id_for
 from profile_engine.batch_fold import BatchFold
 from profile_engine.errors import BadInput
+from profile_engine.events import ProfileEvent
+from profile_engine.fold import FoldConfig, profile_id_for
 from projections.store import (
     DeadLetter,
     ProjectionConfigError,
     ProjectionStore,
     TopicOffset,
 )
-from tests.support.folding import fold_into_db
 from tests.profile_engine.builders import (
     bounce,
     ccpa,
@@ -28,6 +27,7 @@ from tests.profile_engine.builders import (
     track,
 )
 from tests.snapshots import dump
+from tests.support.folding import fold_into_db
 
 
 def sample_log() -> list[ProfileEvent]:
