@@ -162,3 +162,69 @@ def test_view_survives_reopening_the_file(
     con.close()
     again = duckdb.connect(str(tmp_path / "projection.duckdb"), read_only=True)
     assert again.execute("SELECT count(*) FROM profile_traits").fetchone() == (3,)
+
+
+def _trait_at(
+    con: duckdb.DuckDBPyConnection, profile_id: str, name: str, value: str, at: dt.datetime
+) -> None:
+    con.execute(
+        "INSERT INTO traits VALUES (?, ?, ?, 'double', ?, 'e')", [profile_id, name, value, at]
+    )
+
+
+SEED_ATTRIBUTES = {
+    "booleanField": "boolean",
+    "longField": "long",
+    "LTV": "double",
+    "most_viewed_category": "string",
+}
+
+
+@pytest.fixture
+def seed_registry(tmp_path: Path) -> AttributeRegistry:
+    registry = AttributeRegistry.load(tmp_path / "seed.json")
+    for name, type_name in SEED_ATTRIBUTES.items():
+        registry.add(name, type_name)
+    return registry
+
+
+def test_seed_names_keep_their_case_and_their_types(
+    con: duckdb.DuckDBPyConnection, seed_registry: AttributeRegistry
+) -> None:
+    _profile(con, "q1")
+    _profile(con, "q2")
+    _trait(con, "q1", "LTV", "99.5", "double")
+    _trait(con, "q1", "booleanField", "true", "boolean")
+    _trait(con, "q2", "longField", "7", "long")
+    refresh_typed_traits_view(con, seed_registry)
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = 'profile_traits'"
+        ).fetchall()
+    )
+    assert (types["LTV"], types["booleanField"], types["longField"]) == (
+        "DOUBLE", "BOOLEAN", "BIGINT"
+    )  # fmt: skip
+    assert con.execute(
+        'SELECT "LTV", booleanfield, LONGFIELD FROM profile_traits'
+        " WHERE profile_id IN ('q1', 'q2') ORDER BY profile_id"
+    ).fetchall() == [(99.5, True, None), (None, None, 7)]
+    assert con.execute("SELECT profile_id FROM profile_traits WHERE ltv > 50").fetchall() == [
+        ("q1",)
+    ]
+
+
+def test_a_trait_stored_in_another_case_reads_in_its_column_and_the_later_value_wins(
+    con: duckdb.DuckDBPyConnection, seed_registry: AttributeRegistry
+) -> None:
+    _profile(con, "q1")
+    _profile(con, "q2")
+    _trait_at(con, "q1", "ltv", "1.5", NOW)  # e.g. from a CSV header written `ltv`
+    _trait_at(con, "q2", "LTV", "2.5", NOW)
+    _trait_at(con, "q2", "ltv", "3.5", NOW + dt.timedelta(seconds=1))
+    refresh_typed_traits_view(con, seed_registry)
+    rows = con.execute(
+        "SELECT profile_id, LTV FROM profile_traits WHERE profile_id LIKE 'q%' ORDER BY 1"
+    ).fetchall()
+    assert rows == [("q1", 1.5), ("q2", 3.5)]
