@@ -379,7 +379,7 @@ def export_profiles(
             else:
                 written = _write_json_lines(reader, partial)
         os.replace(partial, target)
-    except duckdb.Error as error:
+    except (duckdb.Error, pa.ArrowException) as error:
         raise QueryError(f"export failed: {first_line(error)}") from None
     except OSError as error:
         raise QueryError(f"cannot write {out_path}: {error.strerror or error}") from None
