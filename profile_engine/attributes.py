@@ -44,7 +44,10 @@ SQL_TYPES: dict[str, str] = {
     "epoch": "BIGINT",
 }
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
+# Letters, digits and underscores, starting with a letter (booleanField, LTV, vip_level): the
+# case is kept as registered, and names match case-insensitively everywhere (a CSV header
+# `ltv`, a trait "Ltv" and the SQL column LTV all mean the attribute LTV), as SQL identifiers do.
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}\Z")
 # Identifiers are never traits, and profile_id is the key column of the typed view.
 RESERVED_NAMES = frozenset({*ID_PRIORITY, "profile_id"})
 
@@ -243,12 +246,18 @@ class Attribute:
 def check_name(name: str) -> str:
     if not NAME_PATTERN.match(name):
         raise ValueError(
-            f"attribute name {name!r} must match ^[a-z][a-z0-9_]{{0,63}}$ "
-            "(lower case letters, digits, underscores; starts with a letter)"
+            f"attribute name {name!r} must match ^[A-Za-z][A-Za-z0-9_]{{0,63}}$ "
+            "(letters, digits, underscores; starts with a letter)"
         )
-    if name in RESERVED_NAMES:
+    if name_key(name) in RESERVED_NAMES:
         raise ValueError(f"{name!r} is reserved: identifiers and profile_id are never traits")
     return name
+
+
+def name_key(name: str) -> str:
+    """The case-insensitive key of an attribute name (ASCII only: names are ASCII, and a
+    non-ASCII name such as the Kelvin sign must not lower-case into a registered one)."""
+    return name.lower() if name.isascii() else name
 
 
 def check_type(type_name: str) -> str:
@@ -286,8 +295,18 @@ class AttributeRegistry:
         self.path = path
         self.version = version
         self._standard = _standard_attributes()
-        self._custom: dict[str, Attribute] = dict(custom or {})
-        self._json_cache: dict[str, Callable[[object], TraitScalar]] = {}
+        # Keyed by name_key; each Attribute keeps the name as registered.
+        self._custom: dict[str, Attribute] = {}
+        for attribute in (custom or {}).values():
+            key = name_key(attribute.name)
+            if key in self._custom:
+                raise ValueError(
+                    f"{path}: {attribute.name!r} and {self._custom[key].name!r} name the same "
+                    "attribute (names match case-insensitively)"
+                )
+            self._custom[key] = attribute
+        # name as given -> (name as registered, its JSON check)
+        self._json_cache: dict[str, tuple[str, Callable[[object], TraitScalar]]] = {}
 
     # -- loading and saving ---------------------------------------------------------------
 
@@ -309,7 +328,7 @@ class AttributeRegistry:
             raise ValueError(f"{registry_path}: not a valid attribute registry ({error})") from None
         registry = cls(registry_path, custom, version)
         for name in custom:
-            if name in registry._standard:
+            if name_key(name) in registry._standard:
                 raise ValueError(f"{registry_path}: {name!r} redefines a standard attribute")
         return registry
 
@@ -318,7 +337,7 @@ class AttributeRegistry:
         document = {
             "version": self.version,
             "attributes": {
-                name: {"type": attr.type} for name, attr in sorted(self._custom.items())
+                attr.name: {"type": attr.type} for _, attr in sorted(self._custom.items())
             },
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -329,11 +348,14 @@ class AttributeRegistry:
     # -- lookups --------------------------------------------------------------------------
 
     def get(self, name: str) -> Attribute | None:
-        return self._standard.get(name) or self._custom.get(name)
+        """The attribute ``name`` names, in any case (its ``name`` is the registered one)."""
+        key = name_key(name)
+        return self._standard.get(key) or self._custom.get(key)
 
     def names(self) -> list[str]:
-        """Standard attributes first (in their defined order), then custom ones by name."""
-        return [*self._standard, *sorted(self._custom)]
+        """Standard attributes first (in their defined order), then custom ones by name
+        (case-insensitively), each as registered."""
+        return [*self._standard, *(self._custom[key].name for key in sorted(self._custom))]
 
     def attributes(self) -> list[Attribute]:
         return [attr for name in self.names() if (attr := self.get(name)) is not None]
@@ -352,13 +374,14 @@ class AttributeRegistry:
             if existing.kind == "standard":
                 raise ValueError(f"{name!r} is a standard attribute ({existing.rule()})")
             if existing.type != type_name:
+                spelled = "" if existing.name == name else f" (as {existing.name!r})"
                 raise ValueError(
-                    f"{name!r} is already registered as {existing.type}; "
+                    f"{name!r} is already registered as {existing.type}{spelled}; "
                     "a type change would make stored values ill-typed"
                 )
             return existing
         attribute = Attribute(name, type_name, "custom")
-        self._custom[name] = attribute
+        self._custom[name_key(name)] = attribute
         self.version += 1
         self._json_cache.clear()
         return attribute
@@ -389,29 +412,34 @@ class AttributeRegistry:
         """One CSV cell -> its typed value, or ValueError naming the rule."""
         return self.text_parser(name)(text)
 
-    def _json_check(self, name: str) -> Callable[[object], TraitScalar]:
-        check = self._json_cache.get(name)
-        if check is None:
+    def _json_check(self, name: str) -> tuple[str, Callable[[object], TraitScalar]]:
+        cached = self._json_cache.get(name)
+        if cached is None:
             attribute = self._require(name)
             base = JSON_CHECKS[attribute.type]
 
             def check_value(value: object) -> TraitScalar:
                 return attribute.check_range(base(value))
 
-            check = check_value
-            self._json_cache[name] = check
-        return check
+            cached = (attribute.name, check_value)
+            self._json_cache[name] = cached
+        return cached
 
     def validate_traits(self, traits: Mapping[str, TraitScalar]) -> dict[str, TraitScalar]:
-        """Identify traits -> their canonical JSON form; ContractError on the first bad one.
+        """Identify traits -> their canonical form (names as registered, values in their
+        canonical JSON form); ContractError on the first bad one.
 
         None is always allowed (it unsets the trait).
         """
         result: dict[str, TraitScalar] = {}
+        given: dict[str, str] = {}
         for name, value in traits.items():
             try:
-                check = self._json_check(name)
-                result[name] = None if value is None else check(value)
+                canonical, check = self._json_check(name)
+                if canonical in given:
+                    raise ValueError(f"names the same attribute as traits.{given[canonical]}")
+                given[canonical] = name
+                result[canonical] = None if value is None else check(value)
             except ValueError as error:
                 raise ContractError(f"traits.{name}: {error}") from None
         return result

@@ -1,8 +1,17 @@
-"""Opening DuckDB files, with DuckDB's failures translated into the project's error kinds.
+"""Opening DuckDB files, sandboxing them, and translating DuckDB's failures into error kinds.
 
 DuckDB lets one process open a database file for writing, or any number of processes open it
 read-only, never both: while a fold holds the file, every other open fails with a lock error,
 which becomes ``DatabaseBusy`` (transient) here; other open failures need an operator.
+
+**The sandbox.** SQL from users (``sql``, ``export --where``, the HTTP API) runs on a DuckDB
+instance that cannot reach anything but its own database: no other file, no network, no
+extension install or load, and no setting can be changed back (see DuckDB's "Securing DuckDB").
+The settings belong to the database *instance*, so every cursor of a sandboxed connection is
+sandboxed too, and a writer can share the instance with its readers: the database's own file,
+WAL and ``.tmp`` spill directory stay allowed, as do Arrow tables registered from Python, DML
+and CHECKPOINT. What DuckDB's settings cannot refuse (a statement that writes to the database
+itself) is refused by the statement checks of ``projections.sql_checks`` before it runs.
 """
 
 from __future__ import annotations
@@ -94,3 +103,57 @@ def write_errors(db_path: str) -> Iterator[None]:
             f"cannot write {db_path}: {text}; nothing of the batch was kept, {hint} "
             "(the fold resumes where it stopped)"
         ) from error
+
+
+# Applied in this order; lock_configuration comes last because it also freezes itself.
+SANDBOX_SETTINGS: tuple[tuple[str, str], ...] = (
+    # No file but the database's own (read_text, read_csv, glob, COPY, ATTACH, EXPORT), no
+    # network (httpfs URLs), no extension loaded from disk, no Python replacement scans.
+    ("enable_external_access", "false"),
+    # INSTALL/LOAD would fetch or load code; autoloading would do it behind a query's back.
+    ("autoinstall_known_extensions", "false"),
+    ("autoload_known_extensions", "false"),
+    ("allow_community_extensions", "false"),
+    # Every later SET/RESET/PRAGMA setter fails, so nothing above can be turned back on.
+    ("lock_configuration", "true"),
+)
+
+
+def sandbox(con: duckdb.DuckDBPyConnection) -> None:
+    """Shut the DuckDB instance of ``con`` in: its own database files, nothing else, for good.
+
+    Call it after the settings the owner needs (memory limit, checkpoint threshold): nothing
+    can be changed afterwards. Idempotent; ProjectionUnavailable when the instance was locked
+    without the sandbox (nothing could make it safe then).
+    """
+    if is_sandboxed(con):
+        return
+    try:
+        for name, value in SANDBOX_SETTINGS:
+            con.execute(f"SET GLOBAL {name} = {value}")
+    except duckdb.Error as error:
+        raise ProjectionUnavailable(f"cannot sandbox the database: {first_line(error)}") from None
+    if not is_sandboxed(con):  # pragma: no cover - DuckDB ignored a setting it accepted
+        raise ProjectionUnavailable("cannot sandbox the database: a setting did not hold")
+
+
+def is_sandboxed(con: duckdb.DuckDBPyConnection) -> bool:
+    """True when every sandbox setting holds on the instance of ``con``."""
+    names = [name for name, _ in SANDBOX_SETTINGS]
+    rows = con.execute(
+        "SELECT name, lower(value) FROM duckdb_settings() WHERE list_contains(?, name)", [names]
+    ).fetchall()
+    current = dict(rows)
+    return all(current.get(name) == value for name, value in SANDBOX_SETTINGS)
+
+
+@contextmanager
+def duckdb_errors(db_path: str | Path) -> Iterator[None]:
+    """DuckDB failures inside the block become DatabaseBusy or ProjectionUnavailable."""
+    try:
+        yield
+    except duckdb.Error as error:
+        message = describe_lock_error(str(db_path), error)
+        if message is not None:
+            raise DatabaseBusy(message) from error
+        raise ProjectionUnavailable(f"{db_path}: {first_line(error)}") from error

@@ -1,13 +1,15 @@
 """Read-side queries of the projections: counts, the profile view, read-only SQL and export.
 
 Every number comes from the SQL views of views.sql, so the CLI and SQL users agree. All
-functions take an open connection (see projections.readonly) and never write to it.
+functions take an open sandboxed connection (see projections.readonly) and never write to it;
+SQL from users is checked first (projections.sql_checks).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import uuid
 from datetime import datetime
@@ -15,26 +17,28 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
-from profile_engine.errors import BadInput
+from profile_engine.errors import first_line
 from profile_engine.events import ID_PRIORITY, ID_RANK, ID_TYPE_CHANNEL
 from profile_engine.identifiers import normalise
 from profile_engine.keys import identifier_key
 from profile_engine.reachability import CHANNELS, IdentifierFacts, judge
 from projections.settings import effective_settings
+from projections.sql_checks import (
+    QueryError,
+    check_read_statement,
+    check_where,
+    expression_select,
+    statement_with_where,
+)
+from projections.typed_traits import quote_identifier, quote_literal
 
 MONTH_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 LOOKUP_TYPES = (*ID_PRIORITY, "profile_id")
 TIMELINE_LENGTH = 20
 EXPORT_FORMATS = ("csv", "json")
-# Statement types `sql` runs; everything else (INSERT, CREATE, COPY, ATTACH, SET ...) is refused
-# before it reaches DuckDB, which would refuse database writes anyway (read-only connection).
-READ_STATEMENT_TYPES = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "CALL"})
-
-
-class QueryError(BadInput):
-    """A query the user asked for cannot run; str() is one line naming what is wrong."""
-
 
 # -- counts --------------------------------------------------------------------------------
 
@@ -295,27 +299,12 @@ def iso(moment: datetime | None) -> str | None:
 # -- read-only SQL -------------------------------------------------------------------------
 
 
-def check_read_only(con: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Refuse anything but one read statement, with a one-line reason."""
-    try:
-        statements = con.extract_statements(query)
-    except duckdb.Error as error:
-        raise QueryError(first_line(error)) from None
-    if len(statements) != 1:
-        raise QueryError(f"give exactly one SQL statement (got {len(statements)})")
-    kind = statements[0].type.name
-    if kind not in READ_STATEMENT_TYPES:
-        raise QueryError(
-            f"refused: {kind} statements can change the database; `sql` is read-only "
-            "(use `settings set` for settings; projections change only by folding events)"
-        )
-
-
 def run_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one read statement; returns column names and rows."""
-    check_read_only(con, query)
+    """Run one statement that only reads (see sql_checks.check_read_statement); returns
+    column names and rows."""
+    statement = check_read_statement(con, query)
     try:
-        result = con.execute(query)
+        result = con.execute(statement)
         rows = result.fetchall()
     except duckdb.Error as error:
         raise QueryError(first_line(error)) from None
@@ -323,33 +312,57 @@ def run_sql(con: duckdb.DuckDBPyConnection, query: str) -> tuple[list[str], list
     return columns, rows
 
 
-def first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 # -- export --------------------------------------------------------------------------------
+
+EXPORT_VIEW = "profile_export"
+EXPORT_BATCH_ROWS = 65_536
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def export_columns(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    """(name, SQL type) of every export column, in order."""
+    rows = con.execute(f"DESCRIBE SELECT * FROM {EXPORT_VIEW}").fetchall()
+    return [(str(name), str(column_type)) for name, column_type, *_ in rows]
 
 
 def export_select(con: duckdb.DuckDBPyConnection, where: str | None, output_format: str) -> str:
-    """The SELECT over profile_export that an export writes (timestamps as ISO-8601 Z)."""
-    described = con.execute("DESCRIBE SELECT * FROM profile_export").fetchall()
-    columns = []
-    for name, column_type, *_ in described:
-        quoted = '"' + name.replace('"', '""') + '"'
+    """The statement an export streams: one row per profile, timestamps as ISO-8601 Z.
+
+    csv: one column per export column, identifiers as a JSON array text. json: one column,
+    each row's JSON object as DuckDB writes it. ``where`` is checked (sql_checks.check_where)
+    and becomes the WHERE clause through the parse tree, never as text.
+    """
+    columns = export_columns(con)
+    condition = _checked_where(con, where, columns) if where is not None else None
+    fields = []
+    for name, column_type in columns:
+        quoted = quote_identifier(name)
         if column_type.startswith("TIMESTAMP"):
-            columns.append(f"strftime({quoted}, '%Y-%m-%dT%H:%M:%S.%fZ') AS {quoted}")
+            fields.append((quoted, f"strftime({quoted}, '{ISO_FORMAT}')"))
         elif column_type.endswith("[]") and output_format == "csv":
-            columns.append(f"to_json({quoted})::VARCHAR AS {quoted}")  # a JSON array cell
+            fields.append((quoted, f"to_json({quoted})::VARCHAR"))  # a JSON array cell
         else:
-            columns.append(quoted)
-    select = f"SELECT {', '.join(columns)} FROM profile_export"
-    if where:
-        select += f" WHERE ({where})"
-    statements = _parse(con, select)
-    if len(statements) != 1 or statements[0].type.name != "SELECT":
-        raise QueryError(f"--where must be one SQL condition on the export columns: {where!r}")
-    return select
+            fields.append((quoted, quoted))
+    if output_format == "csv":
+        select_list = ", ".join(f"{value} AS {quoted}" for quoted, value in fields)
+    else:
+        pairs = ", ".join(f"{quote_literal(name)}: {value}" for (name, _), (_, value) in
+                          zip(columns, fields, strict=True))  # fmt: skip
+        select_list = f"to_json({{{pairs}}})::VARCHAR AS line"
+    return statement_with_where(con, f"SELECT {select_list} FROM {EXPORT_VIEW}", condition)
+
+
+def _checked_where(
+    con: duckdb.DuckDBPyConnection, where: str, columns: list[tuple[str, str]]
+) -> dict[str, Any]:
+    condition = check_where(con, where, [name for name, _ in columns])
+    try:
+        result_type = str(con.sql(expression_select(con, EXPORT_VIEW, condition)).types[0])
+    except duckdb.Error as error:
+        raise QueryError(f"--where: {first_line(error)}") from None
+    if result_type not in ("BOOLEAN", '"NULL"', "NULL"):
+        raise QueryError(f"--where must be a condition (true or false), not a {result_type}")
+    return condition
 
 
 def export_profiles(
@@ -357,23 +370,48 @@ def export_profiles(
 ) -> int:
     """Write profiles to ``out_path`` as CSV (header row) or JSON Lines; returns the row count.
 
-    DuckDB's COPY streams the result to the file, so memory stays flat however many profiles
-    there are.
+    DuckDB streams the rows in Arrow record batches and Python writes them (the sandboxed
+    connection cannot write files), so memory stays flat however many profiles there are. The
+    file appears complete or not at all: rows go to a temporary sibling renamed at the end.
     """
     if output_format not in EXPORT_FORMATS:
         raise QueryError(f"unknown export format {output_format!r}; use csv or json")
     select = export_select(con, where, output_format)
-    options = "FORMAT csv, HEADER true" if output_format == "csv" else "FORMAT json"
-    target = str(Path(out_path)).replace("'", "''")
+    target = Path(out_path)
+    partial = target.with_name(f".{target.name}.partial")
     try:
-        row = con.execute(f"COPY ({select}) TO '{target}' ({options})").fetchone()
-    except duckdb.Error as error:
+        with con.sql(select).to_arrow_reader(EXPORT_BATCH_ROWS) as reader:
+            if output_format == "csv":
+                written = _write_csv(reader, partial)
+            else:
+                written = _write_json_lines(reader, partial)
+        os.replace(partial, target)
+    except (duckdb.Error, pa.ArrowException) as error:
         raise QueryError(f"export failed: {first_line(error)}") from None
-    return int(row[0]) if row else 0
+    except OSError as error:
+        raise QueryError(f"cannot write {out_path}: {error.strerror or error}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return written
 
 
-def _parse(con: duckdb.DuckDBPyConnection, sql: str) -> list[Any]:
-    try:
-        return list(con.extract_statements(sql))
-    except duckdb.Error as error:
-        raise QueryError(f"--where does not parse: {first_line(error)}") from None
+def _write_csv(reader: pa.RecordBatchReader, path: Path) -> int:
+    written = 0
+    # quoting "needed" quotes every text value and nothing else, so an empty text and a NULL
+    # (an empty cell) stay apart.
+    options = pa_csv.WriteOptions(quoting_style="needed")
+    with pa_csv.CSVWriter(path, reader.schema, write_options=options) as writer:
+        for batch in reader:
+            writer.write_batch(batch)
+            written += batch.num_rows
+    return written
+
+
+def _write_json_lines(reader: pa.RecordBatchReader, path: Path) -> int:
+    written = 0
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        for batch in reader:
+            lines = batch.column(0).to_pylist()
+            out.write("".join(f"{line}\n" for line in lines))
+            written += len(lines)
+    return written

@@ -2,16 +2,26 @@
 
 DuckDB lets one process open a database file for writing, or any number of processes open it
 read-only, never both: while `profile-engine consume` (or a fold) holds the file, every other
-open fails with a lock error. Query commands open read-only so DuckDB itself refuses writes.
+open fails with a lock error. Query commands open read-only so DuckDB itself refuses writes,
+and sandboxed (projections.connection.sandbox) so no query reaches another file, the network
+or an extension.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
-from projections.connection import DatabaseBusy, ProjectionUnavailable, connect
+from projections.connection import (
+    DatabaseBusy,
+    ProjectionUnavailable,
+    connect,
+    duckdb_errors,
+    sandbox,
+)
 from projections.store import ProjectionConfigError, check_schema_version
 
 __all__ = [
@@ -20,21 +30,29 @@ __all__ = [
     "missing_views",
     "open_readonly",
     "open_writable",
+    "read_projection",
+    "write_projection",
 ]
 
 QUERY_VIEWS = ("profile_reachability", "reachability_counts", "identifier_status")
 
+T = TypeVar("T")
+
 
 def open_readonly(db_path: str) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to an existing projection that has the query views."""
+    """A read-only, sandboxed connection to an existing projection that has the query views."""
     if not Path(db_path).is_file():
         raise ProjectionUnavailable(f"no projection database at {db_path} (fold events first)")
     con = connect(db_path, read_only=True)
     try:
+        sandbox(con)
         check_schema_version(con, db_path)
     except ProjectionConfigError as error:
         con.close()
         raise ProjectionUnavailable(str(error)) from None
+    except BaseException:
+        con.close()
+        raise
     missing = missing_views(con)
     if missing:
         con.close()
@@ -46,14 +64,39 @@ def open_readonly(db_path: str) -> duckdb.DuckDBPyConnection:
 
 
 def open_writable(db_path: str) -> duckdb.DuckDBPyConnection:
-    """A read-write connection to an existing projection (for settings changes)."""
+    """A read-write, sandboxed connection to an existing projection (for settings changes)."""
     if not Path(db_path).is_file():
         raise ProjectionUnavailable(f"no projection database at {db_path} (fold events first)")
     con = connect(db_path, read_only=False)
     if not _has_table(con, "settings"):
         con.close()
         raise ProjectionUnavailable(f"{db_path} is not a profile-engine projection")
+    try:
+        sandbox(con)
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def read_projection(db_path: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    """``work`` on a read-only sandboxed connection; DuckDB failures become error kinds."""
+    con = open_readonly(db_path)
+    try:
+        with duckdb_errors(db_path):
+            return work(con)
+    finally:
+        con.close()
+
+
+def write_projection(db_path: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    """``work`` on a writable sandboxed connection; DuckDB failures become error kinds."""
+    con = open_writable(db_path)
+    try:
+        with duckdb_errors(db_path):
+            return work(con)
+    finally:
+        con.close()
 
 
 def missing_views(con: duckdb.DuckDBPyConnection) -> list[str]:

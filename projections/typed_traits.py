@@ -6,6 +6,11 @@ registered SQL types, so ``sql`` can compare and aggregate (``WHERE points > 100
 ``avg(ltv)``, ``signup_date >= DATE '2026-01-01'``). TRY_CAST makes a value stored before a
 type was registered (or under a different one) read as NULL instead of failing every query.
 
+Attribute names keep the case they were registered with (``LTV``, ``booleanField``) and are
+quoted as columns; like SQL identifiers they match case-insensitively, so ``SELECT ltv`` works
+and a trait stored as ``ltv`` (a CSV header in another case) reads in the column ``LTV``; when
+one profile holds both spellings, the later value wins, as for any trait.
+
 The view is derived from the registry, so it is re-created after every batch write and
 rebuild and after ``attributes add``; it is cheap (a view, no data copied).
 """
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import duckdb
 
-from profile_engine.attributes import NAME_PATTERN, AttributeRegistry
+from profile_engine.attributes import NAME_PATTERN, AttributeRegistry, name_key
 
 VIEW_NAME = "profile_traits"
 
@@ -34,7 +39,11 @@ def typed_traits_sql(registry: AttributeRegistry) -> str:
         # Names are validated on registration; checked again since they become SQL.
         if not NAME_PATTERN.match(attribute.name):
             raise ValueError(f"attribute name {attribute.name!r} cannot be a column")
-        value = f"any_value(t.value) FILTER (WHERE t.name = {quote_literal(attribute.name)})"
+        # Latest first by event time, then event id: the fold's last-writer-wins order.
+        value = (
+            "arg_max(t.value, (t.updated_at, t.source))"
+            f" FILTER (WHERE t.name_key = {quote_literal(name_key(attribute.name))})"
+        )
         columns.append(
             f"TRY_CAST({value} AS {attribute.sql_type}) AS {quote_identifier(attribute.name)}"
         )
@@ -43,7 +52,8 @@ def typed_traits_sql(registry: AttributeRegistry) -> str:
         f"CREATE OR REPLACE VIEW {quote_identifier(VIEW_NAME)} AS\n"
         f"SELECT\n    {select_list}\n"
         "FROM profiles AS p\n"
-        "LEFT JOIN traits AS t ON t.profile_id = p.profile_id\n"
+        "LEFT JOIN (SELECT *, lower(name) AS name_key FROM traits) AS t\n"
+        "    ON t.profile_id = p.profile_id\n"
         "GROUP BY p.profile_id"
     )
 

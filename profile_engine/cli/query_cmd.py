@@ -1,13 +1,14 @@
 """Query commands: counts, profile, sql, export and settings, over the DuckDB projection.
 
-All but `settings set/reset` open the database read-only, so DuckDB itself refuses writes.
+All but `settings set/reset` open the database read-only, so DuckDB itself refuses writes,
+and every command runs on a sandboxed connection (no other file, network or extension).
+DuckDB's errors are translated inside projections/; this module never sees them.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,28 +18,10 @@ from profile_engine.cli.common import UserError, db_option, format_option, print
 from profile_engine.reachability import CHANNELS, SETTINGS, parse_value
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """DuckDB failures while a query runs become one-line errors (exit 1)."""
-    import duckdb
-
-    from projections.queries import first_line
-
-    try:
-        yield
-    except duckdb.Error as error:
-        raise UserError(first_line(error)) from None
-
-
 def _with_readonly(db_path: str, work: Callable[[Any], Any]) -> Any:
-    from projections.readonly import open_readonly
+    from projections.readonly import read_projection
 
-    with _user_errors():
-        con = open_readonly(db_path)
-        try:
-            return work(con)
-        finally:
-            con.close()
+    return read_projection(db_path, work)
 
 
 def _current_month() -> str:
@@ -221,11 +204,18 @@ def _print_section(console: Any, title: str, columns: list[str], rows: list[list
 @click.argument("query")
 @format_option("table", "json", "csv")
 def sql(db_path: str, query: str, output_format: str) -> None:
-    """Run one read-only SQL query (SELECT, EXPLAIN, PRAGMA, CALL) on the projections.
+    """Run one SQL statement that only reads the projections.
+
+    \b
+    Accepted: one SELECT (also FROM-first, VALUES, DESCRIBE, SHOW, SUMMARIZE), EXPLAIN
+    [ANALYZE] of one, CALL/PRAGMA of a read-only table function (PRAGMA table_info('x')).
+    Refused before it runs: anything that writes (also inside WITH), several statements,
+    COPY/EXPORT/ATTACH/INSTALL/LOAD/SET, file and network readers (read_csv, glob, ...).
+    The database is opened read-only and sandboxed: no other file, network or extension.
 
     Views for SQL users: profile_reachability, reachability_counts, identifier_reachability,
     identifier_status, monthly_active_users, mau_for_month('YYYY-MM'), effective_settings,
-    profile_export.
+    profile_export, profile_traits.
     """
     from projections import queries
 
@@ -238,7 +228,13 @@ def sql(db_path: str, query: str, output_format: str) -> None:
 
 @click.command()
 @db_option
-@click.option("--where", "where", help="SQL condition on the export columns, e.g. email_reachable.")
+@click.option(
+    "--where",
+    "where",
+    help='One condition over the columns below, e.g. "email_reachable AND revenue > 100": '
+    "comparisons, AND/OR/NOT, IS NULL, IN (constants), BETWEEN, LIKE/ILIKE, arithmetic, casts "
+    "and a few functions (lower, upper, list_contains, date_trunc, ...); checked before it runs.",
+)
 @click.option(
     "--format",
     "output_format",
@@ -330,8 +326,7 @@ def settings_set(db_path: str, key: str, value: str) -> None:
     """
     from projections.settings import set_setting
 
-    with _user_errors():
-        typed = parse_value(key, value)
+    typed = parse_value(key, value)
     _with_writable(db_path, lambda con: set_setting(con, key, typed))
     click.echo(f"{key} = {json.dumps(typed)}")
 
@@ -348,14 +343,9 @@ def settings_reset(db_path: str, key: str) -> None:
 
 
 def _with_writable(db_path: str, work: Callable[[Any], Any]) -> Any:
-    from projections.readonly import open_writable
+    from projections.readonly import write_projection
 
-    with _user_errors():
-        con = open_writable(db_path)
-        try:
-            return work(con)
-        finally:
-            con.close()
+    return write_projection(db_path, work)
 
 
 COMMANDS = [counts, profile, sql, export, settings]

@@ -19,6 +19,13 @@ from click.testing import CliRunner, Result
 from profile_engine.cli.main import cli
 from profile_engine.contract import parse_event
 from tests.support.folding import fold_into_db
+from tests.support.hostile import (
+    HOSTILE_STATEMENTS,
+    SECRET,
+    Targets,
+    file_digests,
+    hostile_statements,
+)
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 
@@ -173,6 +180,80 @@ def test_sql_error_is_one_line(db: str) -> None:
     assert "nope" in result.output and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.fixture
+def targets(tmp_path: Path) -> Targets:
+    return Targets.create(tmp_path / "outside")
+
+
+@pytest.mark.parametrize(
+    "number", range(len(HOSTILE_STATEMENTS)), ids=[s[:60] for s in HOSTILE_STATEMENTS]
+)
+def test_sql_refuses_hostile_statements_and_touches_nothing(
+    db: str, targets: Targets, number: int
+) -> None:
+    statement = hostile_statements(targets)[number]
+    db_before = file_digests(Path(db))
+    outside_before = targets.snapshot()
+    result = run("sql", "--db", db, statement, "--format", "csv")
+    assert result.exit_code == 1, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert result.output.startswith("Error: ")
+    assert SECRET not in result.output  # nothing outside was read into the output
+    assert file_digests(Path(db)) == db_before  # the database and its WAL, byte for byte
+    assert targets.snapshot() == outside_before  # nothing outside written or created
+    assert not targets.fresh.exists() and not targets.fresh_dir.exists()
+    assert duckdb.connect(str(targets.canary_db), read_only=True).execute(
+        "SELECT answer FROM kept"
+    ).fetchall() == [(42,)]
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("SELECT count(*) AS n FROM profiles", "n\n3"),
+        ("FROM profiles SELECT count(*) AS n", "n\n3"),
+        ("SELECT mau FROM mau_for_month('2026-01')", "mau\n1"),
+        ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3)"
+         " SELECT sum(n) AS s FROM r", "s\n6"),
+        ("SELECT count(*) AS n FROM range(4)", "n\n4"),
+        ("SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'profiles'", "n\n1"),
+        ("PRAGMA table_info('profiles')", "profile_id"),
+        ("CALL pragma_version()", "library_version"),
+        ("PRAGMA version", "library_version"),
+        ("DESCRIBE profiles", "profile_id"),
+        ("SHOW TABLES", "identifiers"),
+        ("SUMMARIZE SELECT revenue FROM profiles", "revenue"),
+        ("EXPLAIN SELECT * FROM profiles", "physical_plan"),
+        ("EXPLAIN ANALYZE SELECT count(*) FROM profiles", "analyzed_plan"),
+        ("SELECT 1 AS one; -- a trailing comment", "one\n1"),
+    ],
+)  # fmt: skip
+def test_sql_still_runs_read_statements(db: str, statement: str, expected: str) -> None:
+    result = run("sql", "--db", db, statement, "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert expected in result.output
+
+
+@pytest.mark.parametrize(
+    ("statement", "reason"),
+    [
+        ("EXPLAIN ANALYZE COPY (SELECT 1) TO '{fresh}'", "only a SELECT may be explained"),
+        ("WITH d AS (DELETE FROM profiles RETURNING *) SELECT 1", "DELETE statement"),
+        ("SELECT * FROM read_text('{canary}')", "table function read_text()"),
+        ("SELECT 1; SELECT 2", "exactly one SQL statement (got 2)"),
+        ("PRAGMA enable_profiling", "not a read-only pragma"),
+        ("CALL checkpoint()", "table function checkpoint()"),
+        ("ATTACH '{canary_db}' AS x", "a ATTACH statement"),
+    ],
+)
+def test_sql_refusals_name_the_rule(db: str, targets: Targets, statement: str, reason: str) -> None:
+    filled = statement.format(canary=targets.canary, canary_db=targets.canary_db,
+                              fresh=targets.fresh)  # fmt: skip
+    result = run("sql", "--db", db, filled)
+    assert result.exit_code == 1
+    assert reason in result.output, result.output
+
+
 # -- export --------------------------------------------------------------------------------
 
 
@@ -204,6 +285,107 @@ def test_export_bad_where_is_one_line(db: str, tmp_path: Path) -> None:
                  "--out", str(out))  # fmt: skip
     assert result.exit_code == 1
     assert "nope" in result.output
+
+
+HOSTILE_WHERE = [
+    # the issue's finding: close the WHERE, add rows read from a file
+    "false) UNION ALL (SELECT content" + ", NULL" * 14 + " FROM read_text('{canary}')",
+    "false) UNION ALL (SELECT * FROM read_csv('{canary}')",
+    "true; COPY identifiers TO '{fresh}'",
+    "1 FROM read_text('{canary}')",
+    "(SELECT count(*) FROM read_text('{canary}')) > 0",
+    "email IN (SELECT content FROM read_text('{canary}'))",
+    "EXISTS (SELECT 1 FROM read_text('{canary}'))",
+    "length(getenv('HOME')) > 0",
+    "true) OR (SELECT true FROM read_text('{canary}')",
+]
+
+
+@pytest.mark.parametrize("number", range(len(HOSTILE_WHERE)), ids=[w[:50] for w in HOSTILE_WHERE])
+def test_export_refuses_hostile_where_and_touches_nothing(
+    db: str, tmp_path: Path, targets: Targets, number: int
+) -> None:
+    where = HOSTILE_WHERE[number].format(canary=targets.canary, fresh=targets.fresh)
+    out = tmp_path / "out.csv"
+    db_before = file_digests(Path(db))
+    outside_before = targets.snapshot()
+    result = run("export", "--db", db, "--where", where, "--format", "csv", "--out", str(out))
+    assert result.exit_code == 1, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "--where" in result.output
+    assert not out.exists()
+    assert SECRET not in result.output
+    assert file_digests(Path(db)) == db_before
+    assert targets.snapshot() == outside_before
+    assert not targets.fresh.exists()
+
+
+def test_export_where_with_quotes_functions_and_casts(db: str, tmp_path: Path) -> None:
+    out = tmp_path / "some.jsonl"
+    where = (
+        "(lower(EMAIL) LIKE '%@example.com' OR list_contains(identifiers, 'customer_id:c2'))"
+        " AND first_seen >= TIMESTAMP '2026-01-10 12:00:00' AND customer_id NOT IN ('it''s')"
+    )
+    result = run("export", "--db", db, "--where", where, "--format", "json", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["customer_id"] for r in records) == ["c1", "c2"]
+
+
+def test_export_where_must_be_a_condition(db: str, tmp_path: Path) -> None:
+    result = run("export", "--db", db, "--where", "revenue * 2", "--format", "csv",
+                 "--out", str(tmp_path / "x.csv"))  # fmt: skip
+    assert result.exit_code == 1
+    assert "must be a condition" in result.output
+
+
+def test_export_help_lists_exactly_the_export_columns(db: str) -> None:
+    help_text = " ".join(run("export", "--help").output.split())
+    listed = help_text.split("Columns: ")[1].split(".")[0]
+    names = [part.split("(")[0].strip() for part in listed.split(",")]
+    view_columns = [row[0] for row in table_rows(db, "DESCRIBE profile_export")]
+    assert names == view_columns
+
+
+def test_export_json_lines_are_what_duckdb_copy_wrote(db: str, tmp_path: Path) -> None:
+    out = tmp_path / "all.jsonl"
+    assert run("export", "--db", db, "--format", "json", "--out", str(out)).exit_code == 0
+    # what `export` wrote with COPY before the sandbox (a connection with file access)
+    copied = tmp_path / "copied.jsonl"
+    iso = ", ".join(
+        f"strftime({c}, '%Y-%m-%dT%H:%M:%S.%fZ') AS {c}"
+        for c in ("first_seen", "last_seen", "last_purchase_at")
+    )
+    con = duckdb.connect(db, read_only=True)
+    try:
+        con.execute(
+            f"COPY (SELECT * REPLACE ({iso}) FROM profile_export) TO '{copied}' (FORMAT json)"
+        )
+    finally:
+        con.close()
+    assert out.read_bytes() == copied.read_bytes()
+
+
+def test_export_csv_keeps_null_and_types_apart(db: str, tmp_path: Path) -> None:
+    out = tmp_path / "all.csv"
+    assert run("export", "--db", db, "--format", "csv", "--out", str(out)).exit_code == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    header = next(csv.reader([lines[0]]))
+    assert header == [row[0] for row in table_rows(db, "DESCRIBE profile_export")]
+    by_customer = {r["customer_id"]: r for r in csv.DictReader(io.StringIO("\n".join(lines)))}
+    ann = by_customer["c1"]
+    assert (ann["email_reachable"], ann["order_count"], ann["phone"]) == ("true", "0", "")
+    assert ann["last_purchase_at"] == ""  # NULL: an empty cell
+
+
+def test_export_to_an_unwritable_place_is_one_line_and_leaves_nothing(
+    db: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "missing-dir" / "x.csv"
+    result = run("export", "--db", db, "--format", "csv", "--out", str(out))
+    assert result.exit_code == 1
+    assert "cannot write" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "missing-dir").exists()
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -284,3 +466,23 @@ def test_a_database_without_the_query_views_says_how_to_get_them(tmp_path: Path)
     result = run("counts", "--db", str(bare))
     assert result.exit_code == 78
     assert "has no query views" in result.output
+
+
+def test_the_query_commands_never_import_duckdb() -> None:
+    """DuckDB's errors are translated inside projections/; the CLI sees only error kinds."""
+    import ast
+
+    import profile_engine.cli.query_cmd as module
+
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+    }
+    assert "duckdb" not in imported

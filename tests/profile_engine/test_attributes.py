@@ -246,8 +246,15 @@ def test_re_adding_the_same_type_is_a_no_op(registry: AttributeRegistry) -> None
         ("email", "string", "reserved"),
         ("customer_id", "string", "reserved"),
         ("profile_id", "string", "reserved"),
-        ("Shoe", "long", "must match"),
+        ("Profile_ID", "string", "reserved"),
+        ("EMAIL", "string", "reserved"),
+        ("First_Name", "string", "standard attribute"),
+        ("VIP", "long", "already registered as boolean \\(as 'vip'\\)"),
         ("1shoe", "long", "must match"),
+        ("_shoe", "long", "must match"),
+        ("shoe-size", "long", "must match"),
+        ("schuhgröße", "long", "must match"),
+        ("\u212aelvin", "long", "must match"),  # the Kelvin sign, which lower-cases to k
         ("shoe size", "long", "must match"),
         ('shoe"; drop table x; --', "long", "must match"),
         ("a" * 65, "long", "must match"),
@@ -276,3 +283,67 @@ def test_default_location_honours_the_environment(
     assert default_registry_path() == Path("profile-attributes.json")
     monkeypatch.setenv("PROFILE_ENGINE_ATTRIBUTES", str(tmp_path / "a.json"))
     assert AttributeRegistry.load().path == tmp_path / "a.json"
+
+
+# -- names as the seeds spell them -------------------------------------------------------------
+
+SEED_ATTRIBUTES = {
+    "booleanField": "boolean",
+    "longField": "long",
+    "LTV": "double",
+    "most_viewed_category": "string",
+}
+
+
+def test_names_keep_their_case_and_round_trip_through_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "attrs.json"
+    reg = AttributeRegistry.load(path)
+    for name, type_name in SEED_ATTRIBUTES.items():
+        assert reg.add(name, type_name).name == name
+    reg.save()
+    assert json.loads(path.read_text())["attributes"] == {
+        "booleanField": {"type": "boolean"},
+        "longField": {"type": "long"},
+        "LTV": {"type": "double"},
+        "most_viewed_category": {"type": "string"},
+    }
+    again = AttributeRegistry.load(path)
+    assert again.names()[-4:] == ["booleanField", "longField", "LTV", "most_viewed_category"]
+
+
+def test_names_match_case_insensitively(tmp_path: Path) -> None:
+    reg = AttributeRegistry.load(tmp_path / "attrs.json")
+    for name, type_name in SEED_ATTRIBUTES.items():
+        reg.add(name, type_name)
+    for spelled in ("ltv", "Ltv", "LTV"):
+        attribute = reg.get(spelled)
+        assert attribute is not None and attribute.name == "LTV"
+        assert spelled in reg
+    version = reg.version
+    assert reg.add("ltv", "double").name == "LTV"  # the same attribute: a no-op
+    assert reg.version == version
+    assert reg.validate_text("BOOLEANFIELD", "TRUE") is True
+    assert reg.get("\u212atv") is None  # a non-ASCII look-alike is another name
+
+
+def test_traits_carry_the_registered_spelling(tmp_path: Path) -> None:
+    reg = AttributeRegistry.load(tmp_path / "attrs.json")
+    for name, type_name in SEED_ATTRIBUTES.items():
+        reg.add(name, type_name)
+    traits = reg.validate_traits({"ltv": 12, "booleanfield": False, "First_Name": "Ann"})
+    assert traits == {"LTV": 12.0, "booleanField": False, "first_name": "Ann"}
+    same = r"^traits\.ltv: names the same attribute as traits\.LTV"
+    with pytest.raises(ContractError, match=same):
+        reg.validate_traits({"LTV": 1.0, "ltv": 2.0})
+
+
+def test_a_registry_file_naming_one_attribute_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "attrs.json"
+    path.write_text(
+        '{"version": 2, "attributes": {"LTV": {"type": "double"}, "ltv": {"type": "double"}}}'
+    )
+    with pytest.raises(ValueError, match="name the same attribute"):
+        AttributeRegistry.load(path)
+    path.write_text('{"version": 1, "attributes": {"City": {"type": "string"}}}')
+    with pytest.raises(ValueError, match="redefines a standard attribute"):
+        AttributeRegistry.load(path)

@@ -16,7 +16,7 @@ NOW = dt.datetime(2026, 1, 1)
 
 
 # Profile ids are UUIDs; these stand for three live profiles and one that is gone.
-P1, P2, P3, GONE = (f"00000000-0000-0000-0000-00000000000{n}" for n in range(1, 5))
+P1, P2, P3, GONE, Q1, Q2 = (f"00000000-0000-0000-0000-00000000000{n}" for n in range(1, 7))
 
 
 def _profile(con: duckdb.DuckDBPyConnection, profile_id: str) -> None:
@@ -173,3 +173,71 @@ def test_view_survives_reopening_the_file(
     con.close()
     again = duckdb.connect(str(tmp_path / "projection.duckdb"), read_only=True)
     assert again.execute("SELECT count(*) FROM profile_traits").fetchone() == (3,)
+
+
+def _trait_at(
+    con: duckdb.DuckDBPyConnection, profile_id: str, name: str, value: str, at: dt.datetime
+) -> None:
+    con.execute(
+        "INSERT INTO traits VALUES (?, ?, ?, 'double', ?, 'e')", [profile_id, name, value, at]
+    )
+
+
+SEED_ATTRIBUTES = {
+    "booleanField": "boolean",
+    "longField": "long",
+    "LTV": "double",
+    "most_viewed_category": "string",
+}
+
+
+@pytest.fixture
+def seed_registry(tmp_path: Path) -> AttributeRegistry:
+    registry = AttributeRegistry.load(tmp_path / "seed.json")
+    for name, type_name in SEED_ATTRIBUTES.items():
+        registry.add(name, type_name)
+    return registry
+
+
+def test_seed_names_keep_their_case_and_their_types(
+    con: duckdb.DuckDBPyConnection, seed_registry: AttributeRegistry
+) -> None:
+    _profile(con, Q1)
+    _profile(con, Q2)
+    _trait(con, Q1, "LTV", "99.5", "double")
+    _trait(con, Q1, "booleanField", "true", "boolean")
+    _trait(con, Q2, "longField", "7", "long")
+    refresh_typed_traits_view(con, seed_registry)
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = 'profile_traits'"
+        ).fetchall()
+    )
+    assert (types["LTV"], types["booleanField"], types["longField"]) == (
+        "DOUBLE", "BOOLEAN", "BIGINT"
+    )  # fmt: skip
+    assert con.execute(
+        'SELECT "LTV", booleanfield, LONGFIELD FROM profile_traits'
+        " WHERE profile_id IN (?, ?) ORDER BY profile_id",
+        [Q1, Q2],
+    ).fetchall() == [(99.5, True, None), (None, None, 7)]
+    assert con.execute(
+        "SELECT profile_id::VARCHAR FROM profile_traits WHERE ltv > 50"
+    ).fetchall() == [(Q1,)]
+
+
+def test_a_trait_stored_in_another_case_reads_in_its_column_and_the_later_value_wins(
+    con: duckdb.DuckDBPyConnection, seed_registry: AttributeRegistry
+) -> None:
+    _profile(con, Q1)
+    _profile(con, Q2)
+    _trait_at(con, Q1, "ltv", "1.5", NOW)  # e.g. from a CSV header written `ltv`
+    _trait_at(con, Q2, "LTV", "2.5", NOW)
+    _trait_at(con, Q2, "ltv", "3.5", NOW + dt.timedelta(seconds=1))
+    refresh_typed_traits_view(con, seed_registry)
+    rows = con.execute(
+        "SELECT profile_id::VARCHAR, LTV FROM profile_traits WHERE profile_id IN (?, ?) ORDER BY 1",
+        [Q1, Q2],
+    ).fetchall()
+    assert rows == [(Q1, 1.5), (Q2, 3.5)]
