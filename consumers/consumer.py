@@ -31,7 +31,7 @@ from consumers.reader import ReadPlan
 from consumers.sources import KafkaSource
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.fold import FoldConfig
-from projections.scratch import ProjectionLock
+from projections.connection import ProjectionLock
 from projections.store import DeadLetter, ProjectionStore, TopicOffset
 from projections.typed_traits import refresh_typed_traits_view
 

@@ -17,14 +17,15 @@ the one record at fault is found and dead-lettered, so no input can stop the fol
 
 from __future__ import annotations
 
+import gc
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-import orjson
-
-from profile_engine.batch_fold import REUSED_ID_REASON, BatchFold, Outcome
+from profile_engine.batch_fold import REUSED_ID_REASON, BatchFold, Outcome, Prepared, prepare
 from profile_engine.contract import event_to_json
 from profile_engine.errors import BadInput
 from profile_engine.events import ProfileEvent
@@ -38,14 +39,14 @@ DEFAULT_MAX_WAIT_S = 1.0
 class Record(NamedTuple):
     """One message or line, in the source's deterministic order.
 
-    ``event`` is the decoded event; ``letter`` says why there is none. A record with neither
-    only moves a position forward (e.g. a transaction marker on Kafka).
+    ``event`` is the decoded event, prepared for the fold; ``letter`` says why there is none.
+    A record with neither only moves a position forward (e.g. a transaction marker on Kafka).
     """
 
     partition: int | None  # Kafka position, or None for a file
     offset: int | None
     line: int | None  # line (or archive record) number in a file
-    event: ProfileEvent | None
+    event: Prepared | None
     letter: DeadLetter | None
 
 
@@ -119,6 +120,10 @@ class Pipeline:
         self._next_offsets: dict[int, int] = {}
 
     def run(self, source: Source) -> FoldStats:
+        with _collect_between_batches():
+            return self._run(source)
+
+    def _run(self, source: Source) -> FoldStats:
         options = self.options
         pending: list[Record] = []
         first_at = 0.0
@@ -157,6 +162,7 @@ class Pipeline:
     def _flush(self, source: Source, records: list[Record]) -> None:
         try:
             self._fold_and_commit(source, records)
+            gc.collect(1)
         except BadInput:
             if len(records) == 1:
                 self._commit_as_dead_letter(source, records[0])
@@ -237,6 +243,52 @@ class Pipeline:
         self._next_offsets = dict(offsets)
 
 
+@contextmanager
+def _collect_between_batches() -> Iterator[None]:
+    """No automatic garbage collection while folding; the young generations after each batch.
+
+    A batch allocates millions of small objects that all die together when it is written;
+    automatic collections would run during it, each one walking everything the batch still
+    holds (measured: half the Python time of building a batch's rows). Folding makes no
+    reference cycles of note, so reference counting frees the batch, and a young collection
+    per batch catches the rest.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.collect()
+        if was_enabled:
+            gc.enable()
+
+
+def prepared_record(
+    source_name: str,
+    partition: int | None,
+    offset: int | None,
+    line: int | None,
+    event: ProfileEvent,
+    raw: bytes | None = None,
+) -> Record:
+    """A record of a decoded event, or of its dead letter when it cannot be prepared."""
+    try:
+        return Record(partition, offset, line, prepare(event), None)
+    except Exception as error:  # any event that cannot be prepared is a dead letter
+        reason = f"cannot fold: {_describe(error)}"
+        kept = raw if raw is not None else _event_text(event)
+        letter = DeadLetter(source_name, partition, offset, line, None, kept, reason)
+        return Record(partition, offset, line, None, letter)
+
+
+def _event_text(event: ProfileEvent) -> bytes | None:
+    """The producer-format JSON of an event for a dead letter, when it can be written."""
+    try:
+        return json.dumps(event_to_json(event), default=str).encode()
+    except (ValueError, TypeError, RecursionError):
+        return None
+
+
 def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
@@ -245,7 +297,5 @@ def _describe(error: BaseException) -> str:
 def _letter(source: Source, record: Record, reason: str) -> DeadLetter:
     """A dead letter for a decoded event the fold refused: its producer-format JSON is kept
     (the original bytes stay in the log at the recorded position)."""
-    raw = None
-    if record.event is not None:
-        raw = orjson.dumps(event_to_json(record.event), default=str)
+    raw = None if record.event is None else _event_text(record.event.event)
     return DeadLetter(source.name, record.partition, record.offset, record.line, None, raw, reason)

@@ -23,7 +23,8 @@ from consumers.sources import FileSource, KafkaSource
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.errors import BadInput
 from profile_engine.fold import FoldConfig
-from projections.scratch import ProjectionLock, read_user_state, scratch_projection
+from projections.connection import ProjectionLock
+from projections.scratch import read_user_state, scratch_projection
 from projections.store import ProjectionConfigError
 from projections.typed_traits import refresh_typed_traits_view
 

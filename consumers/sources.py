@@ -10,7 +10,8 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from consumers.pipeline import Record
+from consumers.pipeline import Record, prepared_record
+from consumers.process_stream import ProcessStream
 from consumers.reader import KafkaReader, ReadPlan, Undecodable
 from profile_engine.contract import ContractError, parse_event
 from profile_engine.events import ProfileEvent
@@ -30,7 +31,7 @@ class ListSource:
     def chunks(self) -> Iterator[list[Record] | None]:
         chunk: list[Record] = []
         for number, event in enumerate(self._events, start=1):
-            chunk.append(Record(None, None, number, event, None))
+            chunk.append(prepared_record(self.name, None, None, number, event))
             if len(chunk) >= CHUNK:
                 yield chunk
                 chunk = []
@@ -45,63 +46,77 @@ class ListSource:
 
 
 class FileSource:
-    """A JSON Lines file (producer format) or an Avro container file written by `archive`."""
+    """A JSON Lines file (producer format) or an Avro container file written by `archive`,
+    parsed and prepared in a child process while this one folds."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, in_child: bool = True) -> None:
         self.path = path
         self.name = str(path)
+        self._in_child = in_child
+        self._stream: ProcessStream | None = None
 
     def chunks(self) -> Iterator[list[Record] | None]:
-        chunk: list[Record] = []
-        for record in self._records():
-            chunk.append(record)
-            if len(chunk) >= CHUNK:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-    def _records(self) -> Iterator[Record]:
-        with self.path.open("rb") as handle:
-            is_avro = handle.read(4) == AVRO_CONTAINER_MAGIC
-        if is_avro:
-            yield from self._archive_records()
-        else:
-            yield from self._json_records()
-
-    def _archive_records(self) -> Iterator[Record]:
-        from consumers.archive import iter_archive
-
-        for number, event, error in iter_archive(self.path):
-            if event is None:
-                reason = error or "bad record"
-                letter = DeadLetter(self.name, None, None, number, None, None, reason)
-                yield Record(None, None, number, None, letter)
-            else:
-                yield Record(None, None, number, event, None)
-
-    def _json_records(self) -> Iterator[Record]:
-        with self.path.open("rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    event = parse_event(json.loads(raw))
-                except (ContractError, ValueError, RecursionError) as error:
-                    reason = (
-                        str(error) if isinstance(error, ContractError) else f"invalid JSON: {error}"
-                    )
-                    line = raw.rstrip(b"\r\n")
-                    letter = DeadLetter(self.name, None, None, number, None, line, reason)
-                    yield Record(None, None, number, None, letter)
-                else:
-                    yield Record(None, None, number, event, None)
+        if not self._in_child:
+            yield from file_chunks(str(self.path))
+            return
+        self._stream = ProcessStream(file_chunks, str(self.path))
+        yield from self._stream
 
     def lag(self, next_offsets: dict[int, int]) -> int:
         return 0
 
     def close(self) -> None:
-        pass
+        if self._stream is not None:
+            self._stream.close()
+
+
+def file_chunks(path_text: str) -> Iterator[list[Record]]:
+    """The records of a file in chunks (module level: it runs in the child process)."""
+    path = Path(path_text)
+    with path.open("rb") as handle:
+        is_avro = handle.read(4) == AVRO_CONTAINER_MAGIC
+    records = _archive_records(path) if is_avro else _json_records(path)
+    chunk: list[Record] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _archive_records(path: Path) -> Iterator[Record]:
+    from consumers.archive import iter_archive
+
+    name = str(path)
+    for number, event, error in iter_archive(path):
+        if event is None:
+            letter = DeadLetter(name, None, None, number, None, None, error or "bad record")
+            yield Record(None, None, number, None, letter)
+        else:
+            yield prepared_record(name, None, None, number, event)
+
+
+def _json_records(path: Path) -> Iterator[Record]:
+    name = str(path)
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            line = raw.rstrip(b"\r\n")
+            try:
+                event = parse_event(json.loads(raw))
+            except ContractError as error:
+                reason = str(error)
+            except (ValueError, RecursionError) as error:
+                reason = f"invalid JSON: {error}"
+            else:
+                yield prepared_record(name, None, None, number, event, line)
+                continue
+            yield Record(
+                None, None, number, None, DeadLetter(name, None, None, number, None, line, reason)
+            )
 
 
 class KafkaSource:
@@ -129,7 +144,7 @@ class KafkaSource:
                     )  # fmt: skip
                     records.append(Record(partition, offset, None, None, letter))
                 else:
-                    records.append(Record(partition, offset, None, item, None))
+                    records.append(prepared_record(topic, partition, offset, None, item))
             yield records
 
     def lag(self, next_offsets: dict[int, int]) -> int:

@@ -5,10 +5,12 @@ the whole state in memory. This module computes the same result for one batch of
 while holding only what the batch touches, so memory is bounded by the batch, not by the
 number of profiles:
 
+- what each event says on its own (its fingerprint, timeline payload, order, lookup keys) is
+  derived by ``prepare`` where the event is decoded, in parallel with the fold;
 - before the batch, the store pages in the *stored world* the batch needs: the owner of
   every identifier the batch carries, and for each owner its creation key and its values of
   the identifier types that have a per-profile limit (see ``StoredWorld``);
-- ``BatchFold.apply`` then runs identity resolution event by event in the log's order (the
+- ``BatchFold.fold`` then runs identity resolution event by event in the log's order (the
   only inherently sequential work: merges, limit conflicts, erasures), and records for each
   applied event only *what it says*: the profile it landed on, and small per-identifier
   aggregates (first/last seen, bounces, consent and CCPA candidates) in ``IdentifierDelta``;
@@ -41,10 +43,34 @@ from profile_engine.events import (
     Track,
 )
 from profile_engine.fold import SEEN_EVENT_TYPES, FoldConfig, profile_id_for
-from profile_engine.keys import content_fingerprint
+from profile_engine.keys import content_fingerprint, event_key, identifier_key
 from profile_engine.state import OrderKey
 
-IdKey = tuple[str, str]  # (id_type, normalised value)
+IdKey = str  # identifier_key(id_type, value): the 128-bit key the projections join on
+
+
+class Prepared(NamedTuple):
+    """An event with everything the fold derives from it alone (see ``prepare``)."""
+
+    event: ProfileEvent
+    fingerprint: str  # content_fingerprint: tells a redelivery from a reused event_id
+    payload: str  # the timeline's payload JSON
+    order: tuple[str, float] | None  # the (order_id, revenue) a purchase sets
+    event_key: str  # event_key(event_id)
+    id_keys: tuple[str, ...]  # identifier_key of each of event.identifiers, in order
+
+
+def prepare(event: ProfileEvent) -> Prepared:
+    """Derive what folding one event needs that depends on nothing else; raises for an event
+    whose values cannot be stored (the caller dead-letters it)."""
+    return Prepared(
+        event,
+        content_fingerprint(event),
+        timeline_payload(event),
+        order_of(event) if isinstance(event, Track) else None,
+        event_key(event.event_id),
+        tuple(identifier_key(i.id_type, i.value) for i in event.identifiers),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +86,7 @@ class StoredProfile:
 class StoredWorld:
     """The part of the stored state a batch can reach, paged in before it is folded."""
 
-    owners: dict[IdKey, str] = field(default_factory=dict)  # identifier -> live profile
+    owners: dict[IdKey, str] = field(default_factory=dict)  # identifier key -> live profile
     profiles: dict[str, StoredProfile] = field(default_factory=dict)  # those owners
     # event_id -> fingerprint of events already applied (only the batch's ids are asked for)
     applied: dict[str, str] = field(default_factory=dict)
@@ -151,11 +177,9 @@ class Conflict(NamedTuple):
 class Applied(NamedTuple):
     """An applied event and the profile it landed on (before later merges in the batch)."""
 
-    event: ProfileEvent
+    prepared: Prepared
     profile_id: str
     in_timeline: bool  # False for the delete that erased its own profile
-    payload: str  # its timeline payload (see timeline_payload)
-    order: tuple[str, float] | None  # the order a purchase sets
 
 
 class Outcome(StrEnum):
@@ -179,7 +203,6 @@ class BatchChanges:
     created: dict[str, OrderKey]  # profiles created in the batch that are still live
     identifiers: dict[IdKey, tuple[str, IdentifierDelta]]  # live identifier -> (profile, delta)
     conflicts: list[Conflict]
-    applied_ids: list[tuple[str, str]]  # (event_id, fingerprint) of every applied event
 
     @property
     def touched_profiles(self) -> set[str]:
@@ -214,29 +237,27 @@ class BatchFold:
         self._applied: list[Applied] = []
         self._merges: list[tuple[str, Merge]] = []
         self._conflicts: list[Conflict] = []
-        self._applied_ids: list[tuple[str, str]] = []
         self._met: set[str] = set()
 
     # -- the fold ---------------------------------------------------------------------------
 
-    def fold(self, event: ProfileEvent) -> Outcome:
+    def fold(self, prepared: Prepared) -> Outcome:
         """Fold one event. Everything that can fail is computed before any state changes, so
         an exception leaves the batch as if the event never came (the caller dead-letters it).
 
         A redelivered event (same event_id, same content) is a duplicate; the same event_id
         with other content is refused (``REUSED_ID``), so a collision is visible.
         """
-        fingerprint = content_fingerprint(event)
-        known = self._batch_applied.get(event.event_id)
+        event = prepared.event
+        event_id = event.event_id
+        known = self._batch_applied.get(event_id)
         if known is None:
-            known = self._stored_applied.get(event.event_id)
+            known = self._stored_applied.get(event_id)
         if known is not None:
-            return Outcome.DUPLICATE if known == fingerprint else Outcome.REUSED_ID
-        key: OrderKey = (event.timestamp_us, event.event_id)
-        payload = timeline_payload(event)
-        order = order_of(event) if isinstance(event, Track) else None
-        plan = self._plan(event, key)
-        self._commit(event, key, plan, fingerprint, payload, order)
+            return Outcome.DUPLICATE if known == prepared.fingerprint else Outcome.REUSED_ID
+        key: OrderKey = (event.timestamp_us, event_id)
+        plan = self._plan(prepared, key)
+        self._commit(prepared, key, plan)
         return Outcome.APPLIED
 
     def _find(self, pid: str) -> str:
@@ -252,20 +273,26 @@ class BatchFold:
         pid = self._owner.get(key)
         return None if pid is None else self._find(pid)
 
-    def _plan(self, event: ProfileEvent, key: OrderKey) -> _Plan:
-        idents = event.identifiers
-        first = self._owner_of(idents[0].key) if idents else None
+    def _plan(self, prepared: Prepared, key: OrderKey) -> _Plan:
+        keys = prepared.id_keys
+        owner_of = self._owner_of
+        first = owner_of(keys[0]) if keys else None
         if first is not None:
-            for ident in idents[1:]:
-                if self._owner_of(ident.key) != first:
+            for ikey in keys[1:]:
+                if owner_of(ikey) != first:
                     break
             else:
-                return _Plan(first, None, [], list(idents), [])
-        candidates = list(dict.fromkeys(idents))  # priority order, deduplicated
-        dropped: list[tuple[Identifier, str]] = []
+                return _Plan(first, None, [], list(range(len(keys))), [])
+        idents = prepared.event.identifiers
+        # Positions in priority order (the order of event.identifiers), each identifier once.
+        first_position: dict[IdKey, int] = {}
+        for i, ikey in enumerate(keys):
+            first_position.setdefault(ikey, i)
+        candidates = list(first_position.values())
+        dropped: list[tuple[int, str]] = []
         while True:
-            owners = self._owners(candidates)
-            broken = self._broken_limit(candidates, owners)
+            owners = self._owners([keys[i] for i in candidates])
+            broken = self._broken_limit([idents[i] for i in candidates], owners)
             if broken is None:
                 break
             dropped.append((candidates.pop(), broken))
@@ -273,12 +300,12 @@ class BatchFold:
             survivor = min(owners, key=self._created.__getitem__)
             merged = [o for o in owners if o != survivor]
             return _Plan(survivor, None, merged, candidates, dropped)
-        return _Plan(profile_id_for(event.event_id), key, [], candidates, dropped)
+        return _Plan(profile_id_for(prepared.event.event_id), key, [], candidates, dropped)
 
-    def _owners(self, candidates: list[Identifier]) -> list[str]:
+    def _owners(self, keys: list[IdKey]) -> list[str]:
         owners: dict[str, None] = {}
-        for ident in candidates:
-            owner = self._owner_of(ident.key)
+        for ikey in keys:
+            owner = self._owner_of(ikey)
             if owner is not None:
                 owners[owner] = None
         return list(owners)
@@ -292,38 +319,31 @@ class BatchFold:
                 return f"at most {limit} {id_type} per profile"
         return None
 
-    def _commit(
-        self,
-        event: ProfileEvent,
-        key: OrderKey,
-        plan: _Plan,
-        fingerprint: str,
-        payload: str,
-        order: tuple[str, float] | None,
-    ) -> None:
+    def _commit(self, prepared: Prepared, key: OrderKey, plan: _Plan) -> None:
+        event = prepared.event
+        keys = prepared.id_keys
+        idents = event.identifiers
         target = plan.target
         if plan.created is not None:
             self._created[target] = plan.created
             self._new_profiles[target] = plan.created
         for other in plan.merged:
             self._merge(target, other, event)
-        for ident in plan.attached:
-            self._attach(ident, target)
-        for ident, rule in plan.dropped:
-            owner = self._owner_of(ident.key)
-            self._conflicts.append(Conflict(event.event_id, key[0], ident, owner, target, rule))
-        self._batch_applied[event.event_id] = fingerprint
-        self._applied_ids.append((event.event_id, fingerprint))
+        for i in plan.attached:
+            self._attach(keys[i], idents[i], target)
+        for i, rule in plan.dropped:
+            owner = self._owner_of(keys[i])
+            self._conflicts.append(Conflict(event.event_id, key[0], idents[i], owner, target, rule))
+        self._batch_applied[event.event_id] = prepared.fingerprint
         self._met.add(target)
         if event.type in SEEN_EVENT_TYPES:
-            for ident in plan.attached:
-                self._delta(ident.key).seen(key)
-        erased = self._apply_payload(event, key, target)
-        self._applied.append(Applied(event, target, not erased, payload, order))
+            for i in plan.attached:
+                self._delta(keys[i], idents[i]).seen(key)
+        erased = self._apply_payload(prepared, key, target)
+        self._applied.append(Applied(prepared, target, not erased))
 
-    def _attach(self, ident: Identifier, target: str) -> None:
-        ikey = ident.key
-        if ikey in self._owner and self._owner_of(ikey) is not None:
+    def _attach(self, ikey: IdKey, ident: Identifier, target: str) -> None:
+        if ikey in self._owner:
             return
         self._owner[ikey] = target
         self._members.setdefault(target, []).append(ikey)
@@ -331,10 +351,10 @@ class BatchFold:
         if ident.id_type in self._limits:
             self._limited.setdefault(target, {}).setdefault(ident.id_type, set()).add(ident.value)
 
-    def _delta(self, ikey: IdKey) -> IdentifierDelta:
+    def _delta(self, ikey: IdKey, ident: Identifier) -> IdentifierDelta:
         delta = self._deltas.get(ikey)
         if delta is None:  # a stored identifier, first met in this batch
-            delta = self._deltas[ikey] = IdentifierDelta(Identifier(*ikey), fresh=False)
+            delta = self._deltas[ikey] = IdentifierDelta(ident, fresh=False)
         return delta
 
     def _merge(self, survivor: str, other: str, event: ProfileEvent) -> None:
@@ -347,23 +367,28 @@ class BatchFold:
         self._merges.append((other, Merge(other, event.timestamp_us, event.event_id)))
         self._met.add(other)
 
-    def _apply_payload(self, event: ProfileEvent, key: OrderKey, target: str) -> bool:
+    def _apply_payload(self, prepared: Prepared, key: OrderKey, target: str) -> bool:
         """Per-identifier effects; True when the event erased its profile."""
-        if isinstance(event, Consent):
-            ident = event.identifier(CHANNEL_ID_TYPE[event.channel])
-            if ident is not None and self._owner_of(ident.key) is not None:
-                self._delta(ident.key).set_consent(event.status, key)
-        elif isinstance(event, Bounce):
-            ident = event.identifier(CHANNEL_ID_TYPE[event.channel])
-            if ident is not None and self._owner_of(ident.key) is not None:
-                self._delta(ident.key).bounce(event.bounce_type, key[0])
+        event = prepared.event
+        if isinstance(event, Consent | Bounce):
+            # Consent and bounces belong to the address, even when an identity conflict kept
+            # it on another profile.
+            position = _position(event, CHANNEL_ID_TYPE[event.channel])
+            if position is not None:
+                ikey = prepared.id_keys[position]
+                if self._owner_of(ikey) is not None:
+                    delta = self._delta(ikey, event.identifiers[position])
+                    if isinstance(event, Consent):
+                        delta.set_consent(event.status, key)
+                    else:
+                        delta.bounce(event.bounce_type, key[0])
         elif isinstance(event, Ccpa):
             if event.request == "delete":
                 self._erase(target)
                 return True
-            for ident in event.identifiers:
-                if self._owner_of(ident.key) == target:
-                    self._delta(ident.key).set_ccpa(event.request, key)
+            for ikey, ident in zip(prepared.id_keys, event.identifiers, strict=True):
+                if self._owner_of(ikey) == target:
+                    self._delta(ikey, ident).set_ccpa(event.request, key)
         return False
 
     def _erase(self, root: str) -> None:
@@ -410,7 +435,6 @@ class BatchFold:
             created=created,
             identifiers=identifiers,
             conflicts=self._conflicts,
-            applied_ids=self._applied_ids,
         )
 
 
@@ -418,8 +442,15 @@ class _Plan(NamedTuple):
     target: str
     created: OrderKey | None  # the new profile's creation key, when the event creates one
     merged: list[str]  # owners merged into the target
-    attached: list[Identifier]
-    dropped: list[tuple[Identifier, str]]
+    attached: list[int]  # positions in event.identifiers of the identifiers it links
+    dropped: list[tuple[int, str]]  # position and the limit its link would break
+
+
+def _position(event: ProfileEvent, id_type: str) -> int | None:
+    for i, ident in enumerate(event.identifiers):
+        if ident.id_type == id_type:
+            return i
+    return None
 
 
 def order_of(event: Track) -> tuple[str, float] | None:

@@ -23,13 +23,13 @@ import pyarrow as pa
 from profile_engine.batch_fold import (
     BatchChanges,
     IdKey,
+    Prepared,
     StoredProfile,
     StoredWorld,
     subscription_identifier,
 )
-from profile_engine.events import Identify, ProfileEvent, Subscription, Track
+from profile_engine.events import Identify, Subscription
 from profile_engine.fold import FoldConfig
-from profile_engine.keys import event_key, identifier_key
 from projections.rows import NEVER_US, TIMESTAMP, trait_text
 from projections.store import DeadLetter, TopicOffset, arrow
 
@@ -55,31 +55,27 @@ def _registered(con: duckdb.DuckDBPyConnection, **tables: pa.Table) -> Iterator[
 
 
 def load_world(
-    con: duckdb.DuckDBPyConnection, events: Sequence[ProfileEvent], config: FoldConfig
+    con: duckdb.DuckDBPyConnection, batch: Sequence[Prepared], config: FoldConfig
 ) -> StoredWorld:
     world = StoredWorld()
-    keys: dict[IdKey, str] = {}
-    for event in events:
-        for ident in event.identifiers:
-            if ident.key not in keys:
-                keys[ident.key] = identifier_key(*ident.key)
+    keys = list({k: None for p in batch for k in p.id_keys})
     if keys:
-        world.owners = _owners(con, list(keys.items()))
+        world.owners = _owners(con, keys)
     if world.owners:
         owners = pa.table({"pid": pa.array(sorted(set(world.owners.values())), _STR)})
         world.profiles = _owner_profiles(con, owners, config)
-    world.applied = _applied(con, events)
+    world.applied = _applied(con, batch)
     return world
 
 
-def _owners(con: duckdb.DuckDBPyConnection, keys: list[tuple[IdKey, str]]) -> dict[IdKey, str]:
-    wanted = pa.table({"ord": pa.array(range(len(keys)), _I64), "id_key": [k for _, k in keys]})
+def _owners(con: duckdb.DuckDBPyConnection, keys: list[IdKey]) -> dict[IdKey, str]:
+    wanted = pa.table({"id_key": pa.array(keys, _STR)})
     with _registered(con, _w_keys=wanted):
         rows = con.execute(
-            "SELECT k.ord, i.profile_id::VARCHAR FROM identifiers AS i"
-            " JOIN (SELECT ord, id_key::UUID AS id_key FROM _w_keys) AS k USING (id_key)"
+            "SELECT id_key::VARCHAR, profile_id::VARCHAR FROM identifiers"
+            " WHERE id_key IN (SELECT id_key::UUID FROM _w_keys)"
         ).fetchall()
-    return {keys[ordinal][0]: pid for ordinal, pid in rows}
+    return dict(rows)
 
 
 def _owner_profiles(
@@ -113,15 +109,19 @@ def _owner_profiles(
     }
 
 
-def _applied(con: duckdb.DuckDBPyConnection, events: Sequence[ProfileEvent]) -> dict[str, str]:
-    ids = list(dict.fromkeys(e.event_id for e in events))
-    if not ids:
+def _applied(con: duckdb.DuckDBPyConnection, batch: Sequence[Prepared]) -> dict[str, str]:
+    wanted = pa.table(
+        {
+            "event_id": pa.array([p.event.event_id for p in batch], _STR),
+            "event_key": pa.array([p.event_key for p in batch], _STR),
+        }
+    )
+    if not len(batch):
         return {}
-    wanted = pa.table({"event_id": ids, "event_key": [event_key(i) for i in ids]})
     with _registered(con, _w_events=wanted):
         rows = con.execute(
             "SELECT b.event_id, a.event_id, a.fingerprint::VARCHAR FROM applied_events AS a"
-            " JOIN (SELECT event_id, event_key::UUID AS event_key FROM _w_events) AS b"
+            " JOIN (SELECT DISTINCT event_id, event_key::UUID AS event_key FROM _w_events) AS b"
             " USING (event_key)"
         ).fetchall()
     # The stored event_id is compared too: the key is a hash.
@@ -182,61 +182,52 @@ class _BatchTables:
         return tables
 
     def _events(self, changes: BatchChanges) -> None:
+        """Every applied event as one row (list comprehensions: C-speed passes), plus the
+        rows of the few event types that carry traits, orders or subscriptions."""
         final = changes.final_profile
-        touch: dict[str, list[int]] = {}  # pid -> [count, first, last]
-        timeline: list[tuple[ProfileEvent, str, str]] = []
-        traits: list[tuple[Any, ...]] = []
-        orders: list[tuple[Any, ...]] = []
-        subscriptions: list[tuple[Any, ...]] = []
-        for event, applied_to, in_timeline, payload, order in changes.applied:
-            pid = final.get(applied_to)
-            if pid is None:
-                continue
-            ts = event.timestamp_us
-            seen = touch.get(pid)
-            if seen is None:
-                touch[pid] = [1, ts, ts]
-            else:
-                seen[0] += 1
-                if ts < seen[1]:
-                    seen[1] = ts
-                if ts > seen[2]:
-                    seen[2] = ts
-            if in_timeline:
-                timeline.append((event, pid, payload))
-            if isinstance(event, Identify):
-                for name, value in event.traits.items():
-                    text, kind = (None, None) if value is None else trait_text(value)
-                    traits.append((pid, name, text, kind, ts, event.event_id))
-            elif order is not None:
-                orders.append((pid, order[0], order[1], ts, event.event_id))
-            elif isinstance(event, Subscription):
-                subscriptions.append(
-                    (pid, event.list_id, event.channel, event.status,
-                     subscription_identifier(event), ts, event.event_id)
-                )  # fmt: skip
-        self.scope.update(touch)
+        applied = changes.applied
+        prepared = [a.prepared for a in applied]
+        events = [p.event for p in prepared]
+        pids = [final[a.profile_id] for a in applied]  # None: erased later in the batch
+        self.scope.update(pid for pid in pids if pid is not None)
         created = changes.created
-        self.columns["_b_touch"] = {
-            "pid": pa.array(list(touch), _STR),
-            "n": pa.array([t[0] for t in touch.values()], _I64),
-            "first_us": pa.array([t[1] for t in touch.values()], _I64),
-            "last_us": pa.array([t[2] for t in touch.values()], _I64),
-            "created_us": pa.array([created[p][0] if p in created else None for p in touch], _I64),
-            "created_event_id": pa.array(
-                [created[p][1] if p in created else None for p in touch], _STR
-            ),
+        self.columns["_b_created"] = {
+            "pid": pa.array(list(created), _STR),
+            "created_us": pa.array([k[0] for k in created.values()], _I64),
+            "created_event_id": pa.array([k[1] for k in created.values()], _STR),
         }
-        self.columns["_b_events"] = {
-            "event_id": pa.array([e.event_id for e, _, _ in timeline], _STR),
-            "pid": pa.array([p for _, p, _ in timeline], _STR),
-            "type": pa.array([e.type for e, _, _ in timeline], _STR),
-            "ts": pa.array([e.timestamp_us for e, _, _ in timeline], TIMESTAMP),
+        self.columns["_b_applied"] = {
+            "event_id": pa.array([e.event_id for e in events], _STR),
+            "event_key": pa.array([p.event_key for p in prepared], _STR),
+            "fingerprint": pa.array([p.fingerprint for p in prepared], _STR),
+            "pid": pa.array(pids, _STR),
+            "in_timeline": pa.array([a.in_timeline for a in applied], pa.bool_()),
+            "type": pa.array([e.type for e in events], _STR),
+            "ts": pa.array([e.timestamp_us for e in events], TIMESTAMP),
             "event_name": pa.array(
-                [e.event if isinstance(e, Track) else None for e, _, _ in timeline], _STR
+                [e.event if e.type == "track" else None for e in events],  # type: ignore[attr-defined]
+                _STR,
             ),
-            "payload": pa.array([payload for _, _, payload in timeline], _STR),
+            "payload": pa.array([p.payload for p in prepared], _STR),
         }
+        live = [(e, pid, p) for e, pid, p in zip(events, pids, prepared, strict=True) if pid]
+        traits = [
+            (pid, name, *_trait_cell(value), e.timestamp_us, e.event_id)
+            for e, pid, _ in live
+            if isinstance(e, Identify)
+            for name, value in e.traits.items()
+        ]
+        orders = [
+            (pid, p.order[0], p.order[1], e.timestamp_us, e.event_id)
+            for e, pid, p in live
+            if p.order is not None
+        ]
+        subscriptions = [
+            (pid, e.list_id, e.channel, e.status, subscription_identifier(e), e.timestamp_us,
+             e.event_id)
+            for e, pid, _ in live
+            if isinstance(e, Subscription)
+        ]  # fmt: skip
         self.columns["_b_traits"] = _columns(
             ("pid", "name", "value", "value_type", "ts", "source"),
             (_STR, _STR, _STR, _STR, TIMESTAMP, _STR),
@@ -255,14 +246,14 @@ class _BatchTables:
 
     def _identifiers(self, changes: BatchChanges) -> None:
         rows: list[tuple[Any, ...]] = []
-        for (id_type, value), (pid, d) in changes.identifiers.items():
+        for id_key, (pid, d) in changes.identifiers.items():
             last = d.last_seen_key
             explicit = d.explicit_key
             unknown = d.unknown_key
             ccpa = d.ccpa_key
             rows.append(
                 (
-                    identifier_key(id_type, value), pid, id_type, value, d.fresh, d.valid,
+                    id_key, pid, d.id_type, d.value, d.fresh, d.valid,
                     d.first_seen, last[0] if last else None, last[1] if last else None,
                     d.hard_bounces, d.complaints, d.soft_bounce_times,
                     d.explicit_consent, explicit[0] if explicit else None,
@@ -297,12 +288,11 @@ class _BatchTables:
             (_STR, TIMESTAMP, _STR, _STR, _STR, _STR, _STR),
             conflicts,
         )
-        applied = changes.applied_ids
-        self.columns["_b_applied"] = {
-            "event_id": pa.array([a[0] for a in applied], _STR),
-            "event_key": pa.array([event_key(a[0]) for a in applied], _STR),
-            "fingerprint": pa.array([a[1] for a in applied], _STR),
-        }
+
+
+def _trait_cell(value: Any) -> tuple[str | None, str | None]:
+    """A trait's stored text and type; (None, None) for a null, which unsets it."""
+    return (None, None) if value is None else trait_text(value)
 
 
 def _columns(
@@ -571,14 +561,15 @@ def _orders_and_profiles(con: duckdb.DuckDBPyConnection, batch: _BatchTables) ->
                 SELECT pid, min(first_us) AS first_us, max(last_us) AS last_us, sum(n) AS n
                 FROM (
                     SELECT pid, first_us, last_us, event_count AS n FROM stored
-                    UNION ALL SELECT pid::UUID, first_us, last_us, n FROM _b_touch
+                    UNION ALL
+                    SELECT pid::UUID, min(epoch_us(ts)), max(epoch_us(ts)), count(*)
+                    FROM _b_applied WHERE pid IS NOT NULL GROUP BY pid
                 )
                 GROUP BY pid
             ), created AS (
                 SELECT pid, created_us, created_event_id FROM stored WHERE pid = profile_id::UUID
                 UNION ALL
-                SELECT pid::UUID, created_us, created_event_id FROM _b_touch
-                WHERE created_us IS NOT NULL
+                SELECT pid::UUID, created_us, created_event_id FROM _b_created
             ), ccpa AS (
                 SELECT
                     profile_id AS pid,
@@ -682,7 +673,7 @@ WHERE p.profile_id IN ({scope})
 def _timeline_and_identity(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
     con.execute(
         "INSERT INTO events SELECT event_id, pid::UUID, type, ts, event_name, payload"
-        " FROM _b_events"
+        " FROM _b_applied WHERE in_timeline AND pid IS NOT NULL"
     )
     con.execute(
         "INSERT INTO profile_merges SELECT merged::UUID, survivor::UUID, merged_at, event_id"

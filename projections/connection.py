@@ -16,10 +16,13 @@ itself) is refused by the statement checks of ``projections.sql_checks`` before 
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import duckdb
 import pyarrow as pa
@@ -157,3 +160,55 @@ def duckdb_errors(db_path: str | Path) -> Iterator[None]:
         if message is not None:
             raise DatabaseBusy(message) from error
         raise ProjectionUnavailable(f"{db_path}: {first_line(error)}") from error
+
+
+def _companion(db_path: Path, suffix: str) -> Path:
+    return db_path.with_name(db_path.name + suffix)
+
+
+class ProjectionLock:
+    """An exclusive advisory lock on ``<db>.lock``, naming its holder in refusals.
+
+    Taken by every process that writes a projection for a while (consume, serve, rebuild) or
+    changes its settings, so that a rebuild cannot swap a file from under a running consumer,
+    a consumer cannot start on a file a rebuild is about to replace, and a setting cannot be
+    lost to a swap.
+    """
+
+    def __init__(self, db_path: str | Path, purpose: str) -> None:
+        self.path = _companion(Path(db_path), ".lock")
+        self.db_path = str(db_path)
+        self.purpose = purpose
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> ProjectionLock:
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise DatabaseBusy(
+                f"{self.db_path} is in use by {holder}; {self.purpose} has to wait until it stops"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"`profile-engine {self.purpose}` (pid {os.getpid()})")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.seek(0)
+            self._handle.truncate()
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> ProjectionLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

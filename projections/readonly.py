@@ -17,6 +17,7 @@ import duckdb
 
 from projections.connection import (
     DatabaseBusy,
+    ProjectionLock,
     ProjectionUnavailable,
     connect,
     duckdb_errors,
@@ -90,13 +91,17 @@ def read_projection(db_path: str, work: Callable[[duckdb.DuckDBPyConnection], T]
 
 
 def write_projection(db_path: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-    """``work`` on a writable sandboxed connection; DuckDB failures become error kinds."""
-    con = open_writable(db_path)
-    try:
-        with duckdb_errors(db_path):
-            return work(con)
-    finally:
-        con.close()
+    """``work`` on a writable sandboxed connection; DuckDB failures become error kinds.
+
+    Holds the projection's lock meanwhile: a running consume or rebuild refuses the change
+    (a rebuild would otherwise swap in a file without it)."""
+    with ProjectionLock(db_path, "a settings change"):
+        con = open_writable(db_path)
+        try:
+            with duckdb_errors(db_path):
+                return work(con)
+        finally:
+            con.close()
 
 
 def missing_views(con: duckdb.DuckDBPyConnection) -> list[str]:

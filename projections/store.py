@@ -23,11 +23,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from profile_engine.batch_fold import BatchChanges, StoredProfile, StoredWorld
+from profile_engine.batch_fold import BatchChanges, Prepared, StoredProfile, StoredWorld
 from profile_engine.errors import NeedsOperator
-from profile_engine.events import ProfileEvent
 from profile_engine.fold import FoldConfig
-from profile_engine.keys import event_key, identifier_key
 from projections.connection import connect, write_errors
 
 SCHEMA_VERSION = "3"
@@ -226,12 +224,12 @@ class ProjectionStore:
 
     # -- one batch ----------------------------------------------------------------------------
 
-    def stored_world(self, events: Sequence[ProfileEvent], config: FoldConfig) -> StoredWorld:
-        """Page in what folding ``events`` can reach; see profile_engine.batch_fold."""
+    def stored_world(self, batch: Sequence[Prepared], config: FoldConfig) -> StoredWorld:
+        """Page in what folding ``batch`` can reach; see profile_engine.batch_fold."""
         from projections.batch_writer import load_world
 
         with write_errors(self.db_path):
-            return load_world(self.con, events, config)
+            return load_world(self.con, batch, config)
 
     def commit_batch(
         self,
@@ -257,7 +255,5 @@ __all__ = [
     "StoredProfile",
     "StoredWorld",
     "TopicOffset",
-    "event_key",
-    "identifier_key",
     "open_projection",
 ]

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from profile_engine.batch_fold import BatchFold
+from profile_engine.batch_fold import BatchFold, prepare
 from profile_engine.errors import BadInput
 from profile_engine.events import ProfileEvent
 from profile_engine.fold import FoldConfig, profile_id_for
@@ -139,9 +139,10 @@ def test_erasure_leaves_no_row_behind_and_survives_a_restart(tmp_path: Path) -> 
 
 def _fold_batch(store: ProjectionStore, events: list[ProfileEvent]) -> BatchFold:
     config = store.fold_config(None)
-    fold = BatchFold(config, store.stored_world(events, config))
-    for event in events:
-        fold.fold(event)
+    batch = [prepare(event) for event in events]
+    fold = BatchFold(config, store.stored_world(batch, config))
+    for prepared in batch:
+        fold.fold(prepared)
     return fold
 
 
@@ -165,7 +166,7 @@ def test_a_failed_batch_leaves_rows_and_offsets_unchanged(tmp_path: Path) -> Non
             [TopicOffset("t", 0, 1)],
         )
         changes = _fold_batch(store, [track(1, email="b@example.com")]).finish()
-        changes.applied_ids.append(("e-x", "not a uuid"))  # the fingerprint column refuses it
+        changes.merges.append(("not a uuid", "x", 0, "e-x"))  # the merge table refuses it
         with pytest.raises(BadInput):
             store.commit_batch(changes, [TopicOffset("t", 0, 2)])
         assert store.offsets("t") == {0: 1}
