@@ -111,15 +111,20 @@ def run_sampled(
         child = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err, env=cli_env())
         root = psutil.Process(child.pid)
         peak = samples = 0
-        while True:
-            peak = max(peak, tree_rss_bytes(root))
-            samples += 1
-            # wait4 reaps the child and hands back its rusage: ru_maxrss is the kernel's
-            # high-water mark of the largest process among it and its waited-for children.
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            time.sleep(interval)
+        try:
+            while True:
+                peak = max(peak, tree_rss_bytes(root))
+                samples += 1
+                # wait4 reaps the child and hands back its rusage: ru_maxrss is the kernel's
+                # high-water mark of the largest process among it and its waited-for children.
+                pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+                if pid:
+                    break
+                time.sleep(interval)
+        except BaseException:  # interrupted: leave no rebuild running behind
+            child.kill()
+            child.wait()
+            raise
     seconds = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
     return TreeRun(
