@@ -13,7 +13,10 @@ STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 DEMO_DIR := .cache
 BENCHMARKS := benchmarks/bench_publish.py benchmarks/bench_fold.py \
-              benchmarks/bench_queries.py benchmarks/bench_import.py
+              benchmarks/bench_queries.py benchmarks/bench_import.py benchmarks/bench_scale.py
+# `make bench` runs bench_scale.py at sizes for a quick run; with no arguments it runs the
+# issue's sizes (500000,2000000,10000000; the 10M size needs about 7 GB of scratch space).
+BENCH_SCALE_ARGS ?= --events 50000,200000
 
 # The first interpreter on PATH that is Python 3.11 or newer (override with PYTHON=...).
 PYTHON ?= $(shell for candidate in python3.13 python3.12 python3.11 python3; do \
@@ -73,7 +76,8 @@ format: install ## Format the code and apply ruff's safe fixes
 bench: install broker-start ## Run each benchmark script in benchmarks/ that exists
 	@for script in $(BENCHMARKS); do \
 		if [ -f $$script ]; then \
-			echo "== $$script"; $(PY) $$script || exit 1; \
+			args=""; [ $$script = benchmarks/bench_scale.py ] && args="$(BENCH_SCALE_ARGS)"; \
+			echo "== $$script $$args"; $(PY) $$script $$args || exit 1; \
 		else \
 			echo "== $$script: not present, skipped"; \
 		fi; \

@@ -3,8 +3,8 @@
 The same measurement as `profile-engine bench fold`: a generated stream (default 1M events)
 is published to a fresh topic on PROFILE_ENGINE_BOOTSTRAP_SERVERS (default the local broker),
 then a bare kafka-python consumer reads it and the fold consumer folds it into a new DuckDB
-file, each in a fresh child process; then the CPU floor of any fold of the stream is
-measured (consumers/bench_floor.py). Prints one JSON object.
+file, each in a fresh child process. Prints one JSON object; fold_vs_raw is the fold rate
+over the raw read rate of the same run (the issue's target: at least 0.6).
 """
 
 from __future__ import annotations
@@ -23,14 +23,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument(
-        "--no-floor", action="store_true", help="skip measuring the CPU floor of any fold"
-    )
     args = parser.parse_args()
     bootstrap = os.environ.get("PROFILE_ENGINE_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
-    result = run_fold_benchmark(
-        args.events, args.seed, bootstrap, args.batch_size, sys.stderr, floor=not args.no_floor
-    )
+    result = run_fold_benchmark(args.events, args.seed, bootstrap, args.batch_size, sys.stderr)
     print(json.dumps(result))
 
 
