@@ -95,8 +95,13 @@ def write_errors(db_path: str) -> Iterator[None]:
         yield
     except _DATA_ERRORS as error:
         raise DataRejected(f"the database refused a value: {first_line(error)}") from error
-    except (duckdb.IOException, OSError) as error:
+    except (duckdb.Error, OSError) as error:
         text = first_line(error)
+        storage = isinstance(error, duckdb.IOException | OSError) or any(
+            sign in text for sign in ("No space left", "Could not write", "Read-only file system")
+        )
+        if not storage:
+            raise
         hint = (
             "free some space and run the command again"
             if "space" in text.lower()
