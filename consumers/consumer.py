@@ -16,11 +16,7 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
 
-from consumers.kafka_client import (
-    check_log_holds,
-    kafka_consumer,
-    topic_partitions,
-)
+from consumers.kafka_client import kafka_errors
 from consumers.reader import DecodedRecord, KafkaReader, ReadPlan, Undecodable
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.fold import FoldConfig, ProfileFold
@@ -41,6 +37,8 @@ class ConsumeStats:
     batches: int = 0
     lag: int = 0
     started: float = field(default_factory=time.monotonic)
+    # Epoch seconds of the broker's last answer while it does not answer, else None.
+    waiting_since: float | None = None
 
     @property
     def seconds(self) -> float:
@@ -152,12 +150,14 @@ class FoldConsumer:
         topic: str,
         dead_letter_topic: str | None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        give_up_after: float | None = None,
     ) -> None:
         self.store = store
         self.fold = fold
         self.topic = topic
         self.dead_letter_topic = dead_letter_topic
         self.batch_size = batch_size
+        self.give_up_after = give_up_after
         self._bootstrap = bootstrap_servers
         self._dlq_producer: KafkaProducer | None = None
         self._committer = BackgroundCommitter()
@@ -169,20 +169,15 @@ class FoldConsumer:
             self._dlq_producer.close()
 
     def plan(self, once: bool) -> ReadPlan:
-        """Where to read from (stored offsets) and to (end offsets), after a gap check."""
-        consumer = kafka_consumer(self._bootstrap)
-        try:
-            tps = topic_partitions(consumer, self.topic)
-            if self.dead_letter_topic:
-                topic_partitions(consumer, self.dead_letter_topic)  # fail now, not at the 1st
-            stored = self.store.offsets(self.topic)
-            needed = {tp.partition: stored.get(tp.partition, 0) for tp in tps}
-            earliest = {tp.partition: o for tp, o in consumer.beginning_offsets(tps).items()}
-            check_log_holds(self.topic, needed, earliest)
-            ends = {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
-        finally:
-            consumer.close()
-        return ReadPlan(self._bootstrap, self.topic, needed, ends, once)
+        """Read from the stored offsets; the reader checks topics, gaps and end offsets."""
+        return ReadPlan(
+            self._bootstrap,
+            self.topic,
+            self.store.offsets(self.topic),
+            once,
+            (self.dead_letter_topic,) if self.dead_letter_topic else (),
+            self.give_up_after,
+        )
 
     def run(
         self,
@@ -201,19 +196,22 @@ class FoldConsumer:
         should_stop: Callable[[], bool],
     ) -> ConsumeStats:
         plan = self.plan(once)
-        next_offsets = dict(plan.positions)
-        ends = plan.ends
+        next_offsets = dict(plan.stored_offsets)
         dead: list[DeadLetter] = []
         in_batch = 0
-        reader = KafkaReader(plan)
+        reader = KafkaReader(plan, should_stop)
         try:
             for chunk in reader.chunks():
-                if chunk is None:  # caught up (follow mode): make the tail visible
-                    if in_batch:
+                _skip_unfoldable(next_offsets, reader.read_upto)
+                if chunk is None:  # caught up, or the broker went or came back
+                    # Dead letters reach their topic before their batch commits: while the
+                    # broker is away, a batch that holds some waits for it.
+                    if in_batch and (reader.waiting_since is None or not dead):
                         self._flush(next_offsets, dead)
                         dead, in_batch = [], 0
                     self._committer.wait()
-                    self.stats.lag = 0
+                    self.stats.lag = reader.lag(next_offsets)
+                    self.stats.waiting_since = reader.waiting_since
                     if progress:
                         progress(self.stats)
                     if should_stop():
@@ -226,20 +224,19 @@ class FoldConsumer:
                 if in_batch >= self.batch_size:
                     self._flush(next_offsets, dead)
                     dead, in_batch = [], 0
-                    self.stats.lag = sum(
-                        max(0, ends.get(p, 0) - o) for p, o in next_offsets.items()
-                    )
+                    self.stats.lag = reader.lag(next_offsets)
                     if progress:
                         progress(self.stats)
                     if should_stop():
                         break
+            _skip_unfoldable(next_offsets, reader.read_upto)
             if in_batch:
                 self._flush(next_offsets, dead)
             self._committer.wait()
         finally:
             reader.close()
             self._committer.settle()
-        self.stats.lag = sum(max(0, ends.get(p, 0) - o) for p, o in next_offsets.items())
+        self.stats.lag = reader.lag(next_offsets)
         return self.stats
 
     def _fold_record(self, record: DecodedRecord, dead: list[DeadLetter]) -> None:
@@ -285,29 +282,38 @@ class FoldConsumer:
         self._gc.after_batch(len(changes.applied_event_ids))
 
     def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
-        if self._dlq_producer is None:
-            self._dlq_producer = KafkaProducer(
-                bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True
-            )
-        futures = []
-        for letter in dead:
-            headers = [
-                ("source", letter.source.encode()),
-                ("partition", str(letter.partition).encode()),
-                ("offset", str(letter.offset).encode()),
-                ("reason", letter.reason.encode()[:1000]),
-            ]
-            futures.append(
-                self._dlq_producer.send(
-                    self.dead_letter_topic,
-                    key=f"{letter.source}/{letter.partition}/{letter.offset}".encode(),
-                    value=letter.raw,
-                    headers=headers,
+        # A broker that went away while the batch was folded is a clear Transient error.
+        with kafka_errors(self._bootstrap):
+            if self._dlq_producer is None:
+                self._dlq_producer = KafkaProducer(
+                    bootstrap_servers=self._bootstrap, acks="all", enable_idempotence=True
                 )
-            )
-        self._dlq_producer.flush()
-        for future in futures:
-            future.get(timeout=30)
+            futures = []
+            for letter in dead:
+                headers = [
+                    ("source", letter.source.encode()),
+                    ("partition", str(letter.partition).encode()),
+                    ("offset", str(letter.offset).encode()),
+                    ("reason", letter.reason.encode()[:1000]),
+                ]
+                futures.append(
+                    self._dlq_producer.send(
+                        self.dead_letter_topic,
+                        key=f"{letter.source}/{letter.partition}/{letter.offset}".encode(),
+                        value=letter.raw,
+                        headers=headers,
+                    )
+                )
+            self._dlq_producer.flush()
+            for future in futures:
+                future.get(timeout=30)
+
+
+def _skip_unfoldable(next_offsets: dict[int, int], read_upto: dict[int, int]) -> None:
+    """Move offsets past what was read but is no event (transaction markers, aborted)."""
+    for partition, offset in read_upto.items():
+        if offset > next_offsets.get(partition, 0):
+            next_offsets[partition] = offset
 
 
 def consume(
@@ -321,13 +327,14 @@ def consume(
     config: FoldConfig | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     registry: AttributeRegistry | None = None,
+    give_up_after: float | None = None,
 ) -> ConsumeStats:
     with ProjectionStore(db_path) as store:
         if registry is not None:
             refresh_typed_traits_view(store.con, registry)
         fold = store.load_fold(config)
         consumer = FoldConsumer(
-            store, fold, bootstrap_servers, topic, dead_letter_topic, batch_size
+            store, fold, bootstrap_servers, topic, dead_letter_topic, batch_size, give_up_after
         )
         store.drop_indexes()
         try:
