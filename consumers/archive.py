@@ -52,6 +52,7 @@ def write_archive(
             enable_auto_commit=False,
             client_id="profile-engine-archive",
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            isolation_level="read_committed",  # aborted transactions never reach the archive
         )
     try:
         partitions = _assign_from_start(consumer, topic)

@@ -13,12 +13,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaProducer
 
-from consumers.kafka_client import (
-    check_log_holds,
-    kafka_consumer,
-    kafka_errors,
-    topic_partitions,
-)
+from consumers.kafka_client import kafka_errors
 from consumers.pipeline import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_WAIT_S,
@@ -36,29 +31,6 @@ from projections.store import DeadLetter, ProjectionStore, TopicOffset
 from projections.typed_traits import refresh_typed_traits_view
 
 ConsumeStats = FoldStats  # the summary `consume` and `rebuild` print
-
-
-def plan_read(
-    bootstrap_servers: str,
-    topic: str,
-    stored: dict[int, int],
-    once: bool,
-    dead_letter_topic: str | None = None,
-) -> ReadPlan:
-    """Where to read from (stored offsets) and to (end offsets), after a gap check."""
-    with kafka_errors(bootstrap_servers):
-        consumer = kafka_consumer(bootstrap_servers)
-        try:
-            tps = topic_partitions(consumer, topic)
-            if dead_letter_topic:
-                topic_partitions(consumer, dead_letter_topic)  # fail now, not at the first
-            needed = {tp.partition: stored.get(tp.partition, 0) for tp in tps}
-            earliest = {tp.partition: o for tp, o in consumer.beginning_offsets(tps).items()}
-            check_log_holds(topic, needed, earliest)
-            ends = {tp.partition: o for tp, o in consumer.end_offsets(tps).items()}
-        finally:
-            consumer.close()
-    return ReadPlan(bootstrap_servers, topic, needed, ends, once)
 
 
 class DeadLetterTopic:
@@ -106,6 +78,7 @@ class ConsumeOptions:
     progress: ProgressCallback | None = None
     should_stop: Callable[[], bool] = lambda: False
     after_commit: Callable[[list[TopicOffset]], None] | None = None
+    give_up_after: float | None = None  # seconds without the broker before failing
 
 
 def consume_into(
@@ -119,8 +92,13 @@ def consume_into(
     """Fold the topic into an open projection (shared with readers when serving)."""
     fold_config = store.fold_config(config)
     store.check_source(topic)
-    plan = plan_read(
-        bootstrap_servers, topic, store.offsets(topic), options.once, dead_letter_topic
+    plan = ReadPlan(
+        bootstrap_servers,
+        topic,
+        store.offsets(topic),
+        options.once,
+        (dead_letter_topic,) if dead_letter_topic else (),
+        options.give_up_after,
     )
     sink = DeadLetterTopic(bootstrap_servers, dead_letter_topic) if dead_letter_topic else None
     pipeline = Pipeline(
@@ -135,9 +113,9 @@ def consume_into(
             after_commit=options.after_commit,
         ),
     )
-    pipeline.start_offsets(plan.positions)
+    pipeline.start_offsets(plan.stored_offsets)
     try:
-        return pipeline.run(KafkaSource(plan))
+        return pipeline.run(KafkaSource(plan, options.should_stop))
     finally:
         if sink is not None:
             sink.close()

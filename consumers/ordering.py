@@ -26,13 +26,21 @@ class PartitionMerger:
         self._buffers: dict[int, deque[RawRecord]] = {p: deque() for p in ends}
         self._heap: list[tuple[int, int, int]] = []
 
-    def add(self, partition: int, records: Iterable[RawRecord]) -> None:
-        """Buffer the next records of one partition, in offset order."""
+    def add(
+        self, partition: int, records: Iterable[RawRecord], read_upto: int | None = None
+    ) -> None:
+        """Buffer the next records of one partition, in offset order.
+
+        ``read_upto``: every offset below it has been read, records or not (transaction
+        markers and aborted records are read but never buffered); default: the last record's.
+        """
         buffer = self._buffers.setdefault(partition, deque())
         was_empty = not buffer
         buffer.extend(records)
-        if buffer:
-            self.fetched_upto[partition] = buffer[-1][1] + 1
+        if read_upto is None and buffer:
+            read_upto = buffer[-1][1] + 1
+        if read_upto is not None and read_upto > self.fetched_upto.get(partition, 0):
+            self.fetched_upto[partition] = read_upto
         if was_empty and buffer:
             head = buffer[0]
             heapq.heappush(self._heap, (head[2], partition, head[1]))
@@ -63,6 +71,13 @@ class PartitionMerger:
                 heapq.heappush(heap, (head[2], partition, head[1]))
             elif self._may_have_more(partition):
                 return
+
+    def released_upto(self) -> dict[int, int]:
+        """Per partition, the offset below which every message was released or skipped."""
+        return {
+            p: buffer[0][1] if buffer else self.fetched_upto.get(p, 0)
+            for p, buffer in self._buffers.items()
+        }
 
     def caught_up(self) -> bool:
         return not self._heap and not any(self._may_have_more(p) for p in self._buffers)

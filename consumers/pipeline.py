@@ -69,6 +69,7 @@ ProgressCallback = Callable[["FoldStats"], None]
 
 @dataclass
 class FoldStats:
+    received: int = 0  # records taken from the source, committed or not
     consumed: int = 0
     folded: int = 0
     duplicates: int = 0
@@ -77,6 +78,7 @@ class FoldStats:
     lag: int = 0
     last_batch_size: int = 0
     last_batch_at: float | None = None  # time.time() of the last commit
+    waiting_since: float | None = None  # the broker's last answer while it does not answer
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -133,6 +135,9 @@ class Pipeline:
                     if not pending:
                         first_at = time.monotonic()
                     pending.extend(chunk)
+                    self.stats.received += len(chunk)
+                waiting = getattr(source, "waiting_since", None)
+                self.stats.waiting_since = waiting
                 due = bool(pending) and (
                     len(pending) >= options.batch_size
                     or (
@@ -140,16 +145,17 @@ class Pipeline:
                         and time.monotonic() - first_at >= options.max_wait_s
                     )
                 )
+                if due and waiting is not None and _needs_the_broker(pending, options):
+                    due = False  # its dead letters go to their topic before it commits
                 if due:
                     self._flush(source, pending)
                     pending = []
-                if chunk is None or due:
-                    if chunk is None and not pending:
-                        self.stats.lag = 0
-                    if options.progress:
-                        options.progress(self.stats)
-                    if options.should_stop():
-                        break
+                if chunk is None and not pending:
+                    self.stats.lag = 0
+                if options.progress:
+                    options.progress(self.stats)
+                if options.should_stop():
+                    break
             if pending:
                 self._flush(source, pending)
         finally:
@@ -159,22 +165,24 @@ class Pipeline:
 
     # -- one batch ------------------------------------------------------------------------
 
-    def _flush(self, source: Source, records: list[Record]) -> None:
+    def _flush(self, source: Source, records: list[Record], last: bool = True) -> None:
+        """Fold and commit ``records``; ``last`` when nothing the source gave precedes them
+        uncommitted, so the source's read positions may be stored with them."""
         try:
-            self._fold_and_commit(source, records)
+            self._fold_and_commit(source, records, last)
             gc.collect(1)
         except BadInput:
             if len(records) == 1:
-                self._commit_as_dead_letter(source, records[0])
+                self._commit_as_dead_letter(source, records[0], last)
                 return
             # A value the database refuses: find the record at fault by halves.
             middle = len(records) // 2
-            self._flush(source, records[:middle])
-            self._flush(source, records[middle:])
+            self._flush(source, records[:middle], last=False)
+            self._flush(source, records[middle:], last=last)
             return
         self.stats.lag = source.lag(self._next_offsets)
 
-    def _fold_and_commit(self, source: Source, records: list[Record]) -> None:
+    def _fold_and_commit(self, source: Source, records: list[Record], last: bool) -> None:
         events = [r.event for r in records if r.event is not None]
         fold = BatchFold(self.config, self.store.stored_world(events, self.config))
         letters: list[DeadLetter] = []
@@ -195,23 +203,30 @@ class Pipeline:
                 duplicates += 1
             else:
                 letters.append(_letter(source, record, REUSED_ID_REASON))
-        offsets = self._offsets_after(source, records)
+        offsets = self._offsets_after(source, records, last)
         if letters and self.options.dead_letter_sink is not None:
             self.options.dead_letter_sink(letters)
         self.store.commit_batch(fold.finish(), offsets, letters)
         self._count(records, folded, duplicates, len(letters), offsets)
 
-    def _commit_as_dead_letter(self, source: Source, record: Record) -> None:
+    def _commit_as_dead_letter(self, source: Source, record: Record, last: bool) -> None:
         reason = "the projection database refused the event's values"
         letter = record.letter or _letter(source, record, reason)
-        offsets = self._offsets_after(source, [record])
+        offsets = self._offsets_after(source, [record], last)
         if self.options.dead_letter_sink is not None:
             self.options.dead_letter_sink([letter])
         self.store.commit_batch(None, offsets, [letter])
         self._count([record], 0, 0, 1, offsets)
 
-    def _offsets_after(self, source: Source, records: list[Record]) -> list[TopicOffset]:
+    def _offsets_after(
+        self, source: Source, records: list[Record], last: bool
+    ) -> list[TopicOffset]:
         moved = dict(self._next_offsets)
+        if last:  # how far the source read, markers and aborted records included
+            positions = getattr(source, "positions", None)
+            for partition, offset in (positions() if positions else {}).items():
+                if offset > moved.get(partition, 0):
+                    moved[partition] = offset
         for record in records:
             partition, offset = record.partition, record.offset
             if partition is not None and offset is not None and offset >= moved.get(partition, 0):
@@ -241,6 +256,10 @@ class Pipeline:
     def start_offsets(self, offsets: dict[int, int]) -> None:
         """Where the source starts, so a batch's offsets cover partitions it did not touch."""
         self._next_offsets = dict(offsets)
+
+
+def _needs_the_broker(pending: list[Record], options: PipelineOptions) -> bool:
+    return options.dead_letter_sink is not None and any(r.letter for r in pending)
 
 
 @contextmanager

@@ -10,23 +10,33 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import multiprocessing as mp
+import os
 import pickle
 import queue
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from consumers.codec import AvroCodec, DecodeError
-from consumers.kafka_client import kafka_consumer
+from consumers.kafka_client import (
+    BrokerUnavailable,
+    BrokerWait,
+    check_log_holds,
+    kafka_consumer,
+    kafka_errors,
+    topic_partitions,
+)
 from consumers.ordering import PartitionMerger
 from consumers.records import RawRecord, block_consumer
-from profile_engine.errors import NeedsOperator
+from profile_engine.errors import NeedsOperator, ProfileEngineError, first_line
 from profile_engine.events import ProfileEvent
 
 
@@ -42,19 +52,36 @@ class Undecodable(NamedTuple):
 # (partition, offset, the event or why there is none), in the merged order.
 DecodedRecord = tuple[int, int, ProfileEvent | Undecodable]
 
+_RECORDS = "records"
 _END = "end"
 _IDLE = "idle"
 _ERROR = "error"
+_STARTED = "started"  # payload: (positions, stable offsets) per partition
+_STABLE = "stable"  # payload: last stable offsets per partition
+_READ_UPTO = "read_upto"  # payload: per partition, offset below which all was released
+_WAITING = "waiting"  # payload: epoch seconds of the broker's last answer, None when back
 CHUNK = 2_000
+POLL_MS = 200
+# Without records for this long, ask the broker for its end offsets: the answer is the
+# follower's new target (last stable offsets) and the proof that the broker is there.
+PROBE_AFTER_S = 1.0
+# A follower that keeps receiving records still refreshes its target this often (for lag).
+REFRESH_TARGET_S = 5.0
+# How long one attempt to reach the broker may take before it counts as unanswered.
+ATTEMPT_TIMEOUT_MS = 3_000
+MIN_ATTEMPT_S = 1.0
+# How often the folding side looks at a stop request while it waits for the reader.
+STOP_CHECK_S = 0.2
 
 
 @dataclass(frozen=True)
 class ReadPlan:
     bootstrap_servers: str
     topic: str
-    positions: dict[int, int]  # next offset to read per partition
-    ends: dict[int, int]  # end offsets seen at start
-    once: bool
+    stored_offsets: dict[int, int]  # next offset per partition the projections hold (else 0)
+    once: bool  # stop when caught up with the last stable offsets seen at start
+    required_topics: tuple[str, ...] = ()  # must exist as well (e.g. the dead-letter topic)
+    give_up_after: float | None = None  # seconds without the broker before failing; None: wait
 
 
 def _send(conn: Connection, kind: str, payload: Any = None) -> None:
@@ -73,53 +100,182 @@ def _decoded(records: Iterator[RawRecord], codec: AvroCodec) -> Iterator[Decoded
             yield partition, offset, Undecodable(timestamp, key, value, str(error))
 
 
-def _reader_main(plan: ReadPlan, conn: Connection) -> None:
-    # Ctrl-C reaches the whole process group; the folding process decides when to stop
-    # (after committing what it holds) and then closes the pipe, which ends this one.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Decoding allocates millions of short-lived containers; automatic collections rescan
-    # every chunk in flight and cost half the decode. Nothing here is long-lived, so young
-    # cycles are collected once per poll and everything once in a while.
-    gc.disable()
-    polls = 0
-    try:
-        codec = AvroCodec()
-        consumer = block_consumer(kafka_consumer(plan.bootstrap_servers))
-        tps = [TopicPartition(plan.topic, p) for p in sorted(plan.positions)]
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, plan.positions[tp.partition])
-        merger = PartitionMerger(plan.ends, plan.positions)
+class _ParentGone(Exception):
+    pass
+
+
+def _pause_since(attempt_started: float) -> None:
+    """Space attempts at least MIN_ATTEMPT_S apart (some failures are instant)."""
+    time.sleep(max(0.0, MIN_ATTEMPT_S - (time.monotonic() - attempt_started)))
+
+
+class _Reading:
+    """The reader process's work: plan, fetch, merge, decode, send; wait for the broker."""
+
+    def __init__(self, plan: ReadPlan, conn: Connection) -> None:
+        self.plan = plan
+        self.conn = conn
+        self.codec = AvroCodec()
+        self.broker = BrokerWait(plan.bootstrap_servers, plan.give_up_after)
+        self._parent = os.getppid()
+
+    def run(self) -> None:
+        consumer, tps, merger = self._start()
+        try:
+            self._follow(consumer, tps, merger)
+        finally:
+            consumer.close()
+
+    # -- start: topics, positions and targets, retried while the broker does not answer --
+    def _start(self) -> tuple[KafkaConsumer, list[TopicPartition], PartitionMerger]:
         while True:
-            for tp, blocks in consumer.poll(timeout_ms=200).items():
+            self._check_parent()
+            attempt_started = time.monotonic()
+            try:
+                consumer = block_consumer(
+                    kafka_consumer(self.plan.bootstrap_servers, ATTEMPT_TIMEOUT_MS)
+                )
+            except BrokerUnavailable:
+                self._unanswered()
+                _pause_since(attempt_started)
+                continue
+            try:
+                with kafka_errors(self.plan.bootstrap_servers):
+                    tps, positions, stable = self._positions(consumer)
+            except BrokerUnavailable:
+                consumer.close()
+                self._unanswered()
+                _pause_since(attempt_started)
+                continue
+            except BaseException:
+                consumer.close()
+                raise
+            self._answered()
+            consumer.assign(tps)
+            for tp in tps:
+                consumer.seek(tp, positions[tp.partition])
+            _send(self.conn, _STARTED, (positions, stable))
+            return consumer, tps, PartitionMerger(stable, positions)
+
+    def _positions(
+        self, consumer: KafkaConsumer
+    ) -> tuple[list[TopicPartition], dict[int, int], dict[int, int]]:
+        plan = self.plan
+        tps = topic_partitions(consumer, plan.topic)
+        for topic in plan.required_topics:
+            topic_partitions(consumer, topic)  # fail now, not at the first dead letter
+        positions = {tp.partition: plan.stored_offsets.get(tp.partition, 0) for tp in tps}
+        earliest = consumer.beginning_offsets(tps, timeout_ms=ATTEMPT_TIMEOUT_MS)
+        check_log_holds(plan.topic, positions, {tp.partition: o for tp, o in earliest.items()})
+        return tps, positions, self._stable_offsets(consumer, tps)
+
+    @staticmethod
+    def _stable_offsets(consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[int, int]:
+        # read_committed: end offsets are last stable offsets (the end of committed data).
+        ends = consumer.end_offsets(tps, timeout_ms=ATTEMPT_TIMEOUT_MS)
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    # -- follow: fetch, merge, send ---------------------------------------------------------
+    def _follow(
+        self, consumer: KafkaConsumer, tps: list[TopicPartition], merger: PartitionMerger
+    ) -> None:
+        # Decoding allocates millions of short-lived containers; automatic collections rescan
+        # every chunk in flight and cost half the decode. Nothing here is long-lived, so young
+        # cycles are collected once per poll and everything once in a while.
+        gc.disable()
+        once = self.plan.once
+        polls = 0
+        released = merger.released_upto()
+        last_answer = last_probe = time.monotonic()
+        while True:
+            self._check_parent()
+            polled = consumer.poll(timeout_ms=POLL_MS)
+            for tp, blocks in polled.items():
                 for block in blocks:
-                    merger.add(tp.partition, block.records)
-            if not plan.once:
-                for tp in tps:
-                    high = consumer.highwater(tp)
-                    if high is not None:
-                        merger.update_end(tp.partition, high)
-            chunk: list[DecodedRecord] = []
-            for item in _decoded(merger.drain(), codec):
-                chunk.append(item)
-                if len(chunk) >= CHUNK:
-                    _send(conn, "records", chunk)
-                    chunk = []
-            if chunk:
-                _send(conn, "records", chunk)
+                    merger.add(tp.partition, block.records, block.next_offset)
+            now = time.monotonic()
+            if polled:
+                last_answer = now
+                self._answered()
+            quiet = not polled and now - last_answer >= PROBE_AFTER_S
+            if quiet or (not once and now - last_probe >= REFRESH_TARGET_S):
+                last_probe = now
+                stable = self._probe(consumer, tps)
+                if stable is not None:
+                    last_answer = time.monotonic()
+                    if not once:  # --once keeps the target it started with
+                        for partition, offset in stable.items():
+                            merger.update_end(partition, offset)
+                        _send(self.conn, _STABLE, stable)
+            self._release(merger)
+            now_released = merger.released_upto()
+            if now_released != released:
+                released = now_released
+                _send(self.conn, _READ_UPTO, released)
             polls += 1
             gc.collect(2 if polls % 200 == 0 else 1)
             if merger.caught_up():
-                if plan.once:
-                    _send(conn, _END)
-                    break
-                _send(conn, _IDLE)
-        consumer.close()
-    except (BrokenPipeError, EOFError):
+                if once:
+                    _send(self.conn, _END)
+                    return
+                _send(self.conn, _IDLE)
+
+    def _probe(self, consumer: KafkaConsumer, tps: list[TopicPartition]) -> dict[int, int] | None:
+        """The last stable offsets, or None when the broker did not answer."""
+        try:
+            with kafka_errors(self.plan.bootstrap_servers):
+                stable = self._stable_offsets(consumer, tps)
+        except BrokerUnavailable:
+            self._unanswered()
+            return None
+        self._answered()
+        return stable
+
+    def _release(self, merger: PartitionMerger) -> None:
+        chunk: list[DecodedRecord] = []
+        for item in _decoded(merger.drain(), self.codec):
+            chunk.append(item)
+            if len(chunk) >= CHUNK:
+                _send(self.conn, _RECORDS, chunk)
+                chunk = []
+        if chunk:
+            _send(self.conn, _RECORDS, chunk)
+
+    # -- the broker's answers ---------------------------------------------------------------
+    def _answered(self) -> None:
+        if self.broker.answered():
+            _send(self.conn, _WAITING, None)
+
+    def _unanswered(self) -> None:
+        if self.broker.failed():
+            _send(self.conn, _WAITING, self.broker.since)
+        self.broker.give_up_if_silent_too_long()
+
+    def _check_parent(self) -> None:
+        # Killed outright, the folding process cannot close the pipe; a reader that only
+        # waits for the broker would never write to it and learn so.
+        if os.getppid() != self._parent:
+            raise _ParentGone
+
+
+def _reader_main(plan: ReadPlan, conn: Connection) -> None:
+    # Ctrl-C and SIGTERM may reach the whole process group; the folding process decides when
+    # to stop (after committing what it holds) and then ends this one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The reader reports an unreachable broker itself ("waiting for the broker since …");
+    # kafka-python's reconnect messages would repeat that on stderr many times a second.
+    logging.getLogger("kafka").addHandler(logging.NullHandler())
+    try:
+        _Reading(plan, conn).run()
+    except (BrokenPipeError, EOFError, _ParentGone):
         return  # the folding process is gone; nothing to do
-    except Exception as error:  # reported to the parent, which raises it
+    except ProfileEngineError as error:  # raised again by the folding process
         with contextlib.suppress(BrokenPipeError, OSError):
-            _send(conn, _ERROR, f"{type(error).__name__}: {error}")
+            _send(conn, _ERROR, error)
+    except Exception as error:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            _send(conn, _ERROR, ReaderError(f"{type(error).__name__}: {first_line(error)}"))
     finally:
         conn.close()
 
@@ -129,13 +285,35 @@ class ReaderError(NeedsOperator):
 
 
 class KafkaReader:
-    """Yields chunks of raw records from the child process; ``None`` means caught up.
+    """Reads the topic in a child process; the folding process iterates ``chunks()``.
+
+    - ``chunks()`` yields lists of (partition, offset, event | Undecodable) in the merged
+      order, and None when there is nothing to read for now: caught up (when following), or
+      the broker stopped answering or answers again (see ``waiting_since``). It returns when
+      a --once read is caught up with the last stable offsets seen at start, or as soon as
+      ``should_stop()`` is true (checked every STOP_CHECK_S while waiting for the reader).
+    - ``waiting_since``: epoch seconds of the broker's last answer while it does not answer,
+      else None. With ``plan.give_up_after`` the reader fails with BrokerUnavailable instead.
+    - ``stable_offsets``: per partition, the last stable offset last seen (the end of
+      committed data; the target of a --once read; the follower's target grows with it).
+    - ``read_upto``: per partition, every message below this offset has been yielded or was
+      not an event to yield (a transaction marker, a record of an aborted transaction).
+      Offsets to commit are the greater of this and the last yielded offset + 1.
 
     A thread in this process drains the pipe into a bounded queue, so the child keeps
     fetching while the fold works instead of stalling on a full pipe.
     """
 
-    def __init__(self, plan: ReadPlan, queued_chunks: int = 64) -> None:
+    def __init__(
+        self,
+        plan: ReadPlan,
+        should_stop: Callable[[], bool] = lambda: False,
+        queued_chunks: int = 64,
+    ) -> None:
+        self.waiting_since: float | None = None
+        self.stable_offsets: dict[int, int] = {}
+        self.read_upto: dict[int, int] = {}
+        self._should_stop = should_stop
         ctx = mp.get_context("spawn")
         self._conn, child_conn = ctx.Pipe(duplex=False)
         self._process = ctx.Process(
@@ -152,8 +330,10 @@ class KafkaReader:
         while not self._closed.is_set():
             try:
                 message = pickle.loads(self._conn.recv_bytes())
-            except (EOFError, OSError):
-                message = (_ERROR, "the Kafka reader process stopped unexpectedly")
+            except (EOFError, OSError, TypeError, ValueError):
+                if self._closed.is_set():
+                    return  # closed by us: the end of the pipe is expected
+                message = (_ERROR, ReaderError("the Kafka reader process stopped unexpectedly"))
             while not self._closed.is_set():
                 try:
                     self._queue.put(message, timeout=0.2)
@@ -164,22 +344,44 @@ class KafkaReader:
                 return
 
     def chunks(self) -> Iterator[list[DecodedRecord] | None]:
-        while True:
-            kind, payload = self._queue.get()
-            if kind == "records":
+        while not self._should_stop():
+            try:
+                kind, payload = self._queue.get(timeout=STOP_CHECK_S)
+            except queue.Empty:
+                continue
+            if kind == _RECORDS:
                 yield payload
+            elif kind == _READ_UPTO:
+                self.read_upto.update(payload)
             elif kind == _IDLE:
                 yield None
+            elif kind == _WAITING:
+                self.waiting_since = payload
+                yield None
+            elif kind == _STABLE:
+                self.stable_offsets.update(payload)
+            elif kind == _STARTED:
+                positions, stable = payload
+                self.read_upto.update(positions)
+                self.stable_offsets.update(stable)
             elif kind == _END:
                 return
             else:
-                raise ReaderError(payload)
+                raise payload
+
+    def lag(self, next_offsets: dict[int, int]) -> int:
+        """Committed messages not yet folded, given the next offset to fold per partition."""
+        return sum(
+            max(0, stable - max(next_offsets.get(p, 0), self.read_upto.get(p, 0)))
+            for p, stable in self.stable_offsets.items()
+        )
 
     def close(self) -> None:
         self._closed.set()
-        self._conn.close()
-        self._process.join(timeout=5)
+        # The reader holds nothing worth a clean exit (no commits, no writes), and it ignores
+        # SIGTERM (see _reader_main): it is killed unless it already ended.
         if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(timeout=5)
-        self._pump.join(timeout=5)
+            self._process.kill()
+        self._process.join(timeout=10)
+        self._pump.join(timeout=10)  # the child's end of the pipe is closed now: EOF
+        self._conn.close()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from consumers.consumer import plan_read
 from consumers.pipeline import (
     DEFAULT_BATCH_SIZE,
     FoldStats,
@@ -19,6 +18,7 @@ from consumers.pipeline import (
     ProgressCallback,
     Source,
 )
+from consumers.reader import ReadPlan
 from consumers.sources import FileSource, KafkaSource
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.errors import BadInput
@@ -67,7 +67,7 @@ def rebuild_from_kafka(
     force: bool = False,
 ) -> FoldStats:
     # A rebuild re-reads dead letters too; they are already on the dead-letter topic.
-    plan = plan_read(bootstrap_servers, topic, {}, once=True)
+    plan = ReadPlan(bootstrap_servers, topic, {}, once=True)
     return _rebuild(
         db_path, KafkaSource(plan), topic, batch_size=batch_size, progress=progress,
         config=config, registry=registry, force=force,

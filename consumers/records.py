@@ -3,9 +3,12 @@
 kafka-python turns every record into a ConsumerRecord through a chain of generators: about
 8 µs a record on a small machine, as much as decoding the Avro inside it. The fold needs
 only partition, offset, timestamp, key and value, so the reader's consumer hands each
-fetched record batch to ``parse_batch`` instead: one tight loop over the batch bytes, about
-a quarter of the cost. Fetching, leaders, sessions, CRC checks and decompression stay
-kafka-python's; only the per-record unpacking is replaced.
+fetched record batch to ``parse_records`` instead: one tight loop over the batch bytes, about
+a quarter of the cost. Fetching, leaders, sessions, CRC checks and decompression (gzip,
+snappy, lz4, zstd) stay kafka-python's; only the per-record unpacking is replaced, and with it
+the read_committed filtering of transactions, which kafka-python does in the class replaced
+here. This leans on kafka-python internals, so pyproject pins its minor version; the tests in
+tests/consumers/test_records.py and test_transactions.py compare it with kafka-python's own.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from kafka import KafkaConsumer
+from kafka import IsolationLevel, KafkaConsumer
 from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError
 from kafka.record.util import decode_varint
@@ -66,21 +69,34 @@ def parse_records(
 
 
 class RecordBlock:
-    """A run of records of one partition; stands where kafka-python yields one record."""
+    """A run of records of one partition; stands where kafka-python yields one record.
 
-    __slots__ = ("offset", "records")
+    ``next_offset`` is where reading this partition goes on: every offset below it has been
+    read, including the transaction markers and aborted records that were skipped. A block
+    may hold no records at all when it only stands for skipped ones, so a partition whose log
+    ends with a commit marker still reads as caught up at the marker's next offset.
+    """
 
-    def __init__(self, records: list[RawRecord]) -> None:
+    __slots__ = ("next_offset", "offset", "records")
+
+    def __init__(self, records: list[RawRecord], next_offset: int, offset: int) -> None:
         self.records = records
-        self.offset = records[0][1]  # read by kafka-python to skip records before a seek
+        self.next_offset = next_offset
+        self.offset = offset  # read by kafka-python to skip records before a seek
 
 
 class BlockPartitionRecords(Fetcher.PartitionRecords):
-    """kafka-python's per-partition fetch result, yielding one RecordBlock per batch."""
+    """kafka-python's per-partition fetch result, yielding one RecordBlock per batch.
+
+    With ``isolation_level="read_committed"`` it reads what kafka-python's own class would:
+    control batches (transaction markers) are never returned and the batches of aborted
+    transactions are skipped, using the aborted-transaction list of the fetch response.
+    """
 
     def _unpack_records(
         self, tp: Any, records: Any, key_deserializer: Any, value_deserializer: Any
     ) -> Iterator[RecordBlock]:
+        skipped_since_last_block = False
         batch = records.next_batch()
         while batch is not None:
             if batch.magic != 2:
@@ -92,26 +108,52 @@ class BlockPartitionRecords(Fetcher.PartitionRecords):
                     f"record batch for {tp} at offset {batch.base_offset} failed its CRC check"
                 )
             self.leader_epoch = batch.leader_epoch
-            if not batch.is_control_batch:
-                batch._maybe_uncompress()  # kafka-python's codecs
-                body = bytes(memoryview(batch._buffer)[batch._pos :])
-                parsed = parse_records(
-                    tp.partition,
-                    body,
-                    batch.records_count,
-                    batch.base_offset,
-                    batch.first_timestamp,
-                    batch.max_timestamp if batch.attributes & _LOG_APPEND_TIME else None,
-                    self.fetch_offset,
-                )
-                self.records_read += len(parsed)
-                self.bytes_read += batch.size_in_bytes
-                if parsed:
-                    self.next_fetch_offset = batch.next_offset
-                    yield RecordBlock(parsed)
             self.next_fetch_offset = batch.next_offset
+            if self._skips(batch):
+                skipped_since_last_block = True
+            else:
+                parsed = self._parse(tp.partition, batch)
+                if parsed:
+                    skipped_since_last_block = False
+                    yield RecordBlock(parsed, batch.next_offset, parsed[0][1])
+                else:
+                    skipped_since_last_block = True
             batch = records.next_batch()
+        if skipped_since_last_block:
+            # Nothing to fold, but the reader must learn how far this partition was read.
+            yield RecordBlock([], self.next_fetch_offset, self.fetch_offset)
         self.drain()
+
+    def _skips(self, batch: Any) -> bool:
+        """True for a control batch or a batch of an aborted transaction (read_committed).
+
+        The same bookkeeping as kafka-python's PartitionRecords: a producer id joins the
+        aborted set when a batch reaches the first offset of one of its aborted transactions
+        and leaves it at that transaction's abort marker.
+        """
+        if self.isolation_level == IsolationLevel.READ_COMMITTED and batch.has_producer_id():
+            self._consume_aborted_transactions_up_to(batch.last_offset)
+            if self._contains_abort_marker(batch):
+                self.aborted_producer_ids.discard(batch.producer_id)
+            elif self._is_batch_aborted(batch):
+                return True
+        return bool(batch.is_control_batch)
+
+    def _parse(self, partition: int, batch: Any) -> list[RawRecord]:
+        batch._maybe_uncompress()  # kafka-python's codecs
+        body = bytes(memoryview(batch._buffer)[batch._pos :])
+        parsed = parse_records(
+            partition,
+            body,
+            batch.records_count,
+            batch.base_offset,
+            batch.first_timestamp,
+            batch.max_timestamp if batch.attributes & _LOG_APPEND_TIME else None,
+            self.fetch_offset,
+        )
+        self.records_read += len(parsed)
+        self.bytes_read += batch.size_in_bytes
+        return parsed
 
 
 def block_consumer(consumer: KafkaConsumer) -> KafkaConsumer:

@@ -7,7 +7,7 @@ input always folds to the same projections whatever the source.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from consumers.pipeline import Record, prepared_record
@@ -120,16 +120,28 @@ def _json_records(path: Path) -> Iterator[Record]:
 
 
 class KafkaSource:
-    """The topic from the stored offsets, through the reader process (consumers/reader.py)."""
+    """The topic from the stored offsets, through the reader process (consumers/reader.py).
 
-    def __init__(self, plan: ReadPlan) -> None:
+    Only committed data arrives; ``positions`` tells how far each partition was read even
+    where nothing was yielded (transaction markers, aborted records), so stored offsets move
+    past them; ``waiting_since`` is set while the broker does not answer.
+    """
+
+    def __init__(self, plan: ReadPlan, should_stop: Callable[[], bool] = lambda: False) -> None:
         self.plan = plan
         self.name = plan.topic
+        self._should_stop = should_stop
         self._reader: KafkaReader | None = None
-        self._ends = dict(plan.ends)
+
+    @property
+    def waiting_since(self) -> float | None:
+        return None if self._reader is None else self._reader.waiting_since
+
+    def positions(self) -> dict[int, int]:
+        return {} if self._reader is None else dict(self._reader.read_upto)
 
     def chunks(self) -> Iterator[list[Record] | None]:
-        self._reader = KafkaReader(self.plan)
+        self._reader = KafkaReader(self.plan, self._should_stop)
         topic = self.plan.topic
         for chunk in self._reader.chunks():
             if chunk is None:
@@ -148,8 +160,7 @@ class KafkaSource:
             yield records
 
     def lag(self, next_offsets: dict[int, int]) -> int:
-        ends = self._ends
-        return sum(max(0, ends.get(p, 0) - next_offsets.get(p, 0)) for p in ends)
+        return 0 if self._reader is None else self._reader.lag(next_offsets)
 
     def close(self) -> None:
         if self._reader is not None:

@@ -57,8 +57,15 @@ batch_option = click.option(
 )
 
 
+def _waiting_line(label: str, since: float, broker: str | None) -> str:
+    from consumers.kafka_client import clock_time
+
+    at = f" at {broker}" if broker else ""
+    return f"{label}: waiting for the broker{at} since {clock_time(since)}"
+
+
 @contextmanager
-def _progress(label: str) -> Iterator[Callable[[Any], None]]:
+def _progress(label: str, broker: str | None = None) -> Iterator[Callable[[Any], None]]:
     """Live progress on stderr when it is a terminal, periodic lines otherwise."""
     from rich.console import Console
 
@@ -68,18 +75,29 @@ def _progress(label: str) -> Iterator[Callable[[Any], None]]:
 
             def update(stats: Any) -> None:
                 s = stats.as_dict()
+                waiting = stats.waiting_since
+                prefix = f"{_waiting_line(label, waiting, broker)}; " if waiting else f"{label}: "
                 status.update(
-                    f"{label}: {s['consumed']:,} consumed, {s['folded']:,} folded, "
+                    f"{prefix}{s['consumed']:,} consumed, {s['folded']:,} folded, "
                     f"{s['dead_lettered']:,} dead-lettered, lag {s['lag']:,}, "
                     f"{s['events_per_s']:,.0f} events/s"
                 )
 
             yield update
     else:
-        # A log, not a terminal: one line every 10 committed batches, never while idle.
+        # A log, not a terminal: one line every 10 committed batches, never while idle, and
+        # one when the broker stops answering and when it answers again.
         printed_at = [0]
+        waiting_since: list[float | None] = [None]
 
         def update(stats: Any) -> None:
+            waiting = stats.waiting_since
+            if waiting != waiting_since[0]:
+                if waiting:
+                    console.print(_waiting_line(label, waiting, broker), soft_wrap=True)
+                else:
+                    console.print(f"{label}: the broker answers again", soft_wrap=True)
+                waiting_since[0] = waiting
             if stats.batches - printed_at[0] >= 10:
                 printed_at[0] = stats.batches
                 s = stats.as_dict()
@@ -101,9 +119,9 @@ def _report(stats: Any, output_format: str) -> None:
 
 
 @contextmanager
-def _running(label: str) -> Iterator[Callable[[Any], None]]:
+def _running(label: str, broker: str | None = None) -> Iterator[Callable[[Any], None]]:
     """Progress for long work; failures go to the CLI's one error handler."""
-    with _progress(label) as progress:
+    with _progress(label, broker) as progress:
         yield progress
 
 
@@ -122,7 +140,20 @@ summary_format = click.option(
 @bootstrap_option
 @topic_option
 @dead_letter_topic_option
-@click.option("--once", is_flag=True, help="Stop when caught up with the end offsets at start.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Stop when caught up with the end of committed data (last stable offsets) at start.",
+)
+@click.option(
+    "--give-up-after",
+    type=click.FloatRange(min=0, min_open=True),
+    envvar="PROFILE_ENGINE_GIVE_UP_AFTER",
+    show_envvar=True,
+    metavar="SECONDS",
+    help="Fail (exit 75) when the broker has not answered for this long. "
+    "Default: keep waiting, showing 'waiting for the broker since HH:MM:SS'.",
+)
 @id_limit_option
 @batch_option
 @attributes_option
@@ -133,6 +164,7 @@ def consume(
     topic: str,
     dead_letter_topic: str,
     once: bool,
+    give_up_after: float | None,
     id_limits: tuple[str, ...],
     batch_size: int,
     attributes_path: Path,
@@ -141,7 +173,9 @@ def consume(
     """Follow the log and fold it into the projection database at --db.
 
     Offsets are stored in the database with the rows they produced, so the consumer can be
-    stopped or killed at any point and resumes exactly where the projections are.
+    stopped or killed at any point and resumes exactly where the projections are. Only
+    committed data is read (records of aborted transactions are skipped). SIGTERM or Ctrl-C
+    stops it within seconds: the batch in hand commits, then it exits 0.
     """
     from consumers.consumer import ConsumeOptions
     from consumers.consumer import consume as run_consume
@@ -150,7 +184,7 @@ def consume(
     # SIGTERM / Ctrl-C end a follower cleanly: the batch in hand commits, then it exits 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    with _running("consume") as progress:
+    with _running("consume", bootstrap_servers) as progress:
         stats = run_consume(
             db_path,
             bootstrap_servers,
@@ -159,7 +193,11 @@ def consume(
             config=_parse_limits(id_limits),
             registry=load_registry(attributes_path),
             options=ConsumeOptions(
-                once=once, batch_size=batch_size, progress=progress, should_stop=stop.is_set
+                once=once,
+                batch_size=batch_size,
+                progress=progress,
+                should_stop=stop.is_set,
+                give_up_after=give_up_after,
             ),
         )
     _report(stats, output_format)
