@@ -19,13 +19,17 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from profile_engine.errors import NeedsOperator
+from profile_engine.errors import NeedsOperator, first_line
 from profile_engine.events import Identifier, ProfileEvent
 from profile_engine.fold import Changes, FoldConfig, ProfileFold
 from profile_engine.state import IdentifierState, ProfileState
-from projections.connection import connect
+from projections.connection import ProjectionUnavailable, connect
 
 SCHEMA_VERSION = "2"
+# DuckDB 2.0 creates files in its newest storage format, which no DuckDB 1.x client opens
+# (most notebooks and BI tools still ship 1.x). A file keeps the storage version it was
+# created with, so new projections are created in one that DuckDB 1.4 and later read.
+STORAGE_VERSION = "v1.4.0"
 _TS = pa.timestamp("us")
 
 
@@ -41,6 +45,7 @@ def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
 
     Read-only opens for queries live in projections/readonly.py.
     """
+    _create_file(str(db_path))
     # No progress bar: the consumer runs long batches and keeps its own progress display.
     con = connect(db_path)
     # Every batch deletes and re-inserts rows spread over whole tables, so each checkpoint
@@ -57,6 +62,16 @@ def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
     con.execute(_sql_file("views.sql"))
     _create_indexes(con)
     return con
+
+
+def _create_file(path: str) -> None:
+    """Create an empty database file in STORAGE_VERSION unless the file exists."""
+    if Path(path).exists():
+        return
+    try:
+        duckdb.connect(path, config={"storage_compatibility_version": STORAGE_VERSION}).close()
+    except duckdb.Error as error:
+        raise ProjectionUnavailable(f"cannot create {path}: {first_line(error)}") from error
 
 
 def _create_indexes(con: duckdb.DuckDBPyConnection) -> None:
@@ -130,11 +145,17 @@ def _trait_value(text: str, value_type: str) -> Any:
 
 
 class ProjectionStore:
-    """Writes fold changes to DuckDB and restores a fold from it."""
+    """Writes fold changes to DuckDB and restores a fold from it.
 
-    def __init__(self, db_path: str | Path) -> None:
+    ``connection``: an already open projection (from ``open_projection``) to write through,
+    so that a server's readers share the writer's DuckDB instance (``connection.cursor()``).
+    """
+
+    def __init__(
+        self, db_path: str | Path, connection: duckdb.DuckDBPyConnection | None = None
+    ) -> None:
         self.db_path = str(db_path)
-        self.con = open_projection(db_path)
+        self.con = connection if connection is not None else open_projection(db_path)
         self._set_meta("schema_version", SCHEMA_VERSION)
 
     def close(self) -> None:
