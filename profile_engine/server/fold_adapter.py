@@ -1,0 +1,314 @@
+"""FoldRunner for today's consumer (consumers.consumer.FoldConsumer), writing through the live
+projection's connection so that readers share its DuckDB instance.
+
+The one module to swap when the fold pipeline changes: the server sees only ``FoldRunner``.
+What a replacement must keep: fold exactly as ``consume`` does (same offsets table, same dead
+letters), leave the lookup indexes in place (readers use them while it writes), call
+``LogWatcher.committed`` after each committed batch with the projection's next offsets, and
+check ``should_stop`` often.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from consumers.consumer import DEFAULT_BATCH_SIZE, ConsumeStats, FoldConsumer
+from consumers.group_offsets import DEFAULT_GROUP_ID, GroupOffsets
+from profile_engine.attributes import AttributeRegistry
+from profile_engine.errors import ProfileEngineError, Transient, first_line
+from profile_engine.fold import FoldConfig
+from profile_engine.server.runner import (
+    FoldCounters,
+    FoldState,
+    FoldStatus,
+    PartitionLag,
+    RateMeter,
+)
+from projections.live import LiveProjection, committed_offsets
+from projections.store import PreparedBatch, ProjectionStore
+from projections.typed_traits import refresh_typed_traits_view
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5.0
+WATCH_EVERY_S = 1.0
+# Today's fold turns automatic garbage collection off for the whole process and freezes each
+# batch's survivors; the server's own short-lived cycles still need collecting now and then
+# (a full collection only scans objects created since the last batch was frozen).
+COLLECT_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class FoldOptions:
+    bootstrap_servers: str
+    topic: str
+    dead_letter_topic: str | None
+    group_id: str = DEFAULT_GROUP_ID
+    batch_size: int = DEFAULT_BATCH_SIZE
+    config: FoldConfig | None = None
+    registry: AttributeRegistry | None = None
+
+
+class _ObservedStore(ProjectionStore):
+    """The consumer's store on the shared connection; reports every committed batch."""
+
+    def __init__(self, projection: LiveProjection, topic: str, watcher: LogWatcher) -> None:
+        super().__init__(Path(projection.db_path), connection=projection.connection)
+        self._topic = topic
+        self._watcher = watcher
+
+    def commit(self, batch: PreparedBatch) -> None:
+        super().commit(batch)
+        self._watcher.committed(self.offsets(self._topic))
+
+    def close(self) -> None:
+        """The live projection owns the connection and closes it."""
+
+
+class LogWatcher:
+    """Knows where the projection and the log are, and mirrors offsets to the consumer group.
+
+    ``committed`` is called on the fold's commit thread; a thread of its own talks to Kafka
+    (kafka-python clients are not shared between threads), so a slow or absent broker never
+    holds up a commit.
+    """
+
+    def __init__(self, options: FoldOptions, start_offsets: dict[int, int]) -> None:
+        self._options = options
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self.next_offsets = dict(start_offsets)
+        self.end_offsets: dict[int, int] = {}
+        self.broker_reachable: bool | None = None
+        self.broker_error: str | None = None
+        self.last_batch_at: datetime | None = None
+        self.last_batch_events: int | None = None
+        self._group_committed: dict[int, int] = {}
+        self._thread = threading.Thread(target=self._run, name="log-watcher", daemon=True)
+        self._sample_rate: Callable[[], None] = lambda: None
+
+    def start(self, sample_rate: Callable[[], None]) -> None:
+        self._sample_rate = sample_rate
+        self._thread.start()
+
+    def committed(self, next_offsets: dict[int, int]) -> None:
+        """A batch committed: the projection now stands at ``next_offsets``."""
+        with self._lock:
+            moved = sum(o - self.next_offsets.get(p, 0) for p, o in next_offsets.items())
+            self.next_offsets.update(next_offsets)
+            self.last_batch_at = datetime.now(UTC)
+            self.last_batch_events = moved
+        self._wake.set()
+
+    def partitions(self) -> list[PartitionLag]:
+        with self._lock:
+            known = sorted(set(self.next_offsets) | set(self.end_offsets))
+            return [
+                PartitionLag(
+                    partition=p,
+                    next_offset=self.next_offsets.get(p, 0),
+                    log_end_offset=self.end_offsets.get(p),
+                    lag=(
+                        max(0, self.end_offsets[p] - self.next_offsets.get(p, 0))
+                        if p in self.end_offsets and self.broker_reachable
+                        else None
+                    ),
+                )
+                for p in known
+            ]
+
+    def stop(self, timeout_s: float) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        client: GroupOffsets | None = None
+        collected_at = time.monotonic()
+        while True:
+            stopping = self._stopping.is_set()
+            self._sample_rate()
+            try:
+                if client is None:
+                    client = GroupOffsets(
+                        self._options.bootstrap_servers,
+                        self._options.topic,
+                        self._options.group_id,
+                    )
+                self._commit_group(client)
+                if not stopping:
+                    ends = client.end_offsets()
+                    with self._lock:
+                        self.end_offsets = ends
+                self._broker_answered(None)
+            except ProfileEngineError as error:
+                self._broker_answered(str(error))
+            if stopping:
+                break
+            if not gc.isenabled() and time.monotonic() - collected_at > COLLECT_EVERY_S:
+                gc.collect()
+                collected_at = time.monotonic()
+            self._wake.wait(WATCH_EVERY_S)
+            self._wake.clear()
+        if client is not None:
+            client.close()
+
+    def _commit_group(self, client: GroupOffsets) -> None:
+        with self._lock:
+            offsets = dict(self.next_offsets)
+        if offsets and offsets != self._group_committed:
+            client.commit(offsets)
+            self._group_committed = offsets
+
+    def _broker_answered(self, error: str | None) -> None:
+        with self._lock:
+            self.broker_reachable = error is None
+            self.broker_error = error
+
+
+class RateSampler:
+    """Feeds the fold-rate meter from the running total of consumed messages."""
+
+    def __init__(self, runner: ConsumerFoldRunner) -> None:
+        self._runner = runner
+
+    def __call__(self) -> None:
+        self._runner.rate.sample(self._runner.counters().consumed)
+
+
+class ConsumerFoldRunner:
+    """Runs FoldConsumer in follow mode on a thread; retries transient failures."""
+
+    def __init__(self, projection: LiveProjection, options: FoldOptions) -> None:
+        self._projection = projection
+        self._options = options
+        with projection.reading() as con:
+            start_offsets = committed_offsets(con, options.topic)
+        self.watcher = LogWatcher(options, start_offsets)
+        self.rate = RateMeter()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._state = FoldState.STARTING
+        self._error: str | None = None
+        self._finished: FoldCounters = FoldCounters()  # of consumers that ended (retries)
+        self._consumer: FoldConsumer | None = None
+        self._started_at = datetime.now(UTC)
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="fold", daemon=True)
+
+    # -- FoldRunner ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.watcher.start(RateSampler(self))
+        self._thread.start()
+
+    def stop(self, timeout_s: float) -> bool:
+        self._stop.set()
+        self._thread.join(timeout_s)
+        stopped = not self._thread.is_alive()
+        self.watcher.stop(timeout_s=5.0)
+        return stopped
+
+    def status(self) -> FoldStatus:
+        partitions = self.watcher.partitions()
+        with self._lock:
+            state, error = self._state, self._error
+        if state == FoldState.FOLLOWING and any(p.lag for p in partitions):
+            state = FoldState.CATCHING_UP
+        watcher = self.watcher
+        return FoldStatus(
+            state=state,
+            error=error,
+            topic=self._options.topic,
+            group_id=self._options.group_id,
+            bootstrap_servers=self._options.bootstrap_servers,
+            broker_reachable=watcher.broker_reachable,
+            broker_error=watcher.broker_error,
+            partitions=partitions,
+            counters=self.counters(),
+            last_batch_at=watcher.last_batch_at,
+            last_batch_events=watcher.last_batch_events,
+            fold_rate=self.rate.rate(),
+            started_at=self._started_at,
+            uptime_s=time.monotonic() - self._started,
+        )
+
+    def counters(self) -> FoldCounters:
+        with self._lock:
+            consumer, finished = self._consumer, self._finished
+        return finished if consumer is None else _add(finished, consumer.stats)
+
+    # -- the fold thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._set_state(FoldState.STARTING, None)
+            try:
+                self._fold()
+                self._set_state(FoldState.STOPPED, None)
+                return
+            except Transient as error:
+                self._set_state(FoldState.WAITING, f"{error}; retrying every {RETRY_AFTER_S:g} s")
+                self._stop.wait(RETRY_AFTER_S)
+            except ProfileEngineError as error:
+                self._set_state(FoldState.FAILED, str(error))
+                return
+            except Exception as error:  # a bug: keep serving reads, say what happened
+                log.exception("the fold stopped")
+                self._set_state(FoldState.FAILED, f"{type(error).__name__}: {first_line(error)}")
+                return
+        self._set_state(FoldState.STOPPED, None)
+
+    def _fold(self) -> None:
+        options = self._options
+        store = _ObservedStore(self._projection, options.topic, self.watcher)
+        if options.registry is not None:
+            refresh_typed_traits_view(store.con, options.registry)
+        # After a failure the fold in memory may be ahead of the tables: always start over
+        # from what the projection committed.
+        fold = store.load_fold(options.config)
+        consumer = FoldConsumer(
+            store,
+            fold,
+            options.bootstrap_servers,
+            options.topic,
+            options.dead_letter_topic,
+            options.batch_size,
+        )
+        with self._lock:
+            self._consumer = consumer
+        try:
+            consumer.run(once=False, progress=self._following, should_stop=self._stop.is_set)
+        finally:
+            consumer.close()
+            with self._lock:
+                self._finished = _add(self._finished, consumer.stats)
+                self._consumer = None
+
+    def _following(self, _stats: ConsumeStats) -> None:
+        with self._lock:
+            if self._state != FoldState.FOLLOWING:
+                self._state, self._error = FoldState.FOLLOWING, None
+
+    def _set_state(self, state: FoldState, error: str | None) -> None:
+        with self._lock:
+            self._state, self._error = state, error
+
+
+def _add(counters: FoldCounters, stats: ConsumeStats) -> FoldCounters:
+    return replace(
+        counters,
+        consumed=counters.consumed + stats.consumed,
+        folded=counters.folded + stats.folded,
+        duplicates=counters.duplicates + stats.duplicates,
+        dead_lettered=counters.dead_lettered + stats.dead_lettered,
+        batches=counters.batches + stats.batches,
+    )
