@@ -14,15 +14,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.kafka_client import BrokerUnavailable, kafka_errors, topic_partitions
 from profile_engine.errors import first_line
 
 DEFAULT_GROUP_ID = "profile-engine"
-# A lag probe that waits the default 30 s for a dead broker would freeze the status it feeds.
+# A lag probe that waits kafka-python's default 30 s for a dead broker would freeze the status
+# it feeds for that long.
 REQUEST_TIMEOUT_MS = 10_000
+BOOTSTRAP_TIMEOUT_MS = 5_000
 
 
 class GroupOffsets:
@@ -41,6 +43,7 @@ class GroupOffsets:
                 group_id=group_id,
                 enable_auto_commit=False,
                 request_timeout_ms=REQUEST_TIMEOUT_MS,
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                 client_id=f"{group_id}-offsets",
             )
         self._partitions: list[TopicPartition] | None = None
@@ -51,8 +54,8 @@ class GroupOffsets:
         with kafka_errors(self.bootstrap_servers):
             try:
                 yield
-            except BrokerUnavailable:
-                raise
+            except (KafkaConnectionError, KafkaTimeoutError):
+                raise  # kafka_errors says "cannot reach Kafka"
             except KafkaError as error:
                 raise BrokerUnavailable(
                     f"Kafka at {self.bootstrap_servers} refused offsets of group "

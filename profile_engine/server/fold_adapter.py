@@ -214,7 +214,8 @@ class ConsumerFoldRunner:
         self._stop.set()
         self._thread.join(timeout_s)
         stopped = not self._thread.is_alive()
-        self.watcher.stop(timeout_s=5.0)
+        # A last commit to the consumer group, unless the broker is gone (then not waited for).
+        self.watcher.stop(timeout_s=5.0 if self.watcher.broker_reachable else 0.5)
         return stopped
 
     def status(self) -> FoldStatus:
@@ -251,6 +252,8 @@ class ConsumerFoldRunner:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._set_state(FoldState.STARTING, None)
+            if not self._broker_answers():
+                break
             try:
                 self._fold()
                 self._set_state(FoldState.STOPPED, None)
@@ -266,6 +269,20 @@ class ConsumerFoldRunner:
                 self._set_state(FoldState.FAILED, f"{type(error).__name__}: {first_line(error)}")
                 return
         self._set_state(FoldState.STOPPED, None)
+
+    def _broker_answers(self) -> bool:
+        """Wait, interruptibly, until the watcher has reached the broker; False when stopped.
+
+        Today's consumer blocks for kafka-python's bootstrap timeout when no broker answers,
+        deaf to a stop request; the watcher finds out sooner and is never waited for.
+        """
+        while not self._stop.is_set():
+            if self.watcher.broker_reachable:
+                return True
+            if self.watcher.broker_reachable is False:
+                self._set_state(FoldState.WAITING, f"{self.watcher.broker_error}; retrying")
+            self._stop.wait(0.2)
+        return False
 
     def _fold(self) -> None:
         options = self._options

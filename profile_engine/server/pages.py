@@ -11,10 +11,10 @@ import hashlib
 import json
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
@@ -173,7 +173,7 @@ def profile_page(
     request: Request,
     key: str,
     tab: str = "identifiers",
-    type: list[str] | None = None,
+    type: Annotated[list[str] | None, Query()] = None,
     offset: int = 0,
 ) -> Response:
     engine = engine_of(request)
@@ -459,10 +459,17 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
 
+OUTAGE = (
+    "The event stream is unreachable: new events wait in Kafka and the figures shown are as of "
+    "the last folded batch."
+)
+
+
 def status_view(status: FoldStatus) -> dict[str, Any]:
     """What the header's live indicator and the banners show."""
     if status.broker_reachable is False:
-        return {"tone": "bad", "label": "Kafka unreachable", "banner": status.broker_error}
+        banner = f"{OUTAGE} {status.broker_error}"
+        return {"tone": "bad", "label": "Kafka unreachable", "banner": banner}
     if status.state == "failed":
         return {"tone": "bad", "label": "Fold stopped", "banner": status.error}
     if status.state == "waiting":

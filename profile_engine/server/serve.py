@@ -77,9 +77,19 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def quiet_logs() -> None:
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # kafka-python logs every failed connection attempt; /api/status and the page say once
+    # that the broker is unreachable.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
 def serve(options: ServeOptions, announce: Callable[[str], None]) -> None:
     """Run until SIGTERM/SIGINT; returns after a clean stop."""
     check_binding(options.host, options.token)
+    quiet_logs()
     sock = listen(options.host, options.port)
     server: uvicorn.Server | None = None
 

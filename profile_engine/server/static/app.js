@@ -49,8 +49,9 @@
   );
 
   // -- live status: header indicator, banner, the overview's stream panel ---------------------
+  const OUTAGE = "The event stream is unreachable: new events wait in Kafka and the figures shown are as of the last folded batch.";
   function statusView(status) {
-    if (status.broker.reachable === false) return { tone: "bad", label: "Kafka unreachable", banner: status.broker.error };
+    if (status.broker.reachable === false) return { tone: "bad", label: "Kafka unreachable", banner: `${OUTAGE} ${status.broker.error}` };
     if (status.state === "failed") return { tone: "bad", label: "Fold stopped", banner: status.error };
     if (status.state === "waiting") return { tone: "warn", label: "Waiting", banner: status.error };
     if (status.state === "starting") return { tone: "warn", label: "Starting", banner: null };
@@ -86,7 +87,7 @@
     const last = status.last_batch;
     setText(
       $("[data-s=last-batch]", panel),
-      last.at ? `${fmt(last.events)} events · ${last.at.slice(11, 19)} UTC` : "none yet",
+      last.at ? `${fmt(last.events)} ${last.events === 1 ? "event" : "events"} · ${last.at.slice(11, 19)} UTC` : "none yet",
     );
     const body = $("[data-s=partitions]", panel);
     const rows = status.partitions.map(
