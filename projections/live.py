@@ -111,9 +111,9 @@ class LiveProjection:
 def _translated(db_path: str) -> Iterator[None]:
     try:
         yield
-    except duckdb.TransactionException as error:
-        raise DatabaseBusy(f"{db_path} is busy: {first_line(error)}; retry") from error
     except duckdb.Error as error:
+        if isinstance(error, duckdb.TransactionException) and "conflict" in str(error).lower():
+            raise DatabaseBusy(f"{db_path} is busy: {first_line(error)}; retry") from error
         raise ProjectionUnavailable(f"{db_path} could not answer: {first_line(error)}") from error
 
 
@@ -371,9 +371,8 @@ def export_chunks(
         hits, params = _hits(q.strip().lower())
         select = f"SELECT * FROM ({select}) AS e WHERE e.profile_id IN ({hits})"
     try:
-        reader: pa.RecordBatchReader = con.execute(select, params).to_arrow_reader(
-            EXPORT_BATCH_ROWS
-        )
+        relation = con.sql(select, params=params or None)
+        reader: pa.RecordBatchReader = relation.to_arrow_reader(EXPORT_BATCH_ROWS)
     except duckdb.Error as error:
         raise queries.QueryError(f"export failed: {first_line(error)}") from None
     encode = _csv_chunk if output_format == "csv" else _json_lines_chunk
