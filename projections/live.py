@@ -76,6 +76,18 @@ class LiveProjection:
         # Readers' cursors are made from a connection the fold never uses, one at a time.
         self._spawner = self.connection.cursor()
         self._spawn_lock = threading.Lock()
+        self._version = 0
+        self._version_lock = threading.Lock()
+
+    @property
+    def version(self) -> int:
+        """Moves after every committed batch and settings change (see ``changed``)."""
+        return self._version
+
+    def changed(self) -> None:
+        """Called by whoever commits to the projection, after the commit."""
+        with self._version_lock:
+            self._version += 1
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         with self._spawn_lock:
@@ -101,6 +113,7 @@ class LiveProjection:
                 yield cursor
         finally:
             cursor.close()
+            self.changed()
 
     def close(self) -> None:
         self._spawner.close()

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from profile_engine.errors import BadInput
 from profile_engine.reachability import SETTINGS
+from profile_engine.server.cache import PerChangeCache
 from profile_engine.server.metrics import render_metrics
 from profile_engine.server.runner import FoldRunner
 from projections import live, queries
@@ -43,6 +44,19 @@ class Engine:
     runner: FoldRunner
     sql_timeout_s: float = SQL_TIMEOUT_S
     attribute_types: dict[str, str] = field(default_factory=dict)  # name -> registered type
+    answers: PerChangeCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.answers = PerChangeCache(lambda: self.projection.version)
+
+    def counts(self, month: str, channel: str | None) -> dict[str, Any]:
+        """`counts` as of the last committed batch, computed once per batch."""
+
+        def compute() -> dict[str, Any]:
+            with self.projection.reading() as con:
+                return queries.counts(con, month, channel)
+
+        return self.answers.get(("counts", month, channel), compute)
 
 
 def engine(request: Request) -> Engine:
@@ -119,8 +133,7 @@ def get_counts(
     channel: Annotated[str | None, Query(description="email, sms or push")] = None,
 ) -> Response:
     """Exactly the JSON of `profile-engine counts --format json`."""
-    with engine.projection.reading() as con:
-        return JSONText(queries.counts(con, month or current_month(), channel))
+    return JSONText(engine.counts(month or current_month(), channel))
 
 
 @router.get("/api/profiles", response_model=None, responses=ERRORS)

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from profile_engine.errors import ErrorKind, ProfileEngineError, first_line
 from profile_engine.server import api, pages
@@ -51,6 +52,7 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
     app.mount("/static", StaticFiles(packages=[("profile_engine.server", "static")]), name="static")
     app.add_exception_handler(ProfileEngineError, _error_answer)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_answer)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_answer)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _bug_answer)
     app.add_middleware(AccessGuard, token=token)
     return app
@@ -85,6 +87,16 @@ async def _validation_answer(request: Request, error: RequestValidationError) ->
     if _is_page(request):
         return pages.error_page(request, message, 400)
     return JSONText({"error": message, "kind": ErrorKind.BAD_INPUT.value}, status_code=400)
+
+
+async def _http_answer(request: Request, error: StarletteHTTPException) -> Response:
+    """Unknown paths and methods answer like every other error (JSON, or a page)."""
+    message = {404: f"nothing at {request.url.path}", 405: f"{request.method} is not allowed "
+               f"on {request.url.path}"}.get(error.status_code, str(error.detail))  # fmt: skip
+    if _is_page(request) and error.status_code == 404:
+        return pages.error_page(request, message, 404)
+    body = {"error": message, "kind": ErrorKind.BAD_INPUT.value}
+    return JSONText(body, status_code=error.status_code, headers=error.headers)
 
 
 async def _bug_answer(request: Request, error: Exception) -> Response:

@@ -3,8 +3,9 @@ projection's connection so that readers share its DuckDB instance.
 
 The one module to swap when the fold pipeline changes: the server sees only ``FoldRunner``.
 What a replacement must keep: fold exactly as ``consume`` does (same offsets table, same dead
-letters), leave the lookup indexes in place (readers use them while it writes), call
-``LogWatcher.committed`` after each committed batch with the projection's next offsets, and
+letters), leave the lookup indexes in place (readers use them while it writes), after each
+committed batch call ``LiveProjection.changed`` (cached answers are recomputed) and
+``LogWatcher.committed`` with the projection's next offsets (status, consumer group), and
 check ``should_stop`` often.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from consumers.consumer import DEFAULT_BATCH_SIZE, ConsumeStats, FoldConsumer
 from consumers.group_offsets import DEFAULT_GROUP_ID, GroupOffsets
+from consumers.kafka_client import BrokerUnavailable
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.errors import ProfileEngineError, Transient, first_line
 from profile_engine.fold import FoldConfig
@@ -61,11 +63,13 @@ class _ObservedStore(ProjectionStore):
 
     def __init__(self, projection: LiveProjection, topic: str, watcher: LogWatcher) -> None:
         super().__init__(Path(projection.db_path), connection=projection.connection)
+        self._projection = projection
         self._topic = topic
         self._watcher = watcher
 
     def commit(self, batch: PreparedBatch) -> None:
         super().commit(batch)
+        self._projection.changed()
         self._watcher.committed(self.offsets(self._topic))
 
     def close(self) -> None:
@@ -149,8 +153,11 @@ class LogWatcher:
                     with self._lock:
                         self.end_offsets = ends
                 self._broker_answered(None)
-            except ProfileEngineError as error:
+            except BrokerUnavailable as error:
                 self._broker_answered(str(error))
+            except ProfileEngineError:
+                # The broker answered (e.g. "no such topic"): the fold reports what is wrong.
+                self._broker_answered(None)
             if stopping:
                 break
             if not gc.isenabled() and time.monotonic() - collected_at > COLLECT_EVERY_S:
@@ -302,18 +309,14 @@ class ConsumerFoldRunner:
         )
         with self._lock:
             self._consumer = consumer
+        self._set_state(FoldState.FOLLOWING, None)  # the status says "catching up" while behind
         try:
-            consumer.run(once=False, progress=self._following, should_stop=self._stop.is_set)
+            consumer.run(once=False, should_stop=self._stop.is_set)
         finally:
             consumer.close()
             with self._lock:
                 self._finished = _add(self._finished, consumer.stats)
                 self._consumer = None
-
-    def _following(self, _stats: ConsumeStats) -> None:
-        with self._lock:
-            if self._state != FoldState.FOLLOWING:
-                self._state, self._error = FoldState.FOLLOWING, None
 
     def _set_state(self, state: FoldState, error: str | None) -> None:
         with self._lock:

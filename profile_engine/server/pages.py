@@ -123,7 +123,7 @@ def overview(request: Request, channel: str | None = None, month: str | None = N
     this_month = current_month()
     with engine.projection.reading() as con:
         months = sorted({this_month, *live.event_months(con)}, reverse=True)
-        counts = queries.counts(con, month if month in months else this_month)
+    counts = engine.counts(month if month in months else this_month, None)
     return render(
         request,
         "overview.html",
@@ -465,13 +465,19 @@ OUTAGE = (
 )
 
 
+FOLD_STOPPED = (
+    "The fold has stopped and needs attention; the figures shown are as of its last batch."
+)
+
+
 def status_view(status: FoldStatus) -> dict[str, Any]:
     """What the header's live indicator and the banners show."""
     if status.broker_reachable is False:
         banner = f"{OUTAGE} {status.broker_error}"
         return {"tone": "bad", "label": "Kafka unreachable", "banner": banner}
     if status.state == "failed":
-        return {"tone": "bad", "label": "Fold stopped", "banner": status.error}
+        banner = f"{FOLD_STOPPED} {status.error}"
+        return {"tone": "bad", "label": "Fold stopped", "banner": banner}
     if status.state == "waiting":
         return {"tone": "warn", "label": "Waiting", "banner": status.error}
     if status.state == "starting":

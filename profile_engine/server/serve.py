@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8321
 FOLD_STOP_TIMEOUT_S = 60.0
+# A reader's lookup makes several DuckDB calls, and after each it waits for the GIL behind the
+# fold thread (pure Python) for up to the switch interval (5 ms by default).
+SWITCH_INTERVAL_S = 0.001
 GRACEFUL_SHUTDOWN_S = 10
 
 
@@ -90,6 +94,7 @@ def serve(options: ServeOptions, announce: Callable[[str], None]) -> None:
     """Run until SIGTERM/SIGINT; returns after a clean stop."""
     check_binding(options.host, options.token)
     quiet_logs()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     sock = listen(options.host, options.port)
     server: uvicorn.Server | None = None
 

@@ -50,9 +50,10 @@
 
   // -- live status: header indicator, banner, the overview's stream panel ---------------------
   const OUTAGE = "The event stream is unreachable: new events wait in Kafka and the figures shown are as of the last folded batch.";
+  const FOLD_STOPPED = "The fold has stopped and needs attention; the figures shown are as of its last batch.";
   function statusView(status) {
     if (status.broker.reachable === false) return { tone: "bad", label: "Kafka unreachable", banner: `${OUTAGE} ${status.broker.error}` };
-    if (status.state === "failed") return { tone: "bad", label: "Fold stopped", banner: status.error };
+    if (status.state === "failed") return { tone: "bad", label: "Fold stopped", banner: `${FOLD_STOPPED} ${status.error}` };
     if (status.state === "waiting") return { tone: "warn", label: "Waiting", banner: status.error };
     if (status.state === "starting") return { tone: "warn", label: "Starting", banner: null };
     if (status.state === "catching_up") return { tone: "warn", label: `Catching up · lag ${fmt(status.lag)}`, banner: null };
