@@ -327,7 +327,7 @@ def _sql(request: Request, query: str) -> Response:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: str = "/") -> Response:
-    return render(request, "login.html", next=_local(next), failed=False)
+    return render(request, "login.html", next=_local(next), failed=False, bare=True)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -337,7 +337,7 @@ async def login(request: Request) -> Response:
     target = _local(form.get("next", ["/"])[0])
     expected = request.app.state.token
     if expected is None or not token_matches(expected, token):
-        return render(request, "login.html", 401, next=target, failed=True)
+        return render(request, "login.html", 401, next=target, failed=True, bare=True)
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
     return response

@@ -60,13 +60,15 @@ class AccessGuard:
         path: str = scope["path"]
         if self.token is None:
             if not is_loopback(_host_name(headers.get("host", ""))):
-                await _refuse(send, 403, "this server answers loopback host names only", path)
+                await _refuse(send, 403, "this server answers loopback host names only")
                 return
         elif not path.startswith(OPEN_PREFIXES) and not self._authorised(headers):
             if _wants_html(path, headers):
-                await _redirect(send, "/login?next=" + quote(path, safe="/"))
+                query = scope.get("query_string", b"").decode("latin-1")
+                back = path + (f"?{query}" if query else "")
+                await _redirect(send, "/login?next=" + quote(back, safe="/"))
             else:
-                await _refuse(send, 401, "a valid token is required (Authorization: Bearer)", path)
+                await _refuse(send, 401, "a valid token is required (Authorization: Bearer)")
             return
         await self.app(scope, receive, send)
 
@@ -85,7 +87,7 @@ def _wants_html(path: str, headers: dict[str, str]) -> bool:
     return not api and "text/html" in headers.get("accept", "")
 
 
-async def _refuse(send: Send, status: int, message: str, path: str) -> None:
+async def _refuse(send: Send, status: int, message: str) -> None:
     body = json.dumps({"error": message, "kind": "bad_input"}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:

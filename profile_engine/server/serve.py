@@ -106,7 +106,11 @@ def serve(options: ServeOptions, announce: Callable[[str], None]) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, request_stop)
-    projection = LiveProjection(options.db_path)
+    try:
+        projection = LiveProjection(options.db_path)
+    except BaseException:
+        sock.close()
+        raise
     runner = ConsumerFoldRunner(projection, options.fold)
     registry = options.fold.registry
     types = {a.name: a.type for a in registry.attributes()} if registry is not None else {}

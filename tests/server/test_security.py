@@ -61,14 +61,16 @@ def test_pages_send_a_browser_to_the_login_page_and_its_cookie_lets_it_in(
     with httpx.Client(base_url=guarded.url, timeout=60) as browser:
         first = browser.get("/profiles?q=ann", headers=HTML)
         assert first.status_code == 303
-        assert first.headers["location"] == "/login?next=/profiles"
+        assert first.headers["location"] == "/login?next=/profiles%3Fq%3Dann"
         assert browser.get("/static/app.css").status_code == 200  # the login page needs it
-        assert browser.get("/login", headers=HTML).status_code == 200
+        login = browser.get("/login", headers=HTML)
+        assert login.status_code == 200
+        assert "test-events" not in login.text and "data-live-status" not in login.text
         failed = browser.post("/login", data={"token": "nope", "next": "/profiles"})
         assert failed.status_code == 401 and "not valid" in failed.text
         assert browser.get("/", headers=HTML).status_code == 303
-        signed_in = browser.post("/login", data={"token": TOKEN, "next": "/profiles"})
-        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/profiles"
+        signed_in = browser.post("/login", data={"token": TOKEN, "next": "/profiles?q=ann"})
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/profiles?q=ann"
         cookie = signed_in.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie
         assert browser.get("/profiles?q=ann", headers=HTML).status_code == 200
