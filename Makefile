@@ -13,10 +13,14 @@ STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
 DEMO_DIR := .cache
 BENCHMARKS := benchmarks/bench_publish.py benchmarks/bench_fold.py \
-              benchmarks/bench_queries.py benchmarks/bench_import.py benchmarks/bench_scale.py
+              benchmarks/bench_queries.py benchmarks/bench_import.py benchmarks/bench_scale.py \
+              benchmarks/bench_serve.py
 # `make bench` runs bench_scale.py at sizes for a quick run; with no arguments it runs the
 # issue's sizes (500000,2000000,10000000; the 10M size needs about 7 GB of scratch space).
 BENCH_SCALE_ARGS ?= --events 50000,200000
+# DuckDB 1.x clients the storage-compatibility test opens a fresh projection with.
+DUCKDB_CLIENTS := 1.4.4 1.5.6
+DUCKDB_CLIENTS_DIR := .cache/duckdb-clients
 
 # The first interpreter on PATH that is Python 3.11 or newer (override with PYTHON=...).
 PYTHON ?= $(shell for candidate in python3.13 python3.12 python3.11 python3; do \
@@ -25,7 +29,7 @@ PYTHON ?= $(shell for candidate in python3.13 python3.12 python3.11 python3; do 
 	{ echo $$candidate; break; }; done)
 
 .PHONY: help install kafka broker-start broker-stop broker-status test lint format bench demo \
-        clean clean-all
+        clean clean-all browser duckdb-clients serve
 
 help: ## List the targets with what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' \
@@ -59,7 +63,29 @@ broker-stop: ## Stop the local Kafka broker
 broker-status: install ## Exit 0 only when the local broker runs and answers
 	$(CLI) broker status
 
-test: install kafka ## Run the test suite; pytest starts its own real Kafka broker
+browser: ## Install Debian's Chromium for the browser tests (once; apt-get, as root)
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium (Debian package) for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+			>/dev/null || exit 1; \
+	else \
+		echo "note: chromium is not installed and this is not root: the browser tests will" \
+			"be skipped (apt-get install chromium)" >&2; \
+	fi
+
+duckdb-clients: install ## Virtualenvs with DuckDB 1.x clients for the storage-compatibility test
+	@for version in $(DUCKDB_CLIENTS); do \
+		venv=$(DUCKDB_CLIENTS_DIR)/$$version; \
+		if [ ! -x $$venv/bin/python ]; then \
+			echo "creating $$venv (duckdb==$$version)"; \
+			$(PY) -m venv $$venv && \
+			$$venv/bin/pip install --quiet --disable-pip-version-check duckdb==$$version \
+				|| { rm -rf $$venv; exit 1; }; \
+		fi; \
+	done
+
+test: install kafka browser duckdb-clients ## Run the test suite; pytest starts its own real Kafka broker
 	@$(BIN)/pytest -q $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
@@ -83,6 +109,9 @@ bench: install broker-start ## Run each benchmark script in benchmarks/ that exi
 		fi; \
 	done
 
+serve: install broker-start ## Serve the demo projection at http://127.0.0.1:8321 (run make demo first)
+	$(CLI) serve --db $(DEMO_DIR)/demo.duckdb
+
 demo: install broker-start ## Publish a realistic sample stream, fold it and print reachability
 	@mkdir -p $(DEMO_DIR)
 	$(CLI) topics create
@@ -94,7 +123,7 @@ demo: install broker-start ## Publish a realistic sample stream, fold it and pri
 	$(CLI) counts --db $(DEMO_DIR)/demo.duckdb --month 2026-02 --format table
 
 clean: ## Remove caches and demo outputs (keeps .venv, the broker and its data)
-	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	rm -rf $(DEMO_DIR) artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -path ./$(VENV) -prune -o -name '*.egg-info' -type d -prune -exec rm -rf {} +
 

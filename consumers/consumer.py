@@ -9,10 +9,11 @@ batch needs (see consumers/pipeline.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kafka import KafkaProducer
 
+from consumers.group_offsets import DEFAULT_GROUP_ID, GroupMirror
 from consumers.kafka_client import kafka_errors
 from consumers.pipeline import (
     DEFAULT_BATCH_SIZE,
@@ -79,6 +80,8 @@ class ConsumeOptions:
     should_stop: Callable[[], bool] = lambda: False
     after_commit: Callable[[list[TopicOffset]], None] | None = None
     give_up_after: float | None = None  # seconds without the broker before failing
+    # Offsets are mirrored to this consumer group after each batch, for Kafka's own tools.
+    group_id: str | None = DEFAULT_GROUP_ID
 
 
 def consume_into(
@@ -131,9 +134,24 @@ def consume(
     registry: AttributeRegistry | None = None,
     options: ConsumeOptions | None = None,
 ) -> FoldStats:
+    options = options or ConsumeOptions()
     with ProjectionLock(db_path, "consume"), ProjectionStore(db_path) as store:
         if registry is not None:
             refresh_typed_traits_view(store.con, registry)
-        return consume_into(
-            store, bootstrap_servers, topic, dead_letter_topic, config, options or ConsumeOptions()
-        )
+        if not options.group_id:
+            return consume_into(store, bootstrap_servers, topic, dead_letter_topic, config, options)
+        mirror = GroupMirror(bootstrap_servers, topic, options.group_id)
+        chained = options.after_commit
+
+        def after_commit(offsets: list[TopicOffset]) -> None:
+            mirror.committed({o.partition: o.next_offset for o in offsets})
+            if chained is not None:
+                chained(offsets)
+
+        try:
+            return consume_into(
+                store, bootstrap_servers, topic, dead_letter_topic, config,
+                replace(options, after_commit=after_commit),
+            )  # fmt: skip
+        finally:
+            mirror.close()

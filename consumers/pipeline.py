@@ -225,7 +225,7 @@ class Pipeline:
         if last:  # how far the source read, markers and aborted records included
             positions = getattr(source, "positions", None)
             for partition, offset in (positions() if positions else {}).items():
-                if offset > moved.get(partition, 0):
+                if offset >= moved.get(partition, 0):  # every partition, even one still at 0
                     moved[partition] = offset
         for record in records:
             partition, offset = record.partition, record.offset

@@ -8,10 +8,12 @@ SQL from users is checked first (projections.sql_checks).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -374,20 +376,16 @@ def export_profiles(
     connection cannot write files), so memory stays flat however many profiles there are. The
     file appears complete or not at all: rows go to a temporary sibling renamed at the end.
     """
-    if output_format not in EXPORT_FORMATS:
-        raise QueryError(f"unknown export format {output_format!r}; use csv or json")
-    select = export_select(con, where, output_format)
+    select = export_select(con, where, _checked_format(output_format))
     target = Path(out_path)
     partial = target.with_name(f".{target.name}.partial")
+    written = 0
     try:
-        with con.sql(select).to_arrow_reader(EXPORT_BATCH_ROWS) as reader:
-            if output_format == "csv":
-                written = _write_csv(reader, partial)
-            else:
-                written = _write_json_lines(reader, partial)
+        with partial.open("wb") as out:
+            for rows, chunk in encode_export(con, select, output_format):
+                out.write(chunk)
+                written += rows
         os.replace(partial, target)
-    except (duckdb.Error, pa.ArrowException) as error:
-        raise QueryError(f"export failed: {first_line(error)}") from None
     except OSError as error:
         raise QueryError(f"cannot write {out_path}: {error.strerror or error}") from None
     finally:
@@ -395,23 +393,48 @@ def export_profiles(
     return written
 
 
-def _write_csv(reader: pa.RecordBatchReader, path: Path) -> int:
-    written = 0
+def _checked_format(output_format: str) -> str:
+    if output_format not in EXPORT_FORMATS:
+        raise QueryError(f"unknown export format {output_format!r}; use csv or json")
+    return output_format
+
+
+def encode_export(
+    con: duckdb.DuckDBPyConnection,
+    select: str,
+    output_format: str,
+    params: list[Any] | None = None,
+) -> Iterator[tuple[int, bytes]]:
+    """(rows, bytes) of an export statement, a record batch at a time: CSV with its header
+    first (even with no rows), or JSON Lines."""
+    try:
+        with con.sql(select, params=params or None).to_arrow_reader(EXPORT_BATCH_ROWS) as reader:
+            if output_format == "csv":
+                yield from _csv_chunks(reader)
+            else:
+                for batch in reader:
+                    lines = batch.column(0).to_pylist()
+                    yield len(lines), "".join(f"{line}\n" for line in lines).encode()
+    except (duckdb.Error, pa.ArrowException) as error:
+        raise QueryError(f"export failed: {first_line(error)}") from None
+
+
+def _csv_chunks(reader: pa.RecordBatchReader) -> Iterator[tuple[int, bytes]]:
     # quoting "needed" quotes every text value and nothing else, so an empty text and a NULL
     # (an empty cell) stay apart.
+    sink = io.BytesIO()
     options = pa_csv.WriteOptions(quoting_style="needed")
-    with pa_csv.CSVWriter(path, reader.schema, write_options=options) as writer:
+    with pa_csv.CSVWriter(sink, reader.schema, write_options=options) as writer:
         for batch in reader:
             writer.write_batch(batch)
-            written += batch.num_rows
-    return written
+            yield batch.num_rows, _take(sink)
+    rest = _take(sink)  # the header alone when there were no rows
+    if rest:
+        yield 0, rest
 
 
-def _write_json_lines(reader: pa.RecordBatchReader, path: Path) -> int:
-    written = 0
-    with path.open("w", encoding="utf-8", newline="\n") as out:
-        for batch in reader:
-            lines = batch.column(0).to_pylist()
-            out.write("".join(f"{line}\n" for line in lines))
-            written += len(lines)
-    return written
+def _take(sink: io.BytesIO) -> bytes:
+    data = sink.getvalue()
+    sink.seek(0)
+    sink.truncate()
+    return data

@@ -24,12 +24,16 @@ import duckdb
 import pyarrow as pa
 
 from profile_engine.batch_fold import BatchChanges, Prepared, StoredProfile, StoredWorld
-from profile_engine.errors import NeedsOperator
+from profile_engine.errors import NeedsOperator, first_line
 from profile_engine.fold import FoldConfig
-from projections.connection import connect, write_errors
+from projections.connection import ProjectionUnavailable, connect, write_errors
 
 SCHEMA_VERSION = "3"
 CHECKPOINT_THRESHOLD = "512MB"
+# DuckDB 2.0 creates files in its newest storage format, which no DuckDB 1.x client opens
+# (most notebooks and BI tools still ship 1.x). A file keeps the storage version it was
+# created with, so new projections are created in one that DuckDB 1.4 and later read.
+STORAGE_VERSION = "v1.4.0"
 
 
 def sql_file(name: str) -> str:
@@ -42,6 +46,7 @@ class ProjectionConfigError(NeedsOperator):
 
 def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
     """Open a projection for writing, creating tables, views and indexes as needed."""
+    _create_file(str(db_path))
     con = connect(db_path)
     # Every batch rewrites rows spread over whole tables, so each checkpoint rewrites many row
     # groups; at the default 16 MB of WAL that happens every batch. The WAL is replayed after
@@ -56,6 +61,16 @@ def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
     con.execute(sql_file("views.sql"))
     create_indexes(con)
     return con
+
+
+def _create_file(path: str) -> None:
+    """Create an empty database file in STORAGE_VERSION unless the file exists."""
+    if Path(path).exists():
+        return
+    try:
+        duckdb.connect(path, config={"storage_compatibility_version": STORAGE_VERSION}).close()
+    except duckdb.Error as error:
+        raise ProjectionUnavailable(f"cannot create {path}: {first_line(error)}") from error
 
 
 def create_indexes(con: duckdb.DuckDBPyConnection) -> None:

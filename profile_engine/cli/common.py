@@ -106,3 +106,16 @@ def print_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], output_for
         for row in rows:
             table.add_row(*[_text(v) for v in row])
         Console().print(table)
+
+
+def group_id_option(func: F) -> F:
+    return click.option(
+        "--group-id",
+        envvar="PROFILE_ENGINE_GROUP_ID",
+        default="profile-engine",
+        show_default=True,
+        show_envvar=True,
+        help="Kafka consumer group that mirrors the projection's offsets after each batch (for "
+        "kafka-consumer-groups, Burrow, lag exporters); the database stays the truth. An empty "
+        "value turns the mirror off.",
+    )(func)

@@ -19,6 +19,7 @@ from profile_engine.cli.common import (
     bootstrap_option,
     db_option,
     dead_letter_topic_option,
+    group_id_option,
     topic_option,
 )
 from profile_engine.events import ID_PRIORITY
@@ -154,6 +155,7 @@ summary_format = click.option(
     help="Fail (exit 75) when the broker has not answered for this long. "
     "Default: keep waiting, showing 'waiting for the broker since HH:MM:SS'.",
 )
+@group_id_option
 @id_limit_option
 @batch_option
 @attributes_option
@@ -165,6 +167,7 @@ def consume(
     dead_letter_topic: str,
     once: bool,
     give_up_after: float | None,
+    group_id: str,
     id_limits: tuple[str, ...],
     batch_size: int,
     attributes_path: Path,
@@ -198,6 +201,7 @@ def consume(
                 progress=progress,
                 should_stop=stop.is_set,
                 give_up_after=give_up_after,
+                group_id=group_id or None,
             ),
         )
     _report(stats, output_format)

@@ -10,18 +10,40 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import click
 
 from profile_engine.cli.common import UserError, db_option, format_option, print_rows
+from profile_engine.errors import ProfileEngineError
 from profile_engine.reachability import CHANNELS, SETTINGS, parse_value
 
 
-def _with_readonly(db_path: str, work: Callable[[Any], Any]) -> Any:
-    from projections.readonly import read_projection
+def _with_readonly(
+    db_path: str, work: Callable[[Any], Any], remote: Callable[[Any], Any] | None = None
+) -> Any:
+    """``work`` on a read-only sandboxed connection; when `serve` holds the database,
+    ``remote`` asks the server (a ServerClient) for the same answer instead."""
+    from projections.readonly import DatabaseBusy, read_projection
 
-    return read_projection(db_path, work)
+    try:
+        return read_projection(db_path, work)
+    except DatabaseBusy as busy:
+        return _through_server(db_path, remote, busy)
+
+
+def _through_server(
+    db_path: str, remote: Callable[[Any], Any] | None, busy: ProfileEngineError
+) -> Any:
+    """The database is busy: ask the server that holds it, if one does (else ``busy``)."""
+    from profile_engine.server.client import ServerClient
+    from profile_engine.server.discovery import running_server
+
+    server = running_server(db_path)
+    if remote is None or server is None:
+        raise busy
+    return remote(ServerClient(server))
 
 
 def _current_month() -> str:
@@ -41,7 +63,11 @@ def counts(db_path: str, month: str | None, channel: str | None, output_format: 
     from projections import queries
 
     chosen_month = month or _current_month()
-    result = _with_readonly(db_path, lambda con: queries.counts(con, chosen_month, channel))
+    result = _with_readonly(
+        db_path,
+        lambda con: queries.counts(con, chosen_month, channel),
+        lambda server: server.counts(chosen_month, channel),
+    )
     if output_format == "json":
         click.echo(json.dumps(result, indent=2))
     elif output_format == "csv":
@@ -98,7 +124,13 @@ def profile(db_path: str, lookup_key: str, output_format: str) -> None:
         pid, ccpa_opted_out = document["profile_id"], document["ccpa_opted_out"]
         return document, queries.identifier_rows(con, pid, ccpa_opted_out)
 
-    document, identifiers = _with_readonly(db_path, load)
+    def ask(server: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        document = server.profile(lookup_key)
+        if document is None or output_format == "json":
+            return document, []
+        return document, server.identifiers(lookup_key) or []
+
+    document, identifiers = _with_readonly(db_path, load, ask)
     if document is None:
         raise UserError(f"no profile found for {lookup_key}")
     if output_format == "json":
@@ -219,8 +251,17 @@ def sql(db_path: str, query: str, output_format: str) -> None:
     """
     from projections import queries
 
-    columns, rows = _with_readonly(db_path, lambda con: queries.run_sql(con, query))
+    columns, rows = _with_readonly(
+        db_path, lambda con: queries.run_sql(con, query), lambda server: _ask_sql(server, query)
+    )
     print_rows(columns, rows, output_format)
+
+
+def _ask_sql(server: Any, query: str) -> tuple[list[str], list[list[Any]]]:
+    answer = server.sql(query)
+    if answer["truncated"]:
+        click.echo(f"note: the server returned its first {len(answer['rows']):,} rows", err=True)
+    return answer["columns"], answer["rows"]
 
 
 # -- export --------------------------------------------------------------------------------
@@ -260,7 +301,12 @@ def export(db_path: str, where: str | None, output_format: str, out_path: str) -
         with console.status(f"exporting profiles to {out_path} ..."):
             return queries.export_profiles(con, out_path, output_format, where)
 
-    written = _with_readonly(db_path, write)
+    def ask(server: Any) -> int:
+        with console.status(f"exporting profiles to {out_path} (through the server) ..."):
+            written: int = server.export(output_format, where, out_path)
+            return written
+
+    written = _with_readonly(db_path, write, ask)
     console.print(f"exported {written:,} profiles to {out_path}")
 
 
@@ -279,7 +325,11 @@ def settings_show(db_path: str, output_format: str) -> None:
     """List every setting with its value, its default and whether it is overridden."""
     from projections.settings import list_settings
 
-    rows = _with_readonly(db_path, list_settings)
+    rows = _with_readonly(
+        db_path,
+        list_settings,
+        lambda server: [SimpleNamespace(**record) for record in server.settings()],
+    )
     columns = ["key", "value", "default", "overridden", "description"]
     if output_format == "table":
         _print_settings_table(rows)
@@ -327,7 +377,11 @@ def settings_set(db_path: str, key: str, value: str) -> None:
     from projections.settings import set_setting
 
     typed = parse_value(key, value)
-    _with_writable(db_path, lambda con: set_setting(con, key, typed))
+    _with_writable(
+        db_path,
+        lambda con: set_setting(con, key, typed),
+        lambda server: server.set_setting(key, typed),
+    )
     click.echo(f"{key} = {json.dumps(typed)}")
 
 
@@ -338,14 +392,21 @@ def settings_reset(db_path: str, key: str) -> None:
     """Put one setting back to its default."""
     from projections.settings import reset_setting
 
-    _with_writable(db_path, lambda con: reset_setting(con, key))
+    _with_writable(
+        db_path, lambda con: reset_setting(con, key), lambda server: server.reset_setting(key)
+    )
     click.echo(f"{key} = {json.dumps(SETTINGS[key].default)} (default)")
 
 
-def _with_writable(db_path: str, work: Callable[[Any], Any]) -> Any:
-    from projections.readonly import write_projection
+def _with_writable(
+    db_path: str, work: Callable[[Any], Any], remote: Callable[[Any], Any] | None = None
+) -> Any:
+    from projections.readonly import DatabaseBusy, write_projection
 
-    return write_projection(db_path, work)
+    try:
+        return write_projection(db_path, work)
+    except DatabaseBusy as busy:
+        return _through_server(db_path, remote, busy)
 
 
 COMMANDS = [counts, profile, sql, export, settings]

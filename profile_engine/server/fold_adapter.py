@@ -1,0 +1,325 @@
+"""FoldRunner for the pipeline ``consume`` runs (consumers.consumer.consume_into), writing
+through the live projection's connection so that readers share its DuckDB instance.
+
+The server sees only ``FoldRunner``. The fold is exactly ``consume``'s (same offsets table,
+same dead letters); the lookup indexes stay in place (the fold keeps them valid, readers use
+them while it writes); after each committed batch ``LiveProjection.changed`` recomputes cached
+answers and ``LogWatcher.committed`` records the projection's next offsets (status, consumer
+group).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from consumers.consumer import ConsumeOptions, consume_into
+from consumers.group_offsets import DEFAULT_GROUP_ID, GroupOffsets
+from consumers.kafka_client import BrokerUnavailable
+from consumers.pipeline import DEFAULT_BATCH_SIZE, FoldStats
+from profile_engine.attributes import AttributeRegistry
+from profile_engine.errors import ProfileEngineError, Transient, first_line
+from profile_engine.fold import FoldConfig
+from profile_engine.server.runner import (
+    FoldCounters,
+    FoldState,
+    FoldStatus,
+    PartitionLag,
+    RateMeter,
+)
+from projections.live import LiveProjection, committed_offsets
+from projections.store import ProjectionStore, TopicOffset
+from projections.typed_traits import refresh_typed_traits_view
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5.0
+WATCH_EVERY_S = 1.0
+# The fold turns automatic garbage collection off for the whole process while it runs; the
+# server's own short-lived cycles still need collecting now and then.
+COLLECT_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class FoldOptions:
+    bootstrap_servers: str
+    topic: str
+    dead_letter_topic: str | None
+    group_id: str = DEFAULT_GROUP_ID
+    batch_size: int = DEFAULT_BATCH_SIZE
+    config: FoldConfig | None = None
+    registry: AttributeRegistry | None = None
+
+
+class LogWatcher:
+    """Knows where the projection and the log are, and mirrors offsets to the consumer group.
+
+    ``committed`` is called on the fold's commit thread; a thread of its own talks to Kafka
+    (kafka-python clients are not shared between threads), so a slow or absent broker never
+    holds up a commit.
+    """
+
+    def __init__(self, options: FoldOptions, start_offsets: dict[int, int]) -> None:
+        self._options = options
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self.next_offsets = dict(start_offsets)
+        self.end_offsets: dict[int, int] = {}
+        self.broker_reachable: bool | None = None
+        self.broker_error: str | None = None
+        self.last_batch_at: datetime | None = None
+        self.last_batch_events: int | None = None
+        self._group_committed: dict[int, int] = {}
+        self._thread = threading.Thread(target=self._run, name="log-watcher", daemon=True)
+        self._sample_rate: Callable[[], None] = lambda: None
+
+    def start(self, sample_rate: Callable[[], None]) -> None:
+        self._sample_rate = sample_rate
+        self._thread.start()
+
+    def committed(self, next_offsets: dict[int, int]) -> None:
+        """A batch committed: the projection now stands at ``next_offsets``."""
+        with self._lock:
+            moved = sum(o - self.next_offsets.get(p, 0) for p, o in next_offsets.items())
+            self.next_offsets.update(next_offsets)
+            self.last_batch_at = datetime.now(UTC)
+            self.last_batch_events = moved
+        self._wake.set()
+
+    def partitions(self) -> list[PartitionLag]:
+        with self._lock:
+            known = sorted(set(self.next_offsets) | set(self.end_offsets))
+            return [
+                PartitionLag(
+                    partition=p,
+                    next_offset=self.next_offsets.get(p, 0),
+                    log_end_offset=self.end_offsets.get(p),
+                    lag=(
+                        max(0, self.end_offsets[p] - self.next_offsets.get(p, 0))
+                        if p in self.end_offsets and self.broker_reachable
+                        else None
+                    ),
+                )
+                for p in known
+            ]
+
+    def stop(self, timeout_s: float) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        client: GroupOffsets | None = None
+        collected_at = time.monotonic()
+        while True:
+            stopping = self._stopping.is_set()
+            self._sample_rate()
+            try:
+                if client is None:
+                    client = GroupOffsets(
+                        self._options.bootstrap_servers,
+                        self._options.topic,
+                        self._options.group_id,
+                    )
+                self._commit_group(client)
+                if not stopping:
+                    ends = client.end_offsets()
+                    with self._lock:
+                        self.end_offsets = ends
+                self._broker_answered(None)
+            except BrokerUnavailable as error:
+                self._broker_answered(str(error))
+            except ProfileEngineError:
+                # The broker answered (e.g. "no such topic"): the fold reports what is wrong.
+                self._broker_answered(None)
+            if stopping:
+                break
+            if not gc.isenabled() and time.monotonic() - collected_at > COLLECT_EVERY_S:
+                gc.collect()
+                collected_at = time.monotonic()
+            self._wake.wait(WATCH_EVERY_S)
+            self._wake.clear()
+        if client is not None:
+            client.close()
+
+    def _commit_group(self, client: GroupOffsets) -> None:
+        with self._lock:
+            offsets = dict(self.next_offsets)
+        if offsets and offsets != self._group_committed:
+            client.commit(offsets)
+            self._group_committed = offsets
+
+    def _broker_answered(self, error: str | None) -> None:
+        with self._lock:
+            self.broker_reachable = error is None
+            self.broker_error = error
+
+
+class RateSampler:
+    """Feeds the fold-rate meter from the running total of consumed messages."""
+
+    def __init__(self, runner: ConsumerFoldRunner) -> None:
+        self._runner = runner
+
+    def __call__(self) -> None:
+        self._runner.rate.sample(self._runner.counters().consumed)
+
+
+class ConsumerFoldRunner:
+    """Runs FoldConsumer in follow mode on a thread; retries transient failures."""
+
+    def __init__(self, projection: LiveProjection, options: FoldOptions) -> None:
+        self._projection = projection
+        self._options = options
+        with projection.reading() as con:
+            start_offsets = committed_offsets(con, options.topic)
+        self.watcher = LogWatcher(options, start_offsets)
+        self.rate = RateMeter()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._state = FoldState.STARTING
+        self._error: str | None = None
+        self._finished: FoldCounters = FoldCounters()  # of folds that ended (retries)
+        self._current: FoldStats | None = None
+        self._started_at = datetime.now(UTC)
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="fold", daemon=True)
+
+    # -- FoldRunner ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.watcher.start(RateSampler(self))
+        self._thread.start()
+
+    def stop(self, timeout_s: float) -> bool:
+        self._stop.set()
+        self._thread.join(timeout_s)
+        stopped = not self._thread.is_alive()
+        # A last commit to the consumer group, unless the broker is gone (then not waited for).
+        self.watcher.stop(timeout_s=5.0 if self.watcher.broker_reachable else 0.5)
+        return stopped
+
+    def status(self) -> FoldStatus:
+        partitions = self.watcher.partitions()
+        with self._lock:
+            state, error = self._state, self._error
+        if state == FoldState.FOLLOWING and any(p.lag for p in partitions):
+            state = FoldState.CATCHING_UP
+        watcher = self.watcher
+        return FoldStatus(
+            state=state,
+            error=error,
+            topic=self._options.topic,
+            group_id=self._options.group_id,
+            bootstrap_servers=self._options.bootstrap_servers,
+            broker_reachable=watcher.broker_reachable,
+            broker_error=watcher.broker_error,
+            partitions=partitions,
+            counters=self.counters(),
+            last_batch_at=watcher.last_batch_at,
+            last_batch_events=watcher.last_batch_events,
+            fold_rate=self.rate.rate(),
+            started_at=self._started_at,
+            uptime_s=time.monotonic() - self._started,
+        )
+
+    def counters(self) -> FoldCounters:
+        with self._lock:
+            current, finished = self._current, self._finished
+        return finished if current is None else _add(finished, current)
+
+    # -- the fold thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._set_state(FoldState.STARTING, None)
+            if not self._broker_answers():
+                break
+            try:
+                self._fold()
+                self._set_state(FoldState.STOPPED, None)
+                return
+            except Transient as error:
+                self._set_state(FoldState.WAITING, f"{error}; retrying every {RETRY_AFTER_S:g} s")
+                self._stop.wait(RETRY_AFTER_S)
+            except ProfileEngineError as error:
+                self._set_state(FoldState.FAILED, str(error))
+                return
+            except Exception as error:  # a bug: keep serving reads, say what happened
+                log.exception("the fold stopped")
+                self._set_state(FoldState.FAILED, f"{type(error).__name__}: {first_line(error)}")
+                return
+        self._set_state(FoldState.STOPPED, None)
+
+    def _broker_answers(self) -> bool:
+        """Wait, interruptibly, until the watcher has reached the broker; False when stopped.
+
+        The watcher finds out sooner than the fold's reader, and is never waited for.
+        """
+        while not self._stop.is_set():
+            if self.watcher.broker_reachable:
+                return True
+            if self.watcher.broker_reachable is False:
+                self._set_state(FoldState.WAITING, f"{self.watcher.broker_error}; retrying")
+            self._stop.wait(0.2)
+        return False
+
+    def _fold(self) -> None:
+        options = self._options
+        projection = self._projection
+        store = ProjectionStore(Path(projection.db_path), con=projection.connection)
+        if options.registry is not None:
+            refresh_typed_traits_view(store.con, options.registry)
+
+        def keep(stats: FoldStats) -> None:
+            with self._lock:
+                self._current = stats
+
+        def after_commit(offsets: list[TopicOffset]) -> None:
+            projection.changed()
+            self.watcher.committed({o.partition: o.next_offset for o in offsets})
+
+        self._set_state(FoldState.FOLLOWING, None)  # the status says "catching up" while behind
+        stats: FoldStats | None = None
+        try:
+            stats = consume_into(
+                store,
+                options.bootstrap_servers,
+                options.topic,
+                options.dead_letter_topic,
+                options.config,
+                ConsumeOptions(
+                    batch_size=options.batch_size,
+                    progress=keep,
+                    should_stop=self._stop.is_set,
+                    after_commit=after_commit,
+                ),
+            )
+        finally:
+            with self._lock:
+                done = stats or self._current
+                if done is not None:
+                    self._finished = _add(self._finished, done)
+                self._current = None
+
+    def _set_state(self, state: FoldState, error: str | None) -> None:
+        with self._lock:
+            self._state, self._error = state, error
+
+
+def _add(counters: FoldCounters, stats: FoldStats) -> FoldCounters:
+    return replace(
+        counters,
+        consumed=counters.consumed + stats.consumed,
+        folded=counters.folded + stats.folded,
+        duplicates=counters.duplicates + stats.duplicates,
+        dead_lettered=counters.dead_lettered + stats.dead_lettered,
+        batches=counters.batches + stats.batches,
+    )

@@ -1,0 +1,509 @@
+"""The web page: server-rendered HTML (Jinja2) over the same reads as the API.
+
+No build step and nothing fetched from the internet: templates, CSS, the one small script
+and the font are package data. Every page works without JavaScript; the script adds live
+figures, search as you type and keyboard shortcuts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from importlib import resources
+from typing import Annotated, Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from profile_engine.errors import ProfileEngineError
+from profile_engine.events import EventType
+from profile_engine.reachability import CHANNELS
+from profile_engine.server.api import Engine, current_month, profile_document
+from profile_engine.server.runner import FoldStatus
+from profile_engine.server.security import COOKIE, token_matches
+from projections import live, queries
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(
+    directory=str(resources.files("profile_engine.server").joinpath("templates"))
+)
+
+DASH = "\u2013"  # en dash: "no value" in tables
+PAGE_SIZES = (10, 25, 50, 100)
+TIMELINE_PAGE = 25
+SQL_PAGE_ROWS = 1_000
+TABS = ("identifiers", "events", "details", "subscriptions")
+ID_TYPE_LABELS = {
+    "customer_id": "Customer ID",
+    "email": "Email",
+    "phone": "Phone",
+    "push_token": "Push token",
+    "anonymous_id": "Anonymous ID",
+}
+CHANNEL_LABELS = {"email": "Email", "sms": "SMS", "push": "Push", "any": "Any channel"}
+REASONS = {
+    "ccpa_opted_out": "CCPA opt-out blocks this channel",
+    "not_last_seen": "Not the last-seen {type}",
+    "invalid": "Invalid {type}",
+    "hard_bounce": "Hard bounced",
+    "complaint": "Marked as spam",
+    "undeliverable": "Undeliverable",
+    "soft_bounce_limit": "Too many soft bounces in a row",
+    "consent_opted_out": "Opted out",
+    "consent_pending": "Waiting for double opt-in",
+    "consent_unknown": "Unknown consent (implicit consent is off)",
+}
+CONSENT_LABELS = {
+    "opted_in": "Opted in",
+    "opted_out": "Opted out",
+    "pending": "Pending",
+    "unknown": "Unknown consent",
+}
+EXAMPLE_QUERIES = (
+    ("Reachability", "SELECT * FROM reachability_counts"),
+    ("MAU this month", f"SELECT * FROM mau_for_month('{current_month()}')"),
+    (
+        "Why not eligible",
+        "SELECT channel, reason, count(*) AS identifiers\nFROM identifier_reachability\n"
+        "WHERE NOT eligible GROUP BY ALL ORDER BY 3 DESC",
+    ),
+    (
+        "Top customers",
+        "SELECT p.profile_id, p.order_count, p.revenue\nFROM profiles p\n"
+        "JOIN profile_reachability r USING (profile_id)\n"
+        "WHERE r.email ORDER BY p.revenue DESC LIMIT 20",
+    ),
+)
+
+
+def engine_of(request: Request) -> Engine:
+    found: Engine = request.app.state.engine
+    return found
+
+
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    engine = engine_of(request)
+    status = engine.runner.status()
+    context.setdefault("active", "")
+    return templates.TemplateResponse(
+        request,
+        template,
+        {
+            "status": status,
+            "status_view": status_view(status),
+            "token_required": request.app.state.token_required,
+            **context,
+        },
+        status_code=status_code,
+    )
+
+
+def error_page(request: Request, message: str, status_code: int) -> Response:
+    titles = {400: "That did not work", 404: "Not found", 503: "The database is busy"}
+    return render(
+        request,
+        "error.html",
+        status_code,
+        title=titles.get(status_code, "Something went wrong"),
+        message=message,
+        code=status_code,
+    )
+
+
+# -- overview ---------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def overview(request: Request, channel: str | None = None, month: str | None = None) -> Response:
+    engine = engine_of(request)
+    chosen = channel if channel in CHANNELS else None
+    this_month = current_month()
+    with engine.projection.reading() as con:
+        months = sorted({this_month, *live.event_months(con)}, reverse=True)
+    counts = engine.counts(month if month in months else this_month, None)
+    return render(
+        request,
+        "overview.html",
+        active="overview",
+        counts=counts,
+        channel=chosen,
+        channels=CHANNELS,
+        months=months,
+    )
+
+
+# -- profiles ---------------------------------------------------------------------------------
+
+
+@router.get("/profiles", response_class=HTMLResponse)
+def profiles(
+    request: Request,
+    q: str = "",
+    limit: int = 25,
+    cursor: str | None = None,
+    fragment: str | None = None,
+) -> Response:
+    engine = engine_of(request)
+    size = limit if limit in PAGE_SIZES else 25
+    with engine.projection.reading() as con:
+        page = live.search_profiles(con, q, size, cursor)
+    context: dict[str, Any] = {
+        "active": "profiles",
+        "q": q,
+        "limit": size,
+        "page_sizes": PAGE_SIZES,
+        "page": page,
+        "first_page": cursor is None,
+        "next_url": _url("/profiles", q=q, limit=size, cursor=page.next_cursor)
+        if page.next_cursor
+        else None,
+        "first_url": _url("/profiles", q=q, limit=size),
+        "export_csv": _url("/api/export", format="csv", q=q),
+        "export_json": _url("/api/export", format="json", q=q),
+    }
+    template = "_profile_results.html" if fragment == "results" else "profiles.html"
+    return render(request, template, 200, **context)
+
+
+@router.get("/profiles/{key:path}", response_class=HTMLResponse)
+def profile_page(
+    request: Request,
+    key: str,
+    tab: str = "identifiers",
+    type: Annotated[list[str] | None, Query()] = None,
+    offset: int = 0,
+) -> Response:
+    engine = engine_of(request)
+    chosen_tab = tab if tab in TABS else "identifiers"
+    types = [t for t in (type or []) if t in set(EventType)]
+    with engine.projection.reading() as con:
+        document = profile_document(con, key)
+        pid = document["profile_id"]
+        identifiers = queries.identifier_rows(con, pid, document["ccpa_opted_out"])
+        summary = live.profile_summaries(con, [pid])[0]
+        timeline = live.timeline_page(con, pid, types, TIMELINE_PAGE, max(0, offset))
+    return render(
+        request,
+        "profile.html",
+        active="profiles",
+        key=key,
+        profile=document,
+        name=display_name(document),
+        summary=summary,
+        details=_details(document, engine.attribute_types),
+        identifiers=identifiers,
+        contacts=_contacts(identifiers),
+        tab=chosen_tab,
+        tabs=_tabs(key, document, identifiers, timeline),
+        timeline=timeline,
+        types=types,
+        type_links=_type_links(key, types, timeline.type_counts),
+        offset=max(0, offset),
+        page_size=TIMELINE_PAGE,
+        newer_url=_timeline_url(key, types, offset - TIMELINE_PAGE) if offset > 0 else None,
+        older_url=_timeline_url(key, types, offset + TIMELINE_PAGE)
+        if offset + TIMELINE_PAGE < timeline.total
+        else None,
+    )
+
+
+def _tabs(
+    key: str, document: dict[str, Any], identifiers: list[Any], timeline: live.TimelinePage
+) -> list[dict[str, Any]]:
+    counts = {
+        "identifiers": len(identifiers),
+        "events": sum(timeline.type_counts.values()),
+        "details": len(document["traits"]),
+        "subscriptions": len(document["subscriptions"]),
+    }
+    labels = {
+        "identifiers": "Identifiers",
+        "events": "Event history",
+        "details": "Customer details",
+        "subscriptions": "List subscriptions",
+    }
+    return [
+        {"id": t, "label": labels[t], "count": counts[t], "url": _url(profile_url(key), tab=t)}
+        for t in TABS
+    ]
+
+
+def _type_links(key: str, chosen: list[str], type_counts: dict[str, int]) -> list[dict[str, Any]]:
+    links = [
+        {
+            "label": "All",
+            "count": sum(type_counts.values()),
+            "active": not chosen,
+            "url": _timeline_url(key, [], 0),
+        }
+    ]
+    for kind, count in type_counts.items():
+        toggled = [t for t in chosen if t != kind] if kind in chosen else [*chosen, kind]
+        links.append(
+            {
+                "label": kind,
+                "count": count,
+                "active": kind in chosen,
+                "url": _timeline_url(key, toggled, 0),
+            }
+        )
+    return links
+
+
+def _timeline_url(key: str, types: list[str], offset: int) -> str:
+    params: list[tuple[str, Any]] = [("tab", "events"), *[("type", t) for t in types]]
+    if offset > 0:
+        params.append(("offset", offset))
+    return profile_url(key) + "?" + urlencode(params)
+
+
+JSON_TYPES = {bool: "boolean", int: "long", float: "double", str: "string"}
+
+
+def _details(document: dict[str, Any], registered: dict[str, str]) -> list[dict[str, Any]]:
+    """Traits with their registered type (else the JSON type they were stored as)."""
+    rows = []
+    for name, trait in document["traits"].items():
+        value = trait["value"]
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        rows.append(
+            {
+                "name": name,
+                "type": registered.get(name) or JSON_TYPES.get(type(value), "string"),
+                "value": text,
+                "updated_at": trait["updated_at"],
+                "source": trait["source"],
+            }
+        )
+    return rows
+
+
+def _contacts(identifiers: list[dict[str, Any]]) -> dict[str, str]:
+    return {i["type"]: i["value"] for i in identifiers if i["is_last_seen"]}
+
+
+# -- SQL --------------------------------------------------------------------------------------
+
+
+@router.get("/sql", response_class=HTMLResponse)
+def sql_page(request: Request, q: str = "") -> Response:
+    return _sql(request, q)
+
+
+@router.post("/sql", response_class=HTMLResponse)
+async def sql_run(request: Request) -> Response:
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    query = form.get("q", [""])[0]
+    return _sql(request, query)
+
+
+def _sql(request: Request, query: str) -> Response:
+    engine = engine_of(request)
+    result, error = None, None
+    if query.strip():
+        try:
+            with engine.projection.reading() as con:
+                result = live.run_sql_limited(con, query, SQL_PAGE_ROWS, engine.sql_timeout_s)
+        except ProfileEngineError as failure:
+            error = str(failure)
+    return render(
+        request,
+        "sql.html",
+        200 if error is None else 400,
+        active="sql",
+        query=query,
+        result=result,
+        error=error,
+        examples=EXAMPLE_QUERIES,
+        max_rows=SQL_PAGE_ROWS,
+    )
+
+
+# -- login (only when a token is required) ----------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/") -> Response:
+    return render(request, "login.html", next=_local(next), failed=False, bare=True)
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    token = form.get("token", [""])[0].strip()
+    target = _local(form.get("next", ["/"])[0])
+    expected = request.app.state.token
+    if expected is None or not token_matches(expected, token):
+        return render(request, "login.html", 401, next=target, failed=True, bare=True)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+    return response
+
+
+def _local(target: str) -> str:
+    """Only a path on this server (never //elsewhere or a scheme)."""
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+# -- helpers for templates --------------------------------------------------------------------
+
+
+def profile_url(key: str) -> str:
+    return "/profiles/" + quote(key, safe=":@")
+
+
+def _url(path: str, **params: Any) -> str:
+    kept = {k: v for k, v in params.items() if v not in (None, "")}
+    return path + ("?" + urlencode(kept) if kept else "")
+
+
+def display_name(document: dict[str, Any]) -> str:
+    traits = document["traits"]
+    parts = [traits.get(n, {}).get("value") for n in ("first_name", "last_name")]
+    name = " ".join(str(p) for p in parts if p)
+    if name:
+        return name
+    for identifier in document["identifiers"]:
+        if identifier["type"] in ("email", "customer_id", "phone") and identifier["is_last_seen"]:
+            return str(identifier["value"])
+    return "Anonymous visitor"
+
+
+def summary_name(row: dict[str, Any]) -> str:
+    name = " ".join(p for p in (row["first_name"], row["last_name"]) if p)
+    if name:
+        return name
+    ids = row["identifiers"]
+    return str(
+        ids.get("email") or ids.get("customer_id") or ids.get("phone") or "Anonymous visitor"
+    )
+
+
+def initials(name: str) -> str:
+    words = [w for w in name.replace("@", " ").replace(".", " ").split() if w[:1].isalnum()]
+    letters = "".join(w[0] for w in words[:2]).upper()
+    return letters or "?"
+
+
+def avatar_hue(profile_id: str) -> int:
+    return int(hashlib.sha256(profile_id.encode()).hexdigest()[:4], 16) % 360
+
+
+def number(value: Any) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return f"{value:,}"
+
+
+def money(value: Any) -> str:
+    return DASH if value is None else f"{value:,.2f}"
+
+
+def when(text: str | None, with_time: bool = True, short: bool = False) -> str:
+    """``2026-03-01T10:00:00Z`` -> ``1 Mar 2026, 10:00 UTC`` (short: without " UTC")."""
+    if not text:
+        return DASH
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if not with_time:
+        return f"{moment.day} {moment:%b %Y}"
+    return f"{moment.day} {moment:%b %Y, %H:%M}" + ("" if short else " UTC")
+
+
+def percent(part: int, whole: int) -> float:
+    return round(100.0 * part / whole, 1) if whole else 0.0
+
+
+def reason_text(reason: str | None, id_type: str) -> str:
+    if reason is None:
+        return ""
+    label = ID_TYPE_LABELS.get(id_type, id_type).lower()
+    return REASONS.get(reason, reason.replace("_", " ")).format(type=label)
+
+
+def event_title(event: dict[str, Any]) -> str:
+    payload = event["payload"] or {}
+    kind = event["type"]
+    if kind == "track":
+        name = str(event["event_name"] or payload.get("event") or "track")
+        properties = payload.get("properties") or {}
+        if name == "purchase" and "order_id" in properties:
+            return f"purchase · order {properties['order_id']} · {money(properties.get('revenue'))}"
+        return name
+    if kind == "identify":
+        names = sorted(payload.get("traits") or {})
+        shown = ", ".join(names[:4]) + (f" +{len(names) - 4}" if len(names) > 4 else "")
+        return "identify" + (f" · {shown}" if names else "")
+    channel = str(payload.get("channel", ""))
+    channel_label = CHANNEL_LABELS.get(channel, channel)
+    if kind == "consent":
+        status = str(payload.get("status", ""))
+        return f"{channel_label} consent: {CONSENT_LABELS.get(status, status)}"
+    if kind == "bounce":
+        return f"{channel_label} {str(payload.get('bounce_type', '')).replace('_', ' ')} bounce"
+    if kind == "subscription":
+        return (
+            f"List {payload.get('list_id')} ({payload.get('channel')}): "
+            f"{str(payload.get('status', '')).replace('_', ' ')}"
+        )
+    if kind == "ccpa":
+        return f"CCPA {str(payload.get('request', '')).replace('_', '-')}"
+    return kind
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+OUTAGE = (
+    "The event stream is unreachable: new events wait in Kafka and the figures shown are as of "
+    "the last folded batch."
+)
+
+
+FOLD_STOPPED = (
+    "The fold has stopped and needs attention; the figures shown are as of its last batch."
+)
+
+
+def status_view(status: FoldStatus) -> dict[str, Any]:
+    """What the header's live indicator and the banners show."""
+    if status.broker_reachable is False:
+        banner = f"{OUTAGE} {status.broker_error}"
+        return {"tone": "bad", "label": "Kafka unreachable", "banner": banner}
+    if status.state == "failed":
+        banner = f"{FOLD_STOPPED} {status.error}"
+        return {"tone": "bad", "label": "Fold stopped", "banner": banner}
+    if status.state == "waiting":
+        return {"tone": "warn", "label": "Waiting", "banner": status.error}
+    if status.state == "starting":
+        return {"tone": "warn", "label": "Starting", "banner": None}
+    if status.state == "catching_up":
+        return {"tone": "warn", "label": f"Catching up · lag {number(status.lag)}", "banner": None}
+    if status.state == "stopped":
+        return {"tone": "bad", "label": "Stopped", "banner": None}
+    return {"tone": "good", "label": "Live", "banner": None}
+
+
+templates.env.filters.update(
+    number=number,
+    money=money,
+    when=when,
+    initials=initials,
+    hue=avatar_hue,
+    reason_text=reason_text,
+    event_title=event_title,
+    pretty_json=pretty_json,
+)
+templates.env.globals.update(
+    profile_url=profile_url,
+    summary_name=summary_name,
+    percent=percent,
+    id_type_labels=ID_TYPE_LABELS,
+    consent_labels=CONSENT_LABELS,
+    channel_labels=CHANNEL_LABELS,
+)

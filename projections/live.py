@@ -1,0 +1,396 @@
+"""The projection as a live server holds it: one DuckDB instance, a fold and readers together.
+
+DuckDB lets one process write a file and no other process read it meanwhile, but inside that
+process any number of connections to the same instance may run at once (MVCC): the fold
+writes through the instance's first connection, and every read runs on a cursor of the same
+instance in a read-only transaction, so it sees the last committed batch and DuckDB itself
+refuses any write from it. Settings changes are the one write readers' requests may make.
+
+This module also holds the SQL of the server's own read paths (profile search, timeline
+pages, export streaming); the shared ones stay in projections/queries.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from profile_engine.errors import BadInput, first_line
+from projections import queries
+from projections.connection import DatabaseBusy, ProjectionUnavailable, sandbox
+from projections.sql_checks import check_read_statement
+from projections.store import open_projection
+
+SEARCH_MAX_LIMIT = 200
+TIMELINE_MAX_LIMIT = 200
+SQL_MAX_ROWS = 1_000_000
+EXPORT_BATCH_ROWS = 10_000
+NAME_TRAITS = ("first_name", "last_name")
+
+
+class CursorError(BadInput):
+    """A pagination cursor that this server did not hand out."""
+
+
+class LiveProjection:
+    """One projection file opened once: the fold's connection plus cursors for readers."""
+
+    def __init__(self, db_path: str | Path) -> None:
+        self.db_path = str(db_path)
+        self.connection = open_projection(db_path)
+        # After open_projection's own settings: nothing can be changed once sandboxed. The
+        # fold shares the instance and keeps registering Arrow tables and writing its file.
+        sandbox(self.connection)
+        # Readers' cursors are made from a connection the fold never uses, one at a time.
+        self._spawner = self.connection.cursor()
+        self._spawn_lock = threading.Lock()
+        self._version = 0
+        self._version_lock = threading.Lock()
+
+    @property
+    def version(self) -> int:
+        """Moves after every committed batch and settings change (see ``changed``)."""
+        return self._version
+
+    def changed(self) -> None:
+        """Called by whoever commits to the projection, after the commit."""
+        with self._version_lock:
+            self._version += 1
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._spawn_lock:
+            return self._spawner.cursor()
+
+    @contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor in a read-only transaction: one snapshot, writes refused by DuckDB."""
+        cursor = self._cursor()
+        try:
+            with _translated(self.db_path):
+                cursor.execute("BEGIN TRANSACTION READ ONLY")
+                yield cursor
+        finally:
+            cursor.close()  # ends (rolls back) the read-only transaction
+
+    @contextmanager
+    def writing_settings(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor that may write; used only for the settings table."""
+        cursor = self._cursor()
+        try:
+            with _translated(self.db_path):
+                yield cursor
+        finally:
+            cursor.close()
+            self.changed()
+
+    def close(self) -> None:
+        self._spawner.close()
+        self.connection.close()
+
+
+@contextmanager
+def _translated(db_path: str) -> Iterator[None]:
+    try:
+        yield
+    except duckdb.Error as error:
+        if isinstance(error, duckdb.TransactionException) and "conflict" in str(error).lower():
+            raise DatabaseBusy(f"{db_path} is busy: {first_line(error)}; retry") from error
+        raise ProjectionUnavailable(f"{db_path} could not answer: {first_line(error)}") from error
+
+
+# -- profile search --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    profiles: list[dict[str, Any]]
+    total: int
+    next_cursor: str | None
+
+
+def search_profiles(
+    con: duckdb.DuckDBPyConnection, q: str = "", limit: int = 25, cursor: str | None = None
+) -> SearchPage:
+    """Live profiles whose identifier value, first or last name (or both as "first last"), or
+    profile id starts with ``q`` (case-insensitive), most recently seen first, ``limit`` at a
+    time; ``cursor`` continues after the previous page."""
+    if not 1 <= limit <= SEARCH_MAX_LIMIT:
+        raise BadInput(f"limit must be between 1 and {SEARCH_MAX_LIMIT}")
+    matching, params = _matching_profiles(q)
+    where, after = "", []
+    if cursor is not None:
+        seen, profile_id = _decode_cursor(cursor)
+        where = "WHERE sort_key < ? OR (sort_key = ? AND profile_id < ?)"
+        after = [seen, seen, profile_id]
+    rows = con.execute(
+        f"WITH matching AS ({matching}), ranked AS (SELECT profile_id,"
+        " coalesce(last_seen, created_at) AS sort_key FROM matching)"
+        f" SELECT profile_id::VARCHAR, sort_key FROM ranked {where}"
+        " ORDER BY sort_key DESC, profile_id DESC LIMIT ?",
+        [*params, *after, limit + 1],
+    ).fetchall()
+    counted = con.execute(f"WITH matching AS ({matching}) SELECT count(*) FROM matching", params)
+    total = int(counted.fetchone()[0])  # type: ignore[index]
+    page = rows[:limit]
+    next_cursor = _encode_cursor(page[-1][1], page[-1][0]) if len(rows) > limit else None
+    return SearchPage(profile_summaries(con, [row[0] for row in page]), total, next_cursor)
+
+
+def _matching_profiles(q: str) -> tuple[str, list[Any]]:
+    """SQL (and its parameters) of the live profiles rows a search text matches."""
+    text = q.strip().lower()
+    if not text:
+        return "SELECT * FROM profiles", []
+    hits, params = _hits(text)
+    return f"SELECT * FROM profiles WHERE profile_id IN ({hits})", params
+
+
+def _hits(text: str) -> tuple[str, list[Any]]:
+    """SQL (and its parameters) of the profile ids a lower-cased search text matches."""
+    prefixes = _identifier_prefixes(text)
+    id_match = " OR ".join(["starts_with(lower(id_value), ?)"] * len(prefixes))
+    parts = [
+        f"SELECT profile_id FROM identifiers WHERE {id_match}",
+        "SELECT profile_id FROM traits WHERE name IN (?, ?) AND starts_with(lower(value), ?)",
+        "SELECT profile_id FROM profiles WHERE starts_with(profile_id::VARCHAR, ?)",
+    ]
+    params: list[Any] = [*prefixes, *NAME_TRAITS, text, text]
+    if " " in text:  # "ann lee": first and last name together
+        parts.append(
+            "SELECT profile_id FROM traits WHERE name IN (?, ?) GROUP BY profile_id"
+            " HAVING starts_with(lower(string_agg(value, ' ' ORDER BY name)), ?)"
+        )
+        params += [*NAME_TRAITS, text]
+    return " UNION ".join(parts), params
+
+
+_PHONE_PUNCTUATION = re.compile(r"[\s().-]")
+
+
+def _identifier_prefixes(text: str) -> list[str]:
+    """The text itself, and for digits the E.164 forms phones are stored in (default US)."""
+    prefixes = [text]
+    digits = _PHONE_PUNCTUATION.sub("", text).lstrip("+")
+    if len(digits) >= 3 and digits.isdigit():
+        prefixes += ["+" + digits, "+1" + digits]
+    return list(dict.fromkeys(prefixes))
+
+
+def _encode_cursor(sort_key: datetime, profile_id: str) -> str:
+    raw = json.dumps([sort_key.isoformat(), profile_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        stamp, profile_id = json.loads(raw)
+        return datetime.fromisoformat(stamp), str(profile_id)
+    except (binascii.Error, ValueError, TypeError):
+        raise CursorError(f"cursor {cursor!r} was not handed out by this server") from None
+
+
+def profile_summaries(
+    con: duckdb.DuckDBPyConnection, profile_ids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One row per profile for tables: name, last-seen identifiers, activity and orders."""
+    if not profile_ids:
+        return []
+    ids = list(profile_ids)
+    marks = ", ".join(["?::UUID"] * len(ids))
+    profiles = {
+        row[0]: row
+        for row in con.execute(
+            "SELECT profile_id::VARCHAR, created_at, first_seen, last_seen, order_count, revenue,"
+            f" ccpa_opted_out FROM profiles WHERE profile_id IN ({marks})",
+            ids,
+        ).fetchall()
+    }
+    names: dict[str, dict[str, str]] = {}
+    for pid, name, value in con.execute(
+        f"SELECT profile_id::VARCHAR, name, value FROM traits WHERE profile_id IN ({marks})"
+        " AND name IN (?, ?)",
+        [*ids, *NAME_TRAITS],
+    ).fetchall():
+        names.setdefault(pid, {})[name] = value
+    contacts: dict[str, dict[str, str]] = {}
+    for pid, id_type, value in con.execute(
+        "SELECT profile_id::VARCHAR, id_type, id_value FROM identifiers"
+        f" WHERE profile_id IN ({marks})"
+        " AND is_last_seen",
+        ids,
+    ).fetchall():
+        contacts.setdefault(pid, {})[id_type] = value
+    summaries = []
+    for pid in ids:
+        row = profiles.get(pid)
+        if row is None:  # erased between the two queries cannot happen in one snapshot
+            continue
+        _, created, first_seen, last_seen, order_count, revenue, ccpa = row
+        name = names.get(pid, {})
+        summaries.append(
+            {
+                "profile_id": pid,
+                "first_name": name.get("first_name"),
+                "last_name": name.get("last_name"),
+                "identifiers": contacts.get(pid, {}),
+                "created_at": queries.iso(created),
+                "first_seen": queries.iso(first_seen),
+                "last_seen": queries.iso(last_seen),
+                "order_count": order_count,
+                "revenue": revenue,
+                "ccpa_opted_out": ccpa,
+            }
+        )
+    return summaries
+
+
+# -- timeline ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePage:
+    events: list[dict[str, Any]]
+    total: int  # events of the chosen types
+    type_counts: dict[str, int]  # every type of the profile's timeline
+
+
+def timeline_page(
+    con: duckdb.DuckDBPyConnection,
+    profile_id: str,
+    types: Sequence[str] = (),
+    limit: int = 25,
+    offset: int = 0,
+) -> TimelinePage:
+    """A page of one profile's timeline, newest first, optionally only some event types."""
+    if not 1 <= limit <= TIMELINE_MAX_LIMIT:
+        raise BadInput(f"limit must be between 1 and {TIMELINE_MAX_LIMIT}")
+    if offset < 0:
+        raise BadInput("offset must not be negative")
+    # MATERIALIZED keeps the profile filter an index lookup (see queries.timeline).
+    mine = (
+        "WITH mine AS MATERIALIZED (SELECT event_id, type, timestamp, event_name, payload"
+        " FROM events WHERE profile_id = ?::UUID)"
+    )
+    type_counts = {
+        kind: int(count)
+        for kind, count in con.execute(
+            f"{mine} SELECT type, count(*) FROM mine GROUP BY type ORDER BY type", [profile_id]
+        ).fetchall()
+    }
+    chosen = [t for t in types if t in type_counts]
+    if types and not chosen:
+        return TimelinePage([], 0, type_counts)
+    filter_sql = f"WHERE type IN ({', '.join('?' * len(chosen))})" if chosen else ""
+    rows = con.execute(
+        f"{mine} SELECT event_id, type, timestamp, event_name, payload FROM mine {filter_sql}"
+        " ORDER BY timestamp DESC, event_id DESC LIMIT ? OFFSET ?",
+        [profile_id, *chosen, limit, offset],
+    ).fetchall()
+    total = sum(type_counts[t] for t in chosen) if chosen else sum(type_counts.values())
+    events = [
+        {
+            "event_id": event_id,
+            "type": kind,
+            "timestamp": queries.iso(stamp),
+            "event_name": name,
+            "payload": json.loads(payload) if isinstance(payload, str) else payload,
+        }
+        for event_id, kind, stamp, name, payload in rows
+    ]
+    return TimelinePage(events, total, type_counts)
+
+
+# -- read-only SQL with a row limit -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SqlResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool
+
+
+def run_sql_limited(
+    con: duckdb.DuckDBPyConnection, query: str, max_rows: int, timeout_s: float
+) -> SqlResult:
+    """One read statement, checked as `sql` checks it; at most ``max_rows`` rows; stopped
+    after ``timeout_s`` seconds so one query cannot hold a reader thread forever."""
+    if not 1 <= max_rows <= SQL_MAX_ROWS:
+        raise BadInput(f"limit must be between 1 and {SQL_MAX_ROWS}")
+    statement = check_read_statement(con, query)
+    timer = threading.Timer(timeout_s, con.interrupt)
+    timer.start()
+    try:
+        result = con.execute(statement)
+        rows = result.fetchmany(max_rows + 1)
+    except duckdb.InterruptException:
+        raise queries.QueryError(f"query stopped after {timeout_s:g} s") from None
+    except duckdb.Error as error:
+        raise queries.QueryError(first_line(error)) from None
+    finally:
+        timer.cancel()
+    columns = [d[0] for d in result.description] if result.description else []
+    return SqlResult(columns, rows[:max_rows], len(rows) > max_rows)
+
+
+# -- export, streamed -------------------------------------------------------------------------
+
+
+def export_chunks(
+    con: duckdb.DuckDBPyConnection,
+    output_format: str,
+    where: str | None = None,
+    q: str = "",
+) -> Iterator[bytes]:
+    """The bytes `export` writes (profile_export, optionally only a search's profiles), as
+    CSV with a header or JSON Lines, a record batch at a time so memory stays flat."""
+    if output_format not in queries.EXPORT_FORMATS:
+        raise queries.QueryError(f"unknown export format {output_format!r}; use csv or json")
+    select = queries.export_select(con, where, output_format)
+    params: list[Any] = []
+    if q.strip():
+        hits, params = _hits(q.strip().lower())
+        # A JSON export is one column, each row's object as text.
+        pid = "e.profile_id" if output_format == "csv" else "(e.line::JSON->>'profile_id')"
+        select = f"SELECT e.* FROM ({select}) AS e WHERE {pid}::UUID IN ({hits})"
+    for _, chunk in queries.encode_export(con, select, output_format, params):
+        yield chunk
+
+
+# -- where the projection is in the log -------------------------------------------------------
+
+
+def committed_offsets(con: duckdb.DuckDBPyConnection, topic: str) -> dict[int, int]:
+    """``{partition: next offset}`` the projection has committed for ``topic``."""
+    rows = con.execute(
+        'SELECT "partition", next_offset FROM consumer_offsets WHERE topic = ?', [topic]
+    ).fetchall()
+    return {int(p): int(o) for p, o in rows}
+
+
+def event_months(con: duckdb.DuckDBPyConnection, latest: int = 24) -> list[str]:
+    """'YYYY-MM' of every month from the first to the last event (UTC), newest first."""
+    row = con.execute(
+        "SELECT strftime(min(timestamp), '%Y-%m'), strftime(max(timestamp), '%Y-%m') FROM events"
+    ).fetchone()
+    if row is None or row[0] is None:
+        return []
+    first, last = (int(part) for part in row[0].split("-")), (int(p) for p in row[1].split("-"))
+    (year, month), (end_year, end_month) = tuple(first), tuple(last)
+    months: list[str] = []
+    while (end_year, end_month) >= (year, month) and len(months) < latest:
+        months.append(f"{end_year:04d}-{end_month:02d}")
+        end_year, end_month = (end_year, end_month - 1) if end_month > 1 else (end_year - 1, 12)
+    return months

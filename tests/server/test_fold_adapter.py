@@ -1,0 +1,75 @@
+"""The fold behind `serve`: the same effect as `consume`, and what it does without a broker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from consumers.broker_process import free_port
+from profile_engine.synthetic import generate_events
+from tests.profile_engine.builders import identify, track
+from tests.snapshots import dump
+from tests.support.folding import fold_into_db
+from tests.support.serving import publish_generated, serving
+
+pytestmark = pytest.mark.kafka
+
+
+def consume_once(bootstrap: str, topic: str, dead_letters: str, db: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "profile_engine.cli.main", "consume", "--once", "--db", str(db),
+         "--bootstrap-servers", bootstrap, "--topic", topic, "--dead-letter-topic", dead_letters],
+        capture_output=True, text=True, timeout=300, cwd=db.parent,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_serve_folds_exactly_what_consume_folds_across_a_restart(
+    kafka_bootstrap: str, fresh_topic: str, fresh_dead_letter_topic: str, tmp_path: Path
+) -> None:
+    """Both fold the first part, stop, then fold the rest (a log folded in two goes may
+    differ from one go when late events arrive between them; here both see the same goes)."""
+    rows = list(generate_events(2_000, seed=5))  # duplicates, contract breakers, junk lines
+    served_db, consumed_db = tmp_path / "served.duckdb", tmp_path / "consumed.duckdb"
+    topics = (kafka_bootstrap, fresh_topic, fresh_dead_letter_topic)
+    first = publish_generated(kafka_bootstrap, fresh_topic, rows[:900])
+    with serving(served_db, *topics) as server:
+        server.wait_folded(first)
+    consume_once(*topics, consumed_db)
+    total = first + publish_generated(kafka_bootstrap, fresh_topic, rows[900:])
+    with serving(served_db, *topics) as server:
+        status = server.wait_folded(total)
+        counters = status["since_start"]
+        assert counters["consumed"] == total - first  # resumed at the stored offsets
+        assert counters["dead_lettered"] > 0 and counters["duplicates"] > 0
+    consume_once(*topics, consumed_db)
+    assert dump(served_db) == dump(consumed_db)
+
+
+def test_without_a_broker_it_still_answers_and_says_the_broker_is_down(tmp_path: Path) -> None:
+    db = tmp_path / "live.duckdb"
+    fold_into_db(
+        db,
+        [
+            identify(0, eid="d-1", email="ann@example.com"),
+            track(1, eid="d-2", email="ann@example.com"),
+        ],
+    )
+    nobody = f"127.0.0.1:{free_port()}"
+    with serving(db, nobody, "profile-events") as server:
+        status = server.wait_until(lambda s: s["broker"]["reachable"] is False, timeout_s=60)
+        assert status["state"] in ("starting", "waiting")
+        assert "cannot reach Kafka" in status["broker"]["error"]
+        assert status["lag"] is None
+        counts = server.get("/api/counts", params={"month": "2026-03"}).json()
+        assert counts["total"] == 1 and counts["mau"] == 1
+        page = httpx.get(server.url + "/", headers={"Accept": "text/html"}, timeout=60)
+        assert page.status_code == 200
+        assert "Kafka unreachable" in page.text and "cannot reach Kafka" in page.text
+        started = time.monotonic()
+    print(f"stopped {time.monotonic() - started:.1f} s after SIGTERM while the broker was down")
