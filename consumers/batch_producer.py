@@ -21,7 +21,7 @@ import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -268,6 +268,7 @@ class BatchProducer:
     def send(self, built: BuiltBatch) -> bool:
         """Queue one batch; False (and nothing queued) once the producer has given up."""
         with self._lock:
+            self._check_silence()
             self._wait_while(lambda: self._unconfirmed_bytes + built.size > self._room())
             if self.gave_up:
                 return False
@@ -299,17 +300,26 @@ class BatchProducer:
     def _wait_while(self, condition: Callable[[], bool]) -> None:
         """Wait (lock held) while ``condition`` holds, giving up after a silent broker's timeout."""
         while condition() and not self.gave_up:
-            since = self._waiting_since
-            if since is not None:
-                waited = time.monotonic() - since
-                if waited >= self.delivery_timeout_s:
-                    self._give_up()
-                    return
-                if waited >= WAIT_NOTICE_AFTER_S and not self._noticed:
-                    self._noticed = True
-                    if self._on_wait is not None:
-                        self._on_wait(time.time() - waited)
-            self._lock.wait(_POLL_S)
+            self._check_silence()
+            if not self.gave_up:
+                self._lock.wait(_POLL_S)
+
+    def _check_silence(self) -> None:
+        """Give up (lock held) when batches waited ``delivery_timeout_s`` without a confirmation.
+
+        Checked on every send too: the encoders may go on filling the budget long after the
+        broker went away.
+        """
+        since = self._waiting_since
+        if since is None or self.gave_up:
+            return
+        waited = time.monotonic() - since
+        if waited >= self.delivery_timeout_s:
+            self._give_up()
+        elif waited >= WAIT_NOTICE_AFTER_S and not self._noticed:
+            self._noticed = True
+            if self._on_wait is not None:
+                self._on_wait(time.time() - waited)
 
     def _on_answer(self, batch: ProducerBatch, result: tuple[Any, Any, Any]) -> None:
         """The broker's (or kafka-python's) final answer for a batch; on the sender thread."""
@@ -402,11 +412,12 @@ class BatchProducer:
 MAX_LISTED_RANGES = 8
 
 
-def line_ranges(lines: Iterable[int]) -> list[tuple[int, int]]:
-    """Sorted line numbers folded into (first, last) runs."""
+def line_ranges(lines: Iterable[int], bridged: Container[int] = ()) -> list[tuple[int, int]]:
+    """Sorted line numbers folded into (first, last) runs; a gap of ``bridged`` lines only
+    (rejected ones, reported apart) does not break a run."""
     runs: list[tuple[int, int]] = []
     for line in sorted(set(lines)):
-        if runs and line == runs[-1][1] + 1:
+        if runs and all(n in bridged for n in range(runs[-1][1] + 1, line)):
             runs[-1] = (runs[-1][0], line)
         else:
             runs.append((line, line))
@@ -430,18 +441,20 @@ def unconfirmed_error(
     *,
     list_path: Path,
     resume: str,
+    rejected: Container[int] = (),
 ) -> DeliveryError | DeliveryRefused:
     """The one-line error for lines the broker did not confirm; writes every number to a file.
 
     ``list_path`` gets one line number per line (the lines never read included, when their
-    number is known). Transient when every failure may pass on a retry, else NeedsOperator.
+    number is known); the ranges in the message run across ``rejected`` lines. Transient when
+    every failure may pass on a retry, else NeedsOperator.
     """
-    runs: list[tuple[int, int | None]] = list(line_ranges(delivery.unconfirmed))
+    runs: list[tuple[int, int | None]] = list(line_ranges(delivery.unconfirmed, rejected))
     count = len(delivery.unconfirmed)
     if unread is not None:
         first, last = unread
         previous = runs[-1][1] if runs else None
-        if previous is not None and previous + 1 >= first:
+        if previous is not None and all(n in rejected for n in range(previous + 1, first)):
             runs[-1] = (runs[-1][0], last)
         else:
             runs.append((first, last))
@@ -460,8 +473,9 @@ def unconfirmed_error(
         not_confirmed = "lines not confirmed"  # how many a pipe still holds is unknown
     else:
         not_confirmed = f"{count:,} line(s) not confirmed"
+    aside = " (rejected lines aside)" if rejected else ""
     text = (
-        f"{why}; {delivery.confirmed:,} line(s) confirmed, {not_confirmed}: "
+        f"{why}; {delivery.confirmed:,} line(s) confirmed, {not_confirmed}{aside}: "
         f"{_format_runs(runs)}; all numbers in {list_path}; {resume}"
     )
     return DeliveryError(text) if delivery.retriable else DeliveryRefused(text)

@@ -194,12 +194,14 @@ def _payload_record(event: ProfileEvent) -> dict[str, Any]:
                 raise EncodeError(f"traits.{name}: integer outside the 64-bit range")
         return {"traits": event.traits}
     if isinstance(event, Track):
-        return {"event": event.event, "properties_json": _properties_json(event.properties)}
+        properties = _properties_json(event.properties).decode()
+        return {"event": event.event, "properties_json": properties}
     return event.payload()
 
 
-def _properties_json(properties: dict[str, Any]) -> str:
-    return json.dumps(properties, separators=(",", ":"), ensure_ascii=False)
+def _properties_json(properties: dict[str, Any]) -> bytes:
+    """Compact UTF-8 JSON (orjson: ten times cheaper than json.dumps, and what decode reads)."""
+    return orjson.dumps(properties)
 
 
 # --- the envelope writer -----------------------------------------------------------------------
@@ -308,7 +310,9 @@ class EnvelopeWriter:
         parts.append(self._branch[event_type])
         if type(event) is Track:
             parts.append(_string(event.event))
-            parts.append(_string(_properties_json(event.properties)))
+            properties = _properties_json(event.properties)
+            parts.append(_long(len(properties)))
+            parts.append(properties)
         elif type(event) is Identify:
             self._traits(event.traits, parts)
         elif type(event) is Consent:
@@ -536,11 +540,10 @@ class AvroCodec:
             except (KeyError, ValueError, TypeError, OverflowError) as error:
                 reason = f"{type(error).__name__}: {error}"
                 raise EncodeError(f"{event.type} event {event.event_id}: {reason}") from None
-        record = to_record(event)
         buffer = BytesIO()
         buffer.write(self._header)
         try:
-            fastavro.schemaless_writer(buffer, self._writer, record)
+            fastavro.schemaless_writer(buffer, self._writer, to_record(event))
         except (ValueError, TypeError, OverflowError) as error:
             raise EncodeError(f"{event.type} event {event.event_id}: {error}") from None
         return buffer.getvalue()

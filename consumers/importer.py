@@ -99,6 +99,7 @@ class ImportCounts:
     seconds: float = 0.0
     rejects_file: Path | None = None
     first_rejects: list[str] = field(default_factory=list)
+    rejected_lines: set[int] = field(default_factory=set)
     delivery: Delivery = field(default_factory=Delivery)
     # Lines never read because the producer gave up: (first, last).
     unread: tuple[int, int | None] | None = None
@@ -183,6 +184,7 @@ class CsvImport:
                 else:
                     rejects.write(result)
                     counts.rejected += 1
+                    counts.rejected_lines.add(result.line)
                     if on_reject is not None:
                         on_reject(result)
                 if done % PROGRESS_EVERY == 0:

@@ -255,6 +255,7 @@ def _unconfirmed(plan: CsvImport, counts: ImportCounts) -> Exception:
         list_path=plan.unconfirmed_path,
         resume=f"importing {plan.path} again is safe: event ids derive from the file's "
         "content and line",
+        rejected=counts.rejected_lines,
     )
 
 

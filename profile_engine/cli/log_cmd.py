@@ -54,10 +54,12 @@ class _Rejects:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.count = 0
+        self.lines: set[int] = set()
         self._handle: IO[bytes] | None = None
 
     def __call__(self, reject: Any) -> None:
         self.count += 1
+        self.lines.add(reject.line)
         click.echo(f"line {reject.line}: {reject.reason}", err=True)
         if self._handle is None:  # created on the first reject only
             self._handle = self.path.open("wb")
@@ -200,6 +202,7 @@ def publish(
             result.unread,
             list_path=unconfirmed_path,
             resume=f"publishing {source} again is safe: events are deduplicated by event_id",
+            rejected=rejects.lines,
         )
     unconfirmed_path.unlink(missing_ok=True)  # a list from an earlier run is no longer true
     click.echo(

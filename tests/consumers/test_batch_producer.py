@@ -130,9 +130,20 @@ def test_prebuilt_records_carry_the_producer_state_the_sender_assigns() -> None:
 # --- the report ------------------------------------------------------------------------------
 
 
-def test_line_ranges_fold_runs() -> None:
+def test_line_ranges_fold_runs_across_rejected_lines_only() -> None:
     assert line_ranges([9, 1, 2, 3, 7, 8, 3]) == [(1, 3), (7, 9)]
+    assert line_ranges([1, 2, 4, 5, 9], bridged={3, 7}) == [(1, 5), (9, 9)]
     assert line_ranges([]) == []
+
+
+def test_rejected_lines_do_not_break_the_ranges_of_the_message(tmp_path: Path) -> None:
+    delivery = Delivery(confirmed=3, gave_up="no confirmation from Kafka at h:1 for 5 s")
+    delivery.fail(array("q", [4, 5, 7, 8]), "x", True)
+    error = unconfirmed_error(
+        delivery, (10, 12), list_path=tmp_path / "u.txt", resume="r", rejected={6, 9}
+    )
+    assert "7 line(s) not confirmed (rejected lines aside): 4-12;" in str(error)
+    assert (tmp_path / "u.txt").read_text().split() == ["4", "5", "7", "8", "10", "11", "12"]
 
 
 def test_the_error_names_counts_ranges_the_file_and_how_to_resume(tmp_path: Path) -> None:
