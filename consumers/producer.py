@@ -25,11 +25,11 @@ from typing import Any
 
 from kafka import KafkaProducer
 from kafka.partitioner.abc import Partitioner
-from kafka.partitioner.default import murmur2
 from pydantic import BaseModel
 
 from consumers.codec import AvroCodec
 from consumers.kafka_client import kafka_errors
+from consumers.record_batches import murmur2
 from profile_engine.contract import (
     ContractError,
     IdentifyIn,
@@ -91,8 +91,8 @@ class EventEncoder:
 class CachedKeyPartitioner(Partitioner):
     """Kafka's default key partitioning (murmur2, as the Java client) with the hash memoised.
 
-    People send many events, so the same key is hashed over and over; kafka-python's murmur2
-    is pure Python and otherwise one of the dearest steps of a send.
+    People send many events, so the same key is hashed over and over; murmur2 is pure Python
+    and otherwise one of the dearest steps of a send.
     """
 
     def __init__(self, max_entries: int = 1_000_000) -> None:

@@ -171,7 +171,7 @@ class BlockReader:
     def __iter__(self) -> Iterator[tuple[int, bytes]]:
         pieces: list[bytes] = []
         while not self._stopped:
-            data = self.stream.read(self.block_bytes)
+            data = self._read(self.block_bytes)
             if not data:
                 self._exhausted = True
                 if pieces:  # the last line has no newline
@@ -187,6 +187,12 @@ class BlockReader:
             pieces = [data[cut:]] if cut < len(data) else []
             yield self._hand_out(block)
         self._carry = b"".join(pieces)  # read but never handed out
+
+    def _read(self, size: int) -> bytes:
+        # read1 returns what a pipe holds now instead of waiting for a full block, so lines
+        # written slowly into stdin go out as they come; from a file it reads a full block.
+        read1 = getattr(self.stream, "read1", None)
+        return bytes(read1(size)) if read1 is not None else bytes(self.stream.read(size))
 
     def _hand_out(self, block: bytes) -> tuple[int, bytes]:
         first = self.next_line

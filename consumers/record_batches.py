@@ -94,7 +94,7 @@ class KeyPartitioner:
     People send many events, so the same key comes back over and over.
     """
 
-    def __init__(self, partitions: int, max_entries: int = 1_000_000) -> None:
+    def __init__(self, partitions: int, max_entries: int = 200_000) -> None:
         if partitions < 1:
             raise ValueError("a topic has at least one partition")
         self.partitions = partitions

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -81,16 +82,25 @@ def test_a_stopped_reader_tells_which_lines_of_a_file_were_never_handed_out(
         assert reader.unread() == (next_line, 101)
 
 
-def test_a_stopped_reader_of_a_pipe_does_not_wait_for_its_end() -> None:
+def test_lines_in_a_pipe_go_out_before_the_pipe_ends_and_its_rest_is_unread() -> None:
     read_end, write_end = os.pipe()
     os.write(write_end, b"".join(b"line %d\n" % n for n in range(1, 50)))  # the pipe stays open
-    with os.fdopen(read_end, "rb", buffering=0) as pipe:
-        reader = BlockReader(pipe, block_bytes=100)  # type: ignore[arg-type]
-        for first, _ in reader:
-            assert first == 1
-            reader.stop()
-        assert reader.unread() == (reader.next_line, None)
-    os.close(write_end)
+    handed: list[tuple[int, bytes]] = []
+    with os.fdopen(read_end, "rb") as pipe:
+        reader = BlockReader(pipe)  # a 1 MB block: the pipe holds far less
+
+        def read_one_block() -> None:
+            for first, block in reader:
+                handed.append((first, block))
+                reader.stop()
+
+        thread = threading.Thread(target=read_one_block, daemon=True)
+        thread.start()
+        thread.join(timeout=30)
+        os.close(write_end)
+        assert not thread.is_alive(), "the reader waited for the pipe to end"
+        assert handed[0][0] == 1 and handed[0][1].count(b"\n") == 49
+        assert reader.unread() == (50, None)
 
 
 # --- encoding lines ------------------------------------------------------------------------
