@@ -141,7 +141,7 @@ class LineEncoder:
                 rejects.append(Reject(number, str(error), raw))
             except RecordTooLarge as error:
                 reason = (
-                    f"event: the message takes {error.size:,} bytes, more than topic accepts "
+                    f"event: the message takes {error.size:,} bytes, more than the topic accepts "
                     f"(max.message.bytes {error.limit:,})"
                 )
                 rejects.append(Reject(number, reason, raw))

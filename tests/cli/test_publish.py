@@ -218,7 +218,7 @@ def test_a_line_larger_than_the_topic_accepts_is_rejected_and_later_lines_go(
     assert result.exit_code == 1
     (report,) = error_lines(result)
     assert report.startswith("line 2: event: the message takes 30,")
-    assert report.endswith("more than topic accepts (max.message.bytes 20,000)")
+    assert report.endswith("more than the topic accepts (max.message.bytes 20,000)")
     assert (tmp_path / "events.jsonl.rejects.jsonl").read_text() == json.dumps(huge) + "\n"
     codec = AvroCodec()
     messages = consume_all(kafka_bootstrap, small_messages_topic, len(events))

@@ -155,7 +155,7 @@ def test_a_line_too_large_for_the_topic_is_rejected_and_the_next_lines_go() -> N
     block = b"\n".join([event_line(1), big, event_line(3)]) + b"\n"
     encoded = encoder(max_batch_bytes=2_000).encode_block(1, block)
     assert [r.line for r in encoded.rejects] == [2]
-    assert "more than topic accepts (max.message.bytes 2,000)" in encoded.rejects[0].reason
+    assert "more than the topic accepts (max.message.bytes 2,000)" in encoded.rejects[0].reason
     assert sorted(records_of(encoded.batches)) == [1, 3]
 
 
