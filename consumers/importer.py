@@ -21,19 +21,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from consumers.batch_producer import Delivery
+from consumers.codec import EncodeError
+from consumers.producer import EventEncoder, now_ms
+from consumers.record_batches import Batcher, BuiltBatch, KeyPartitioner, RecordTooLarge
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.csv_import import (
     HeaderError,
     ImportColumns,
     Reject,
     RowConverter,
-    convert_records,
     plan_columns,
     read_records,
     reject_row,
     rejects_header,
 )
-from profile_engine.events import ProfileEvent
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
 
 HISTORY_FILE = "profile-imports.jsonl"
@@ -44,12 +46,16 @@ ProgressCallback = Callable[[int], None]  # physical lines read so far
 RejectCallback = Callable[[Reject], None]
 
 
-class EventSink(Protocol):
-    """What the import needs from a producer (consumers.producer.EventProducer)."""
+class BatchSink(Protocol):
+    """Where the import sends its record batches (consumers.batch_producer.BatchProducer)."""
 
-    def send(self, event: ProfileEvent) -> Any: ...
+    partitions: int
+    max_batch_bytes: int
+    delivery: Delivery
 
-    def flush(self) -> Any: ...
+    def send(self, built: BuiltBatch) -> bool: ...
+
+    def finish(self) -> Delivery: ...
 
 
 def rejects_path_for(path: Path) -> Path:
@@ -88,16 +94,24 @@ def scan_file(path: Path) -> tuple[str, int]:
 
 @dataclass(slots=True)
 class ImportCounts:
-    accepted: int = 0
+    accepted: int = 0  # valid rows (confirmed by the broker unless ``complete`` is False)
     rejected: int = 0
     seconds: float = 0.0
     rejects_file: Path | None = None
     first_rejects: list[str] = field(default_factory=list)
+    rejected_lines: set[int] = field(default_factory=set)
+    delivery: Delivery = field(default_factory=Delivery)
+    # Lines never read because the producer gave up: (first, last).
+    unread: tuple[int, int | None] | None = None
 
     @property
     def rows_per_s(self) -> float:
         total = self.accepted + self.rejected
         return total / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not self.delivery.unconfirmed and self.unread is None
 
 
 class CsvImport:
@@ -131,42 +145,104 @@ class CsvImport:
     def rejects_path(self) -> Path:
         return rejects_path_for(self.path)
 
+    @property
+    def unconfirmed_path(self) -> Path:
+        """``customers.csv`` -> ``customers.unconfirmed.txt``: lines the broker did not confirm."""
+        return self.path.with_name(self.path.stem + ".unconfirmed.txt")
+
     def run(
         self,
-        sink: EventSink,
+        sink: BatchSink,
         timestamp_us: int,
         phone_region: str = DEFAULT_PHONE_REGION,
         on_progress: ProgressCallback | None = None,
         on_reject: RejectCallback | None = None,
     ) -> ImportCounts:
-        """Send every valid row, write every invalid one to the rejects file, flush."""
-        counts = ImportCounts()
+        """Send every valid row, write every invalid one to the rejects file, wait for the broker.
+
+        Rows are built into record batches here and handed to ``sink`` every
+        ``PROGRESS_EVERY`` rows; when the sink gives up, reading stops and the rest of the
+        file is reported as unread.
+        """
+        counts = ImportCounts(delivery=sink.delivery)
         started = time.perf_counter()
         converter = RowConverter(self.columns, self.digest, timestamp_us, phone_region)
-        send = sink.send
+        encoder = EventEncoder()
+        batcher = Batcher(KeyPartitioner(sink.partitions), sink.max_batch_bytes)
+        clock = now_ms()
+        sending = True
         with (
             self.path.open(encoding="utf-8-sig", newline="") as handle,
             _RejectsFile(self.rejects_path, self.columns.header) as rejects,
         ):
             reader = csv.reader(handle, strict=True)
             next(reader)  # the header, already checked
-            for done, result in enumerate(convert_records(converter, read_records(reader))):
-                if isinstance(result, Reject):
+            for done, (line, cells) in enumerate(read_records(reader), start=1):
+                result = self._row(converter, encoder, batcher, clock, line, cells)
+                if result is None:
+                    counts.accepted += 1
+                else:
                     rejects.write(result)
                     counts.rejected += 1
+                    counts.rejected_lines.add(result.line)
                     if on_reject is not None:
                         on_reject(result)
-                else:
-                    send(result)
-                    counts.accepted += 1
-                if on_progress is not None and done % PROGRESS_EVERY == 0:
+                if done % PROGRESS_EVERY == 0:
+                    sending = self._send(batcher.take(), sink, counts.delivery)
+                    clock = now_ms()
+                    if on_progress is not None:
+                        on_progress(reader.line_num)
+                    if not sending:
+                        if reader.line_num < self.total_lines:
+                            counts.unread = (reader.line_num + 1, self.total_lines)
+                        break
+            if sending:
+                self._send(batcher.take(), sink, counts.delivery)
+                if on_progress is not None:
                     on_progress(reader.line_num)
-            if on_progress is not None:
-                on_progress(reader.line_num)
-            sink.flush()
+            sink.finish()
         counts.rejects_file = self.rejects_path if counts.rejected else None
         counts.seconds = time.perf_counter() - started
         return counts
+
+    @staticmethod
+    def _row(
+        converter: RowConverter,
+        encoder: EventEncoder,
+        batcher: Batcher,
+        clock: int,
+        line: int,
+        cells: list[str] | str,
+    ) -> Reject | None:
+        """None when the row joined a batch, else its Reject."""
+        if isinstance(cells, str):
+            return Reject(line, [], cells)
+        result = converter.convert(line, cells)
+        if isinstance(result, Reject):
+            return result
+        try:
+            key, value, timestamp_ms = encoder.encode(result, clock)
+            batcher.add(key, value, timestamp_ms, line)
+        except EncodeError as error:
+            return Reject(line, cells, str(error))
+        except RecordTooLarge as error:
+            return Reject(
+                line,
+                cells,
+                f"the row's message takes {error.size:,} bytes, more "
+                f"than the topic accepts (max.message.bytes {error.limit:,})",
+            )
+        return None
+
+    @staticmethod
+    def _send(batches: list[BuiltBatch], sink: BatchSink, delivery: Delivery) -> bool:
+        """Queue the batches; False once the sink gave up (the rest are then unsent)."""
+        for index, built in enumerate(batches):
+            if not sink.send(built):
+                for unsent in batches[index:]:
+                    delivery.fail(unsent.lines, "not sent: the import stopped", True)
+                return False
+        return True
 
 
 class _RejectsFile:

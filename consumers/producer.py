@@ -1,30 +1,35 @@
 """Validate, encode and publish profile events to Kafka with delivery confirmation.
 
-The producer is idempotent with acks=all, so a retried batch is written once. Every send's
-outcome is observed: a failed delivery is recorded by an errback, and ``flush`` raises a
-``DeliveryError`` naming how many events were lost and why, instead of dropping them silently.
+``EventProducer`` sends one event at a time through kafka-python (tests, tools, small
+streams). The idempotent producer uses acks=all, so a retried batch is written once. Every
+send's outcome is observed: a failed delivery is recorded by an errback, and ``flush`` raises
+a ``DeliveryError`` naming how many events were lost and why, instead of dropping them
+silently. Publish and import send whole record batches instead (``consumers.publish``).
+
+**Kafka timestamps.** A record's timestamp (CreateTime) is the event time, but never later than
+the producer's clock when the record is queued: ``min(event time, now)``. The event keeps its
+own time in the Avro body, which is what the fold uses. So a broker never refuses a valid
+event for its timestamp (Kafka 4 refuses CreateTime more than
+``message.timestamp.after.max.ms``, one hour by default, ahead of its clock), old events keep
+their time order in the log, and a topic with LogAppendTime works alike.
 """
 
 from __future__ import annotations
 
-import json
-import multiprocessing
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from kafka import KafkaProducer
 from kafka.partitioner.abc import Partitioner
-from kafka.partitioner.default import murmur2
 from pydantic import BaseModel
 
-from consumers.codec import AvroCodec, EncodeError
+from consumers.codec import AvroCodec
 from consumers.kafka_client import kafka_errors
+from consumers.record_batches import murmur2
 from profile_engine.contract import (
     ContractError,
     IdentifyIn,
@@ -32,7 +37,7 @@ from profile_engine.contract import (
     parse_event,
     to_domain,
 )
-from profile_engine.errors import Transient
+from profile_engine.errors import NeedsOperator, Transient
 from profile_engine.events import ProfileEvent
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
 
@@ -47,14 +52,47 @@ MAX_REPORTED_FAILURES = 5
 
 
 class DeliveryError(Transient):
-    """Some events were not acknowledged by the broker."""
+    """Some events were not acknowledged by the broker (it may accept them on a retry)."""
+
+
+class DeliveryRefused(NeedsOperator):
+    """The broker refused some events for a reason a retry will not change."""
+
+
+def kafka_timestamp_ms(event_time_us: int, now_ms: int) -> int:
+    """The record timestamp: the event time in ms, never later than ``now_ms`` nor before 1970."""
+    event_ms = event_time_us // 1000
+    return max(0, event_ms if event_ms < now_ms else now_ms)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class EventEncoder:
+    """Domain event -> (key, Avro single-object message, Kafka timestamp in ms).
+
+    Key = the event's highest-priority identifier, so one person's events share a partition
+    and keep their order.
+    """
+
+    def __init__(self, codec: AvroCodec | None = None) -> None:
+        self.codec = codec or AvroCodec()
+
+    def encode(self, event: ProfileEvent, clock_ms: int) -> tuple[bytes, bytes, int]:
+        """EncodeError when the envelope cannot carry the event."""
+        return (
+            event.partition_key().encode(),
+            self.codec.encode(event),
+            kafka_timestamp_ms(event.timestamp_us, clock_ms),
+        )
 
 
 class CachedKeyPartitioner(Partitioner):
     """Kafka's default key partitioning (murmur2, as the Java client) with the hash memoised.
 
-    People send many events, so the same key is hashed over and over; kafka-python's murmur2
-    is pure Python and otherwise one of the dearest steps of a send.
+    People send many events, so the same key is hashed over and over; murmur2 is pure Python
+    and otherwise one of the dearest steps of a send.
     """
 
     def __init__(self, max_entries: int = 1_000_000) -> None:
@@ -109,7 +147,7 @@ class EventProducer:
     """Publishes domain events, contract models or raw dicts as Avro single-object messages.
 
     Key = the event's highest-priority identifier, so one person's events share a partition and
-    keep their order; the Kafka message timestamp is the event time in ms (the consumer uses it).
+    keep their order; the Kafka timestamp is the event time, capped at the producer's clock.
     """
 
     def __init__(
@@ -174,12 +212,13 @@ class EventProducer:
         return self.send_encoded(
             event.partition_key().encode(),
             self.codec.encode(event),
-            event.timestamp_us // 1000,
+            event.timestamp_us // 1000,  # capped at the clock by send_encoded
             event.event_id,
         )
 
     def send_encoded(self, key: bytes, value: bytes, timestamp_ms: int, event_id: str) -> Any:
-        """Queue an already encoded message (the publish command's hot path)."""
+        """Queue an already encoded message; ``timestamp_ms`` is capped at the clock."""
+        timestamp_ms = max(0, min(timestamp_ms, now_ms()))
         future = self._producer.send(self.topic, value=value, key=key, timestamp_ms=timestamp_ms)
         future.add_errback(self._failures.record, event_id)
         self.sent += 1
@@ -223,171 +262,3 @@ class EventProducer:
             self.close()
         else:  # already failing: release the connection without masking the first error
             self._producer.close(timeout=5)
-
-
-# --- publishing a JSON Lines stream ------------------------------------------------------------
-
-# Lines per unit of work: big enough to amortise inter-process traffic, small enough to keep
-# memory flat and the progress bar moving.
-CHUNK_LINES = 2_000
-# Below this many bytes a worker pool costs more to start than it saves.
-PARALLEL_MIN_BYTES = 4 * 1024 * 1024
-
-Encoded = tuple[bytes, bytes, int, str]  # key, value, timestamp in ms, event_id
-ValidatorFactory = Callable[[], TraitValidator | None]
-
-
-@dataclass(frozen=True)
-class Reject:
-    """An input line that was not published: its number, why, and its exact bytes."""
-
-    line: int
-    reason: str
-    raw: bytes
-
-
-@dataclass
-class PublishResult:
-    published: int = 0
-    rejected: int = 0
-    seconds: float = 0.0
-
-    @property
-    def events_per_s(self) -> float:
-        return self.published / self.seconds if self.seconds > 0 else 0.0
-
-
-class LineEncoder:
-    """JSON line -> (key, Avro message, timestamp ms, event_id), or a Reject naming the rule."""
-
-    def __init__(
-        self,
-        trait_validator: TraitValidator | None = None,
-        phone_region: str = DEFAULT_PHONE_REGION,
-    ) -> None:
-        self.trait_validator = trait_validator
-        self.phone_region = phone_region
-        self.codec = AvroCodec()
-
-    def encode_chunk(self, chunk: list[tuple[int, bytes]]) -> list[Encoded | Reject]:
-        loads, parse, encode = json.loads, parse_event, self.codec.encode
-        validator, region = self.trait_validator, self.phone_region
-        results: list[Encoded | Reject] = []
-        for number, raw in chunk:
-            try:
-                event = parse(loads(raw), region, validator)
-                value = encode(event)
-            except (ContractError, EncodeError) as error:
-                results.append(Reject(number, str(error), raw))
-            except ValueError as error:  # invalid JSON or UTF-8, or an unencodable value
-                results.append(Reject(number, f"event: {_first_line(error)}", raw))
-            else:
-                key = event.partition_key().encode()
-                results.append((key, value, event.timestamp_us // 1000, event.event_id))
-        return results
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    if isinstance(error, json.JSONDecodeError):
-        return f"not valid JSON ({error.msg} at column {error.colno})"
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def numbered_chunks(
-    lines: Iterable[bytes], size: int = CHUNK_LINES
-) -> Iterator[tuple[list[tuple[int, bytes]], int]]:
-    """Non-blank lines numbered from 1 in chunks, each with the bytes it covered."""
-    chunk: list[tuple[int, bytes]] = []
-    covered = 0
-    for number, raw in enumerate(lines, start=1):
-        covered += len(raw)
-        if raw.strip():
-            chunk.append((number, raw.rstrip(b"\r\n")))
-        if len(chunk) >= size:
-            yield chunk, covered
-            chunk, covered = [], 0
-    if chunk or covered:
-        yield chunk, covered
-
-
-# Worker processes build their encoder once (the registry is loaded in the worker).
-_WORKER_ENCODER: LineEncoder | None = None
-
-
-def _init_worker(validator_factory: ValidatorFactory | None, phone_region: str) -> None:
-    global _WORKER_ENCODER
-    validator = validator_factory() if validator_factory is not None else None
-    _WORKER_ENCODER = LineEncoder(validator, phone_region)
-
-
-def _encode_in_worker(chunk: list[tuple[int, bytes]]) -> list[Encoded | Reject]:
-    assert _WORKER_ENCODER is not None, "worker not initialised"
-    return _WORKER_ENCODER.encode_chunk(chunk)
-
-
-def _encoded_chunks(
-    chunks: Iterator[tuple[list[tuple[int, bytes]], int]],
-    workers: int,
-    validator_factory: ValidatorFactory | None,
-    phone_region: str,
-) -> Iterator[tuple[list[Encoded | Reject], int]]:
-    """Encoded chunks in input order (so one person's events keep their order)."""
-    if workers <= 0:
-        validator = validator_factory() if validator_factory is not None else None
-        encoder = LineEncoder(validator, phone_region)
-        for chunk, covered in chunks:
-            yield encoder.encode_chunk(chunk), covered
-        return
-    # spawn, not fork: the Kafka producer's sender thread may already be running. An executor
-    # (not multiprocessing.Pool) so that a worker that dies breaks the run instead of hanging it.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers, context, initializer=_init_worker, initargs=(validator_factory, phone_region)
-    ) as pool:
-        pending: deque[tuple[Future[list[Encoded | Reject]], int]] = deque()
-        window = workers * 4  # bounded read-ahead keeps memory flat on huge files
-        for chunk, covered in chunks:
-            pending.append((pool.submit(_encode_in_worker, chunk), covered))
-            if len(pending) >= window:
-                future, done = pending.popleft()
-                yield future.result(), done
-        while pending:
-            future, done = pending.popleft()
-            yield future.result(), done
-
-
-def publish_lines(
-    lines: Iterable[bytes],
-    producer: EventProducer,
-    *,
-    validator_factory: ValidatorFactory | None = None,
-    phone_region: str = DEFAULT_PHONE_REGION,
-    workers: int = 0,
-    on_reject: Callable[[Reject], None] | None = None,
-    on_progress: Callable[[int], None] | None = None,
-) -> PublishResult:
-    """Validate every line, send the valid ones, report the invalid ones; then flush.
-
-    ``workers`` > 0 validates and encodes in that many processes while this one only sends.
-    ``on_progress`` gets the number of input bytes handled so far. DeliveryError from the
-    final flush means some valid events did not reach the broker.
-    """
-    result = PublishResult()
-    started = time.perf_counter()
-    send = producer.send_encoded
-    chunks = numbered_chunks(lines)
-    for encoded, covered in _encoded_chunks(chunks, workers, validator_factory, phone_region):
-        for item in encoded:
-            if isinstance(item, Reject):
-                result.rejected += 1
-                if on_reject is not None:
-                    on_reject(item)
-            else:
-                send(*item)
-                result.published += 1
-        if on_progress is not None:
-            on_progress(covered)
-    producer.flush()
-    result.seconds = time.perf_counter() - started
-    return result

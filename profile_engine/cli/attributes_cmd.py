@@ -15,10 +15,13 @@ from profile_engine.attributes import ATTRIBUTES_ENV, DEFAULT_ATTRIBUTES_FILE, T
 from profile_engine.cli.common import (
     UserError,
     bootstrap_option,
+    delivery_timeout_option,
     format_option,
     print_rows,
     topic_option,
+    waiting_notice,
 )
+from profile_engine.errors import first_line
 from profile_engine.events import ID_PRIORITY, datetime_to_us
 
 if TYPE_CHECKING:
@@ -170,6 +173,7 @@ def _parse_timestamp(text: str | None) -> int:
 @attributes_option
 @bootstrap_option
 @topic_option
+@delivery_timeout_option
 def import_cmd(
     file: Path,
     id_column: str,
@@ -179,6 +183,7 @@ def import_cmd(
     attributes_path: Path,
     bootstrap_servers: str,
     topic: str,
+    delivery_timeout: float,
 ) -> None:
     """Import FILE (CSV) as identify events: one per row, traits typed by the registry.
 
@@ -188,7 +193,10 @@ def import_cmd(
     An empty cell means "not provided" (the trait is left as it is). Each bad row is
     reported with its line, column and rule and kept in FILE.rejects.csv; the good rows
     still go through. Re-importing the same file is idempotent (event ids derive from the
-    file content and line). Exits 1 if any row was rejected.
+    file content and line). Exits 1 if any row was rejected. When the broker confirms nothing
+    for --delivery-timeout seconds (or refuses rows), the import stops and lists the lines it
+    did not confirm (all in FILE.unconfirmed.txt); importing the file again is safe. Exit code
+    75 when a retry may succeed, 78 when the broker refused rows.
     """
     from consumers.importer import CsvImport, ImportRecord, append_history, history_path_for
     from profile_engine.csv_import import HeaderError
@@ -221,23 +229,46 @@ def import_cmd(
         record("refused", message=str(error))
         raise UserError(f"{file}: {error}; nothing was imported") from None
     id_type = plan.columns.id_type
+    counts: ImportCounts | None = None
     try:
-        counts = _send(plan, bootstrap_servers, topic, timestamp_us, phone_region)
+        counts = _send(plan, bootstrap_servers, topic, timestamp_us, phone_region, delivery_timeout)
+        if not counts.complete:
+            raise _unconfirmed(plan, counts)
     except Exception as error:
-        record("failed", message=str(error).splitlines()[0] if str(error) else type(error).__name__)
+        record("failed", counts, first_line(error))
         raise
+    plan.unconfirmed_path.unlink(missing_ok=True)  # a list from an earlier run is no longer true
     record("rejects" if counts.rejected else "ok", counts)
     _summarise(file, counts)
     if counts.rejected:
         sys.exit(1)
 
 
-def _send(
-    plan: CsvImport, bootstrap_servers: str, topic: str, timestamp_us: int, phone_region: str
-) -> ImportCounts:
-    from consumers.producer import EventProducer
+def _unconfirmed(plan: CsvImport, counts: ImportCounts) -> Exception:
+    from consumers.batch_producer import unconfirmed_error
 
-    _require_topic(bootstrap_servers, topic)
+    if counts.rejects_file is not None:
+        click.echo(f"rejected rows and reasons: {counts.rejects_file}", err=True)
+    return unconfirmed_error(
+        counts.delivery,
+        counts.unread,
+        list_path=plan.unconfirmed_path,
+        resume=f"importing {plan.path} again is safe: event ids derive from the file's "
+        "content and line",
+        rejected=counts.rejected_lines,
+    )
+
+
+def _send(
+    plan: CsvImport,
+    bootstrap_servers: str,
+    topic: str,
+    timestamp_us: int,
+    phone_region: str,
+    delivery_timeout: float,
+) -> ImportCounts:
+    from consumers.batch_producer import BatchProducer
+
     printed = 0
 
     def show_reject(reject: Reject) -> None:
@@ -248,7 +279,9 @@ def _send(
 
     with (
         _progress(plan.total_lines) as on_progress,
-        EventProducer(bootstrap_servers, topic) as sink,
+        BatchProducer(
+            bootstrap_servers, topic, delivery_timeout_s=delivery_timeout, on_wait=waiting_notice
+        ) as sink,
     ):
         counts = plan.run(sink, timestamp_us, phone_region, on_progress, show_reject)
     if printed > MAX_PRINTED_REJECTS:
@@ -258,26 +291,6 @@ def _send(
             err=True,
         )
     return counts
-
-
-def _require_topic(bootstrap_servers: str, topic: str) -> None:
-    """Fail at once on a missing topic (the producer would wait a minute for its metadata)."""
-    from kafka import KafkaAdminClient
-
-    from consumers.kafka_client import kafka_errors
-
-    with kafka_errors(bootstrap_servers):
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap_servers, client_id="profile-engine-import"
-        )
-    try:
-        exists = topic in admin.list_topics()
-    finally:
-        admin.close()
-    if not exists:
-        raise UserError(
-            f"topic {topic} does not exist; create it with `profile-engine topics create`"
-        )
 
 
 @contextmanager

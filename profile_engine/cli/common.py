@@ -54,6 +54,28 @@ def dead_letter_topic_option(func: F) -> F:
     )(func)
 
 
+def delivery_timeout_option(func: F) -> F:
+    return click.option(
+        "--delivery-timeout",
+        "delivery_timeout",
+        envvar="PROFILE_ENGINE_DELIVERY_TIMEOUT",
+        type=click.FloatRange(min=1),
+        default=60.0,
+        show_default=True,
+        show_envvar=True,
+        help="Seconds to wait while the broker confirms nothing before stopping; the lines "
+        "it did not confirm are then listed by number.",
+    )(func)
+
+
+def waiting_notice(since: float) -> None:
+    """Told once per stall: the broker has not answered for a while."""
+    from datetime import datetime
+
+    moment = datetime.fromtimestamp(since).strftime("%H:%M:%S")
+    click.echo(f"waiting for the broker since {moment}", err=True)
+
+
 def db_option(func: F) -> F:
     return click.option(
         "--db",

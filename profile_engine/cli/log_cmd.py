@@ -16,7 +16,9 @@ from profile_engine.cli.common import (
     UserError,
     bootstrap_option,
     dead_letter_topic_option,
+    delivery_timeout_option,
     topic_option,
+    waiting_notice,
 )
 from profile_engine.contract import TraitValidator
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
@@ -24,7 +26,6 @@ from profile_engine.identifiers import DEFAULT_PHONE_REGION
 ATTRIBUTES_ENV = "PROFILE_ENGINE_ATTRIBUTES"
 # Files smaller than this are done before a progress bar would tell anything.
 PROGRESS_MIN_BYTES = 2 * 1024 * 1024
-STDIN_REJECTS_FILE = "stdin.rejects.jsonl"
 
 
 def load_trait_validator(attributes_path: Path | None) -> TraitValidator:
@@ -34,12 +35,12 @@ def load_trait_validator(attributes_path: Path | None) -> TraitValidator:
     return AttributeRegistry.load(attributes_path).validate_traits
 
 
-def rejects_path_for(source: str) -> Path:
-    """``events.jsonl`` -> ``events.jsonl.rejects.jsonl`` beside it; stdin -> the cwd."""
+def companion_path(source: str, suffix: str) -> Path:
+    """``events.jsonl`` -> ``events.jsonl.<suffix>`` beside it; stdin -> ``stdin.<suffix>``."""
     if source == "-":
-        return Path(STDIN_REJECTS_FILE)
+        return Path(f"stdin.{suffix}")
     path = Path(source)
-    return path.with_name(f"{path.name}.rejects.jsonl")
+    return path.with_name(f"{path.name}.{suffix}")
 
 
 def _default_workers() -> int:
@@ -53,10 +54,12 @@ class _Rejects:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.count = 0
+        self.lines: set[int] = set()
         self._handle: IO[bytes] | None = None
 
     def __call__(self, reject: Any) -> None:
         self.count += 1
+        self.lines.add(reject.line)
         click.echo(f"line {reject.line}: {reject.reason}", err=True)
         if self._handle is None:  # created on the first reject only
             self._handle = self.path.open("wb")
@@ -132,6 +135,7 @@ def _open_input(source: str) -> tuple[IO[bytes], int | None]:
     help="Processes that validate and encode while this one sends "
     "[default: CPU count up to 4 for inputs over 4 MB, else 0 = in process].",
 )
+@delivery_timeout_option
 def publish(
     file: str,
     bootstrap_servers: str,
@@ -139,18 +143,20 @@ def publish(
     attributes_path: Path | None,
     phone_region: str,
     workers: int | None,
+    delivery_timeout: float,
 ) -> None:
     """Validate a JSON Lines FILE of events (- for stdin) and publish the valid ones.
 
+    \b
     Each invalid line is reported on stderr as `line N: <field>: <rule>` and copied to
-    FILE.rejects.jsonl; the exit code is 1 when any line was rejected.
+    FILE.rejects.jsonl; the exit code is 1 when any line was rejected. When the broker
+    confirms nothing for --delivery-timeout seconds (or refuses a batch), publish stops and
+    says how many lines were confirmed and which were not (all their numbers go to
+    FILE.unconfirmed.txt); publishing the file again is safe, events are deduplicated by
+    event_id. Exit code 75 when a retry may succeed, 78 when the broker refused lines.
     """
-    from consumers.producer import (
-        PARALLEL_MIN_BYTES,
-        DeliveryError,
-        EventProducer,
-        publish_lines,
-    )
+    from consumers.batch_producer import BatchProducer, unconfirmed_error
+    from consumers.publish import PARALLEL_MIN_BYTES, publish_lines
 
     try:
         load_trait_validator(attributes_path)  # a broken registry fails before anything is sent
@@ -160,9 +166,17 @@ def publish(
     if workers is None:
         large = size is None or size >= PARALLEL_MIN_BYTES
         workers = _default_workers() if large else 0
-    rejects = _Rejects(rejects_path_for(file))
+    rejects = _Rejects(companion_path(file, "rejects.jsonl"))
     try:
-        with _progress(size) as on_progress, EventProducer(bootstrap_servers, topic) as producer:
+        with (
+            _progress(size) as on_progress,
+            BatchProducer(
+                bootstrap_servers,
+                topic,
+                delivery_timeout_s=delivery_timeout,
+                on_wait=waiting_notice,
+            ) as producer,
+        ):
             result = publish_lines(
                 handle,
                 producer,
@@ -172,18 +186,30 @@ def publish(
                 on_reject=rejects,
                 on_progress=on_progress,
             )
-    except DeliveryError as error:
-        raise UserError(str(error)) from None
     finally:
         rejects.close()
         if handle is not sys.stdin.buffer:
             handle.close()
+    if result.rejected:
+        click.echo(f"rejected lines kept in {rejects.path}", err=True)
+    elif result.unread is None:  # every line was checked: an earlier run's rejects are stale
+        rejects.path.unlink(missing_ok=True)
+    unconfirmed_path = companion_path(file, "unconfirmed.txt")
+    if not result.complete:
+        source = "the same input" if file == "-" else file
+        raise unconfirmed_error(
+            result.delivery,
+            result.unread,
+            list_path=unconfirmed_path,
+            resume=f"publishing {source} again is safe: events are deduplicated by event_id",
+            rejected=rejects.lines,
+        )
+    unconfirmed_path.unlink(missing_ok=True)  # a list from an earlier run is no longer true
     click.echo(
         f"published {result.published}, rejected {result.rejected} "
         f"in {result.seconds:.2f} s ({result.events_per_s:,.0f} events/s) to {topic}"
     )
     if result.rejected:
-        click.echo(f"rejected lines kept in {rejects.path}", err=True)
         sys.exit(1)
 
 

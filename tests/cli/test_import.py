@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -273,7 +279,114 @@ def test_a_missing_topic_fails_fast_and_is_recorded(
 ) -> None:
     data = write_csv(tmp_path / "a.csv", "email,points\na@example.com,1\n")
     result = CliRunner().invoke(cli, import_args(data, attrs, kafka_bootstrap, "no-such-topic"))
-    assert result.exit_code == 1
+    assert result.exit_code == 78  # needs an operator: create the topic
     assert "topic no-such-topic does not exist" in result.output
     history = json.loads(invoke("imports", "--attributes", str(attrs), "--format", "json").output)
     assert [h["status"] for h in history] == ["failed"]
+
+
+# -- import: faults are told, nothing is lost -----------------------------------------------------
+
+
+@pytest.fixture
+def small_messages_topic(kafka_admin: Any) -> Iterator[str]:
+    """A topic that accepts record batches of at most 20,000 bytes."""
+    from kafka.admin import NewTopic
+
+    name = f"test-import-small-messages-{uuid.uuid4().hex[:8]}"
+    configs = {"retention.ms": "-1", "max.message.bytes": "20000"}
+    kafka_admin.create_topics([NewTopic(name, 3, 1, topic_configs=configs)])
+    kafka_admin.wait_for_topics([name], timeout_ms=30_000)
+    try:
+        yield name
+    finally:
+        kafka_admin.delete_topics([name], raise_errors=False)
+
+
+@pytest.mark.kafka
+def test_a_row_larger_than_the_topic_accepts_is_rejected_and_the_rest_go(
+    attrs: Path, tmp_path: Path, kafka_bootstrap: str, small_messages_topic: str
+) -> None:
+    data = write_csv(
+        tmp_path / "notes.csv",
+        f"email,note\na@example.com,short\nb@example.com,{'x' * 30_000}\nc@example.com,fine\n",
+    )
+    result = CliRunner().invoke(
+        cli, import_args(data, attrs, kafka_bootstrap, small_messages_topic, "--timestamp", TS)
+    )
+    assert result.exit_code == 1
+    assert "line 3: the row's message takes 30," in result.output
+    assert "more than the topic accepts (max.message.bytes 20,000)" in result.output
+    events = decode(consume_all(kafka_bootstrap, small_messages_topic, expected=2))
+    assert sorted(e.identifiers[0].value for e in events) == ["a@example.com", "c@example.com"]
+    with (tmp_path / "notes.rejects.csv").open(newline="", encoding="utf-8") as handle:
+        (rejected,) = list(csv.DictReader(handle))
+    assert rejected["email"] == "b@example.com"
+
+
+def emails_in(bootstrap: str) -> set[str]:
+    return {e.identifiers[0].value for e in decode(consume_all(bootstrap, "profile-events", 0))}
+
+
+@pytest.mark.kafka
+def test_a_broker_killed_mid_import_ends_it_in_bounded_time_and_loses_no_row(
+    attrs: Path, tmp_path: Path
+) -> None:
+    from tests.support.kafka import end_offsets, kill_broker, private_broker
+
+    rows = 100_000
+    lines = ["email,points"] + [f"user{n}@example.com,{n}" for n in range(rows)]
+    data = write_csv(tmp_path / "big.csv", "\n".join(lines) + "\n")
+    with private_broker(tmp_path / "kafka") as broker:
+        bootstrap = broker.bootstrap_servers
+        assert invoke("topics", "create", "--bootstrap-servers", bootstrap).exit_code == 0
+        command = [
+            sys.executable, "-m", "profile_engine.cli.main",
+            *import_args(data, attrs, bootstrap, "profile-events", "--timestamp", TS),
+            "--delivery-timeout", "5",
+        ]  # fmt: skip
+        importer = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while end_offsets(bootstrap, "profile-events") == 0:
+                assert importer.poll() is None, importer.communicate()
+                assert time.monotonic() < deadline, "the import sent nothing"
+                time.sleep(0.2)
+            kill_broker(broker)
+            killed_at = time.monotonic()
+            _, stderr = importer.communicate(timeout=240)
+        finally:
+            importer.kill()
+        assert time.monotonic() - killed_at < 120  # bounded: the timeout, plus closing up
+
+        assert importer.returncode == 75, stderr
+        (error,) = [line for line in stderr.splitlines() if line.startswith("Error:")]
+        assert f"no confirmation from Kafka at {bootstrap} for 5 s" in error
+        assert f"importing {data} again is safe" in error
+        confirmed = int(error.split(" line(s) confirmed")[0].rsplit(" ", 1)[1].replace(",", ""))
+        listing = tmp_path / "big.unconfirmed.txt"
+        unconfirmed = {int(n) for n in listing.read_text().split()}
+        history = json.loads(
+            invoke("imports", "--attributes", str(attrs), "--format", "json").output
+        )
+        assert history[-1]["status"] == "failed" and "confirmed" in history[-1]["message"]
+
+        broker.start(timeout=180, stop_with_owner=True)
+        logged = {
+            e.identifiers[0].value for e in decode(consume_all(bootstrap, "profile-events", 0))
+        }
+        # Line n + 2 holds user n (line 1 is the header).
+        not_listed = {f"user{line - 2}@example.com" for line in range(2, rows + 2)} - {
+            f"user{line - 2}@example.com" for line in unconfirmed
+        }
+        assert not_listed <= logged and len(not_listed) == confirmed
+
+        again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 0, again.stderr
+        logged = {
+            e.identifiers[0].value for e in decode(consume_all(bootstrap, "profile-events", 0))
+        }
+        assert logged == {f"user{n}@example.com" for n in range(rows)}
+        assert not listing.exists()

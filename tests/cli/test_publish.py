@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +17,7 @@ from click.testing import CliRunner, Result
 
 from consumers.codec import AvroCodec
 from profile_engine.cli.main import cli
-from tests.consumers.test_producer import consume_all
+from tests.support.kafka import consume_all, kill_broker, private_broker
 
 pytestmark = pytest.mark.kafka
 
@@ -180,3 +185,175 @@ def test_archive_command_writes_a_replayable_file(
     assert sorted(e.event_id for e in replayed if e) == sorted(
         e["event_id"] for e in valid_events()
     )
+
+
+# --- faults: nothing lost, nothing hidden ------------------------------------------------------
+
+
+@pytest.fixture
+def small_messages_topic(kafka_admin: Any) -> Iterator[str]:
+    """A topic that accepts record batches of at most 20,000 bytes."""
+    from kafka.admin import NewTopic
+
+    name = f"test-cli-small-messages-{uuid.uuid4().hex[:8]}"
+    configs = {"retention.ms": "-1", "max.message.bytes": "20000"}
+    kafka_admin.create_topics([NewTopic(name, 3, 1, topic_configs=configs)])
+    kafka_admin.wait_for_topics([name], timeout_ms=30_000)
+    try:
+        yield name
+    finally:
+        kafka_admin.delete_topics([name], raise_errors=False)
+
+
+def test_a_line_larger_than_the_topic_accepts_is_rejected_and_later_lines_go(
+    kafka_bootstrap: str, small_messages_topic: str, tmp_path: Path
+) -> None:
+    events = valid_events()
+    huge = dict(events[1], event_id="too-big", event="blob", properties={"x": "x" * 30_000})
+    source = tmp_path / "events.jsonl"
+    source.write_text("".join(json.dumps(e) + "\n" for e in [events[0], huge, *events[1:]]))
+    result = invoke(
+        "publish", str(source), *publish_args(kafka_bootstrap, small_messages_topic, tmp_path)
+    )
+    assert result.exit_code == 1
+    (report,) = error_lines(result)
+    assert report.startswith("line 2: event: the message takes 30,")
+    assert report.endswith("more than the topic accepts (max.message.bytes 20,000)")
+    assert (tmp_path / "events.jsonl.rejects.jsonl").read_text() == json.dumps(huge) + "\n"
+    codec = AvroCodec()
+    messages = consume_all(kafka_bootstrap, small_messages_topic, len(events))
+    assert sorted(codec.decode(m.value).event_id for m in messages) == sorted(
+        e["event_id"] for e in events
+    )
+
+
+def test_a_future_event_is_delivered_with_its_own_time_and_does_not_block_its_batch(
+    kafka_bootstrap: str, fresh_topic: str, tmp_path: Path
+) -> None:
+    # Kafka 4 refuses record timestamps more than an hour ahead of its clock: the record
+    # timestamp is capped at the producer's clock, the event time stays in the body.
+    future = dict(valid_events()[0], event_id="from-the-future", timestamp="2999-01-01T00:00:00Z")
+    present = dict(valid_events()[0], event_id="same-person-now")
+    source = tmp_path / "events.jsonl"
+    source.write_text(json.dumps(future) + "\n" + json.dumps(present) + "\n")
+    before = time.time() * 1000
+    result = invoke("publish", str(source), *publish_args(kafka_bootstrap, fresh_topic, tmp_path))
+    assert result.exit_code == 0, result.stderr
+    codec = AvroCodec()
+    by_id = {
+        codec.decode(m.value).event_id: m for m in consume_all(kafka_bootstrap, fresh_topic, 2)
+    }
+    assert set(by_id) == {"from-the-future", "same-person-now"}
+    late = by_id["from-the-future"]
+    assert before <= late.timestamp <= time.time() * 1000
+    assert codec.decode(late.value).timestamp_us == 32_472_144_000_000_000  # 2999-01-01
+    assert by_id["same-person-now"].timestamp == 1_767_261_600_000  # its event time
+
+
+def test_publish_to_a_missing_topic_is_one_line_for_an_operator(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "events.jsonl"
+    source.write_text(json.dumps(valid_events()[0]) + "\n")
+    result = CliRunner().invoke(
+        cli, ["publish", str(source), *publish_args(kafka_bootstrap, "no-such-topic", tmp_path)]
+    )
+    assert result.exit_code == 78
+    assert result.stderr.strip() == (
+        "Error: topic no-such-topic does not exist; create it with `profile-engine topics create`"
+    )
+
+
+@pytest.mark.parametrize("command", ["publish", "import"])
+def test_the_delivery_timeout_is_an_option_and_an_environment_variable(command: str) -> None:
+    result = invoke(command, "--help")
+    assert "--delivery-timeout" in result.stdout
+    assert "PROFILE_ENGINE_DELIVERY_TIMEOUT" in result.stdout
+
+
+def big_file(path: Path, lines: int) -> set[str]:
+    """A large valid JSON Lines file (many people, a few invalid lines); its valid event ids."""
+    ids = set()
+    with path.open("w", encoding="utf-8") as out:
+        for number in range(1, lines + 1):
+            if number % 10_000 == 0:
+                out.write("{broken\n")
+                continue
+            event_id = f"big-{number}"
+            ids.add(event_id)
+            out.write(
+                f'{{"event_id": "{event_id}", "type": "track", "timestamp": "{TS}", '
+                f'"identifiers": {{"anonymous_id": "anon-{number % 5_000}"}}, '
+                f'"event": "page_view", "properties": {{"path": "/p/{number}"}}}}\n'
+            )
+    return ids
+
+
+LINES = 100_000
+
+
+def test_a_broker_killed_mid_file_ends_publish_in_bounded_time_and_loses_no_line(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "events.jsonl"
+    valid_ids = big_file(source, LINES)
+    topic = "events"
+    with private_broker(tmp_path / "kafka") as broker:
+        bootstrap = broker.bootstrap_servers
+        assert invoke("topics", "create", "--bootstrap-servers", bootstrap, "--topic", topic,
+                      "--dead-letter-topic", f"{topic}-dl").exit_code == 0  # fmt: skip
+        command = [
+            sys.executable, "-m", "profile_engine.cli.main", "publish", str(source),
+            *publish_args(bootstrap, topic, tmp_path), "--delivery-timeout", "5",
+        ]  # fmt: skip
+        publisher = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+        try:
+            _wait_until_the_topic_holds_messages(bootstrap, topic, publisher)
+            kill_broker(broker)
+            killed_at = time.monotonic()
+            _, stderr = publisher.communicate(timeout=240)
+        finally:
+            publisher.kill()
+        seconds_after_kill = time.monotonic() - killed_at
+
+        assert publisher.returncode == 75, stderr  # transient: try again later
+        errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and "Traceback" not in stderr
+        (error,) = errors
+        assert f"no confirmation from Kafka at {bootstrap} for 5 s" in error
+        assert f"publishing {source} again is safe: events are deduplicated by event_id" in error
+        confirmed = int(error.split(" line(s) confirmed")[0].rsplit(" ", 1)[1].replace(",", ""))
+        listing = tmp_path / "events.jsonl.unconfirmed.txt"
+        assert str(listing) in error
+        unconfirmed = {int(n) for n in listing.read_text().split()}
+        assert seconds_after_kill < 120  # bounded: the timeout, plus closing the connection
+
+        # Every line is confirmed, rejected or listed; every confirmed one is in the log.
+        broker.start(timeout=180, stop_with_owner=True)
+        codec = AvroCodec()
+        logged = {codec.decode(m.value).event_id for m in consume_all(bootstrap, topic)}
+        not_listed = {f"big-{n}" for n in range(1, LINES + 1)} - {f"big-{n}" for n in unconfirmed}
+        assert (not_listed & valid_ids) <= logged
+        assert len(not_listed & valid_ids) == confirmed
+
+        # Resuming: the same file again; event ids make the duplicates harmless.
+        again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert again.returncode == 1, again.stderr  # only the invalid lines remain
+        assert not listing.exists()
+        logged = {codec.decode(m.value).event_id for m in consume_all(bootstrap, topic)}
+        assert logged == valid_ids
+
+
+def _wait_until_the_topic_holds_messages(
+    bootstrap: str, topic: str, publisher: subprocess.Popen[str]
+) -> None:
+    from tests.support.kafka import end_offsets
+
+    deadline = time.monotonic() + 300
+    while end_offsets(bootstrap, topic) == 0:
+        assert publisher.poll() is None, publisher.communicate()
+        assert time.monotonic() < deadline, "publish sent nothing"
+        time.sleep(0.2)

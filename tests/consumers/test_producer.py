@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 
 from consumers.codec import AvroCodec
 from consumers.kafka_client import BrokerUnavailable
@@ -15,24 +16,7 @@ from consumers.topics import create_topics
 from profile_engine.contract import ContractError, validate_event
 from profile_engine.events import Identifier, Track
 from tests.consumers.test_codec import sample_events
-
-
-def consume_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
-    """Every message of the topic, read with a bare consumer from the earliest offset."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        messages: list[Any] = []
-        for _ in range(30):
-            for batch in consumer.poll(timeout_ms=1_000).values():
-                messages.extend(batch)
-            if len(messages) >= expected:
-                break
-        return messages
-    finally:
-        consumer.close()
+from tests.support.kafka import consume_all
 
 
 @pytest.mark.kafka
@@ -53,7 +37,8 @@ def test_every_event_type_is_published_and_decodes_back_equal(
         message, decoded = by_id[event.event_id]
         assert decoded == event
         assert message.key == event.partition_key().encode()
-        assert message.timestamp == event.timestamp_us // 1000
+        # The event time, but a Kafka timestamp is never negative (e-ccpa is dated 1969).
+        assert message.timestamp == max(0, event.timestamp_us // 1000)
 
 
 @pytest.mark.kafka
@@ -162,6 +147,25 @@ def test_a_rejected_delivery_makes_flush_raise(kafka_bootstrap: str, fresh_topic
         producer.close(timeout=5)
     delivered = consume_all(kafka_bootstrap, fresh_topic, 1)
     assert [AvroCodec().decode(m.value).event_id for m in delivered] == ["e-identify"]
+
+
+@pytest.mark.kafka
+def test_a_future_event_gets_the_clock_as_its_kafka_timestamp_and_keeps_its_time(
+    kafka_bootstrap: str, fresh_topic: str
+) -> None:
+    future = Track(
+        event_id="from-2999",
+        timestamp_us=32_472_144_000_000_000,  # 2999-01-01: the broker would refuse it as is
+        identifiers=(Identifier("anonymous_id", "a1"),),
+        event="page_view",
+        properties={},
+    )
+    before = time.time() * 1000
+    with EventProducer(kafka_bootstrap, fresh_topic) as producer:
+        producer.send(future)
+    (message,) = consume_all(kafka_bootstrap, fresh_topic, 1)
+    assert before <= message.timestamp <= time.time() * 1000
+    assert AvroCodec().decode(message.value) == future
 
 
 def test_no_broker_is_a_clear_error_not_a_hang() -> None:

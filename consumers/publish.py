@@ -1,0 +1,295 @@
+"""Publish a JSON Lines stream: validate each line, send the valid ones in record batches.
+
+The input is read in blocks of whole lines. Each block is validated, encoded and built into
+per-partition record batches in one step, in worker processes for large inputs (so the sending
+process only reads, hands out blocks and queues finished batches) or in this process for small
+ones. Blocks come back in input order, so one person's events keep their order.
+
+Every non-blank line ends as exactly one of: rejected (reported and kept, it breaks the
+contract or is too large for the topic), confirmed by the broker, or unconfirmed (listed by
+number; see ``consumers.batch_producer``). When the producer gives up, reading stops; the lines
+never read are unconfirmed too.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Any, NamedTuple
+
+import orjson
+
+from consumers.batch_producer import BatchProducer, Delivery
+from consumers.codec import EncodeError
+from consumers.producer import EventEncoder, now_ms
+from consumers.record_batches import Batcher, BuiltBatch, KeyPartitioner, RecordTooLarge
+from profile_engine.contract import ContractError, TraitValidator, parse_event
+from profile_engine.identifiers import DEFAULT_PHONE_REGION
+
+# Input per unit of work: big enough that a block's batches are worth a request and the
+# inter-process traffic is a few large pickles, small enough to keep memory flat.
+BLOCK_BYTES = 1 << 20
+# Below this many bytes a worker pool costs more to start than it saves.
+PARALLEL_MIN_BYTES = 4 * 1024 * 1024
+# Lines without an event_id get one derived from their content, so that publishing the same
+# file again (to resume after a failure) cannot duplicate them.
+CONTENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "profile-engine:publish:line")
+
+ValidatorFactory = Callable[[], TraitValidator | None]
+
+
+@dataclass(frozen=True)
+class Reject:
+    """An input line that was not published: its number, why, and its exact bytes."""
+
+    line: int
+    reason: str
+    raw: bytes
+
+
+class EncodedBlock(NamedTuple):
+    batches: list[BuiltBatch]
+    rejects: list[Reject]
+    size: int  # input bytes the block covered (for progress)
+
+
+@dataclass
+class PublishResult:
+    rejected: int = 0
+    seconds: float = 0.0
+    delivery: Delivery = field(default_factory=Delivery)
+    # Lines never read because the producer gave up: (first, last); last is None for a pipe.
+    unread: tuple[int, int | None] | None = None
+
+    @property
+    def published(self) -> int:
+        return self.delivery.confirmed
+
+    @property
+    def events_per_s(self) -> float:
+        return self.published / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not self.delivery.unconfirmed and self.unread is None
+
+
+def content_event_id(line: bytes) -> str:
+    return str(uuid.uuid5(CONTENT_ID_NAMESPACE, line.decode("utf-8", "replace")))
+
+
+def _loads(raw: bytes) -> Any:
+    """orjson (several times faster), with the standard library's words for a broken line."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as fast_error:
+        try:
+            json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not valid JSON ({error.msg} at column {error.colno})") from None
+        except ValueError as error:  # not UTF-8
+            raise ValueError(_first_line(error)) from None
+        # NaN, Infinity or a lone surrogate: Python reads them, JSON (and the consumer) do not.
+        raise ValueError(f"not valid JSON ({fast_error.msg})") from None
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+class LineEncoder:
+    """A block of JSON lines -> per-partition record batches, and a Reject per invalid line."""
+
+    def __init__(
+        self,
+        trait_validator: TraitValidator | None,
+        phone_region: str,
+        partitions: int,
+        max_batch_bytes: int,
+    ) -> None:
+        self.trait_validator = trait_validator
+        self.phone_region = phone_region
+        self.partitioner = KeyPartitioner(partitions)
+        self.max_batch_bytes = max_batch_bytes
+        self.encoder = EventEncoder()
+
+    def encode_block(self, first_line: int, block: bytes) -> EncodedBlock:
+        batcher = Batcher(self.partitioner, self.max_batch_bytes)
+        parse, encode, add = parse_event, self.encoder.encode, batcher.add
+        validator, region = self.trait_validator, self.phone_region
+        rejects: list[Reject] = []
+        clock = now_ms()  # the block is queued right after it is encoded
+        for number, raw in enumerate(block.split(b"\n"), start=first_line):
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if not raw or raw.isspace():
+                continue
+            try:
+                item = _loads(raw)
+                if type(item) is dict and item.get("event_id") in (None, ""):
+                    item["event_id"] = content_event_id(raw)
+                key, value, timestamp_ms = encode(parse(item, region, validator), clock)
+                add(key, value, timestamp_ms, number)
+            except (ContractError, EncodeError) as error:
+                rejects.append(Reject(number, str(error), raw))
+            except RecordTooLarge as error:
+                reason = (
+                    f"event: the message takes {error.size:,} bytes, more than the topic accepts "
+                    f"(max.message.bytes {error.limit:,})"
+                )
+                rejects.append(Reject(number, reason, raw))
+            except ValueError as error:  # invalid JSON or UTF-8, or an unencodable value
+                rejects.append(Reject(number, f"event: {_first_line(error)}", raw))
+        return EncodedBlock(batcher.take(), rejects, len(block))
+
+
+class BlockReader:
+    """Whole-line blocks of a binary stream, each with the number of its first line.
+
+    ``stop()`` ends the iteration before the next block; ``unread()`` then tells which lines
+    were never handed out (counting to the end only when the stream is a seekable file).
+    """
+
+    def __init__(self, stream: IO[bytes], block_bytes: int = BLOCK_BYTES) -> None:
+        self.stream = stream
+        self.block_bytes = block_bytes
+        self.next_line = 1
+        self._carry = b""
+        self._stopped = False
+        self._exhausted = False
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        pieces: list[bytes] = []
+        while not self._stopped:
+            data = self._read(self.block_bytes)
+            if not data:
+                self._exhausted = True
+                if pieces:  # the last line has no newline
+                    yield self._hand_out(b"".join(pieces))
+                    pieces = []
+                break
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # no line ends in it: a very long line, keep reading
+                pieces.append(data)
+                continue
+            pieces.append(data[:cut])
+            block = b"".join(pieces)
+            pieces = [data[cut:]] if cut < len(data) else []
+            yield self._hand_out(block)
+        self._carry = b"".join(pieces)  # read but never handed out
+
+    def _read(self, size: int) -> bytes:
+        # read1 returns what a pipe holds now instead of waiting for a full block, so lines
+        # written slowly into stdin go out as they come; from a file it reads a full block.
+        read1 = getattr(self.stream, "read1", None)
+        return bytes(read1(size)) if read1 is not None else bytes(self.stream.read(size))
+
+    def _hand_out(self, block: bytes) -> tuple[int, bytes]:
+        first = self.next_line
+        self.next_line += block.count(b"\n")
+        return first, block
+
+    def unread(self) -> tuple[int, int | None] | None:
+        """(first, last) line never handed out, last None when unknown; None if all were."""
+        if self._exhausted:
+            return None
+        if not self.stream.seekable():
+            return (self.next_line, None)
+        newlines = self._carry.count(b"\n")
+        last_byte = self._carry[-1:]
+        while data := self.stream.read(self.block_bytes):
+            newlines += data.count(b"\n")
+            last_byte = data[-1:]
+        lines = newlines + (1 if last_byte not in (b"", b"\n") else 0)
+        return (self.next_line, self.next_line + lines - 1) if lines else None
+
+
+# Worker processes build their encoder once (the registry is loaded in the worker).
+_WORKER_ENCODER: LineEncoder | None = None
+
+
+def _init_worker(
+    validator_factory: ValidatorFactory | None,
+    phone_region: str,
+    partitions: int,
+    max_batch_bytes: int,
+) -> None:
+    global _WORKER_ENCODER
+    validator = validator_factory() if validator_factory is not None else None
+    _WORKER_ENCODER = LineEncoder(validator, phone_region, partitions, max_batch_bytes)
+
+
+def _encode_in_worker(first_line: int, block: bytes) -> EncodedBlock:
+    assert _WORKER_ENCODER is not None, "worker not initialised"
+    return _WORKER_ENCODER.encode_block(first_line, block)
+
+
+def _encoded_blocks(
+    blocks: BlockReader, workers: int, init_args: tuple[Any, ...]
+) -> Iterator[EncodedBlock]:
+    """Encoded blocks in input order (so one person's events keep their order)."""
+    if workers <= 0:
+        _init_worker(*init_args)
+        for first_line, block in blocks:
+            yield _encode_in_worker(first_line, block)
+        return
+    # spawn, not fork: the Kafka producer's sender thread is already running. An executor (not
+    # multiprocessing.Pool) so that a worker that dies breaks the run instead of hanging it.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=init_args)
+    with pool:
+        pending: deque[Future[EncodedBlock]] = deque()
+        window = workers * 3  # bounded read-ahead keeps memory flat on huge files
+        for first_line, block in blocks:
+            pending.append(pool.submit(_encode_in_worker, first_line, block))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def publish_lines(
+    stream: IO[bytes],
+    producer: BatchProducer,
+    *,
+    validator_factory: ValidatorFactory | None = None,
+    phone_region: str = DEFAULT_PHONE_REGION,
+    workers: int = 0,
+    on_reject: Callable[[Reject], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> PublishResult:
+    """Validate every line, send the valid ones, report the invalid ones; wait for the broker.
+
+    ``workers`` > 0 validates and encodes in that many processes while this one only sends.
+    ``on_progress`` gets the number of input bytes handled so far. The result accounts for
+    every line (``PublishResult.complete`` is False when some were not confirmed).
+    """
+    result = PublishResult(delivery=producer.delivery)
+    started = time.perf_counter()
+    reader = BlockReader(stream)
+    init_args = (validator_factory, phone_region, producer.partitions, producer.max_batch_bytes)
+    for encoded in _encoded_blocks(reader, workers, init_args):
+        for reject in encoded.rejects:
+            result.rejected += 1
+            if on_reject is not None:
+                on_reject(reject)
+        for batch in encoded.batches:
+            if not producer.send(batch):  # gave up: what is already encoded stays unsent
+                reader.stop()
+                result.delivery.fail(batch.lines, "not sent: publishing stopped", True)
+        if on_progress is not None:
+            on_progress(encoded.size)
+    producer.finish()
+    result.unread = reader.unread()
+    result.seconds = time.perf_counter() - started
+    return result
