@@ -28,7 +28,7 @@ from typing import NamedTuple, Protocol
 from profile_engine.batch_fold import REUSED_ID_REASON, BatchFold, Outcome, Prepared, prepare
 from profile_engine.contract import event_to_json
 from profile_engine.errors import BadInput
-from profile_engine.events import ProfileEvent
+from profile_engine.events import ProfileEvent, iso_from_us
 from profile_engine.fold import FoldConfig
 from projections.store import DeadLetter, ProjectionStore, TopicOffset
 
@@ -300,6 +300,15 @@ def prepared_record(
         return Record(partition, offset, line, None, letter)
 
 
+def _prepared_text(prepared: Prepared) -> bytes:
+    """A prepared event in the producer format (its payload holds its fields and identifiers)."""
+    head = json.dumps(
+        {"event_id": prepared.event_id, "type": prepared.type,
+         "timestamp": iso_from_us(prepared.timestamp_us)}
+    )  # fmt: skip
+    return f"{head[:-1]}, {prepared.payload[1:]}".encode()
+
+
 def _event_text(event: ProfileEvent) -> bytes | None:
     """The producer-format JSON of an event for a dead letter, when it can be written."""
     try:
@@ -316,5 +325,5 @@ def _describe(error: BaseException) -> str:
 def _letter(source: Source, record: Record, reason: str) -> DeadLetter:
     """A dead letter for a decoded event the fold refused: its producer-format JSON is kept
     (the original bytes stay in the log at the recorded position)."""
-    raw = None if record.event is None else _event_text(record.event.event)
+    raw = None if record.event is None else _prepared_text(record.event)
     return DeadLetter(source.name, record.partition, record.offset, record.line, None, raw, reason)

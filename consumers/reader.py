@@ -36,8 +36,8 @@ from consumers.kafka_client import (
 )
 from consumers.ordering import PartitionMerger
 from consumers.records import RawRecord, block_consumer
+from profile_engine.batch_fold import Prepared, prepare
 from profile_engine.errors import NeedsOperator, ProfileEngineError, first_line
-from profile_engine.events import ProfileEvent
 
 
 class Undecodable(NamedTuple):
@@ -49,8 +49,8 @@ class Undecodable(NamedTuple):
     reason: str
 
 
-# (partition, offset, the event or why there is none), in the merged order.
-DecodedRecord = tuple[int, int, ProfileEvent | Undecodable]
+# (partition, offset, the event prepared for the fold or why there is none), in merged order.
+DecodedRecord = tuple[int, int, Prepared | Undecodable]
 
 _RECORDS = "records"
 _END = "end"
@@ -89,15 +89,21 @@ def _send(conn: Connection, kind: str, payload: Any = None) -> None:
 
 
 def _decoded(records: Iterator[RawRecord], codec: AvroCodec) -> Iterator[DecodedRecord]:
+    """Each record decoded and prepared for the fold, or why it cannot be: any failure of one
+    message (a contract break, or anything a hostile message makes the decoder raise) is a
+    dead letter of that message, never a stop."""
     decode = codec.decode
     for partition, offset, timestamp, key, value in records:
         if value is None:
             yield partition, offset, Undecodable(timestamp, key, b"", "null value: not an event")
             continue
         try:
-            yield partition, offset, decode(value)
+            yield partition, offset, prepare(decode(value))
         except DecodeError as error:
             yield partition, offset, Undecodable(timestamp, key, value, str(error))
+        except Exception as error:  # a poison message: kept with the reason, never a stop
+            reason = f"cannot fold: {type(error).__name__}: {first_line(error)}"
+            yield partition, offset, Undecodable(timestamp, key, value, reason)
 
 
 class _ParentGone(Exception):

@@ -156,7 +156,7 @@ class KafkaSource:
                     )  # fmt: skip
                     records.append(Record(partition, offset, None, None, letter))
                 else:
-                    records.append(prepared_record(topic, partition, offset, None, item))
+                    records.append(Record(partition, offset, None, item, None))
             yield records
 
     def lag(self, next_offsets: dict[int, int]) -> int:

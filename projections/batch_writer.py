@@ -26,11 +26,9 @@ from profile_engine.batch_fold import (
     Prepared,
     StoredProfile,
     StoredWorld,
-    subscription_identifier,
 )
-from profile_engine.events import Identify, Subscription
 from profile_engine.fold import FoldConfig
-from projections.rows import NEVER_US, TIMESTAMP, trait_text
+from projections.rows import NEVER_US, TIMESTAMP
 from projections.store import DeadLetter, TopicOffset, arrow
 
 _STR = pa.string()
@@ -112,7 +110,7 @@ def _owner_profiles(
 def _applied(con: duckdb.DuckDBPyConnection, batch: Sequence[Prepared]) -> dict[str, str]:
     wanted = pa.table(
         {
-            "event_id": pa.array([p.event.event_id for p in batch], _STR),
+            "event_id": pa.array([p.event_id for p in batch], _STR),
             "event_key": pa.array([p.event_key for p in batch], _STR),
         }
     )
@@ -187,7 +185,6 @@ class _BatchTables:
         final = changes.final_profile
         applied = changes.applied
         prepared = [a.prepared for a in applied]
-        events = [p.event for p in prepared]
         pids = [final[a.profile_id] for a in applied]  # None: erased later in the batch
         self.scope.update(pid for pid in pids if pid is not None)
         created = changes.created
@@ -197,37 +194,35 @@ class _BatchTables:
             "created_event_id": pa.array([k[1] for k in created.values()], _STR),
         }
         self.columns["_b_applied"] = {
-            "event_id": pa.array([e.event_id for e in events], _STR),
+            "event_id": pa.array([p.event_id for p in prepared], _STR),
             "event_key": pa.array([p.event_key for p in prepared], _STR),
             "fingerprint": pa.array([p.fingerprint for p in prepared], _STR),
             "pid": pa.array(pids, _STR),
             "in_timeline": pa.array([a.in_timeline for a in applied], pa.bool_()),
-            "type": pa.array([e.type for e in events], _STR),
-            "ts": pa.array([e.timestamp_us for e in events], TIMESTAMP),
+            "type": pa.array([p.type for p in prepared], _STR),
+            "ts": pa.array([p.timestamp_us for p in prepared], TIMESTAMP),
             "event_name": pa.array(
-                [e.event if e.type == "track" else None for e in events],  # type: ignore[attr-defined]
-                _STR,
+                [p.detail[0] if p.type == "track" else None for p in prepared], _STR
             ),
             "payload": pa.array([p.payload for p in prepared], _STR),
         }
-        live = [(e, pid, p) for e, pid, p in zip(events, pids, prepared, strict=True) if pid]
+        live = [(p, pid) for p, pid in zip(prepared, pids, strict=True) if pid]
         traits = [
-            (pid, name, *_trait_cell(value), e.timestamp_us, e.event_id)
-            for e, pid, _ in live
-            if isinstance(e, Identify)
-            for name, value in e.traits.items()
+            (pid, *row, p.timestamp_us, p.event_id)
+            for p, pid in live
+            if p.type == "identify"
+            for row in p.detail
         ]
         orders = [
-            (pid, p.order[0], p.order[1], e.timestamp_us, e.event_id)
-            for e, pid, p in live
-            if p.order is not None
+            (pid, *p.detail[1], p.timestamp_us, p.event_id)
+            for p, pid in live
+            if p.type == "track" and p.detail[1] is not None
         ]
         subscriptions = [
-            (pid, e.list_id, e.channel, e.status, subscription_identifier(e), e.timestamp_us,
-             e.event_id)
-            for e, pid, _ in live
-            if isinstance(e, Subscription)
-        ]  # fmt: skip
+            (pid, *p.detail, p.timestamp_us, p.event_id)
+            for p, pid in live
+            if p.type == "subscription"
+        ]
         self.columns["_b_traits"] = _columns(
             ("pid", "name", "value", "value_type", "ts", "source"),
             (_STR, _STR, _STR, _STR, TIMESTAMP, _STR),
@@ -279,7 +274,7 @@ class _BatchTables:
             changes.merges,
         )
         conflicts = [
-            (c.event_id, c.timestamp_us, c.dropped.id_type, c.dropped.value,
+            (c.event_id, c.timestamp_us, c.dropped[0], c.dropped[1],
              c.owner_profile_id, c.event_profile_id, c.rule)
             for c in changes.conflicts
         ]  # fmt: skip
@@ -288,11 +283,6 @@ class _BatchTables:
             (_STR, TIMESTAMP, _STR, _STR, _STR, _STR, _STR),
             conflicts,
         )
-
-
-def _trait_cell(value: Any) -> tuple[str | None, str | None]:
-    """A trait's stored text and type; (None, None) for a null, which unsets it."""
-    return (None, None) if value is None else trait_text(value)
 
 
 def _columns(

@@ -14,6 +14,7 @@ from consumers.kafka_client import BrokerUnavailable
 from consumers.pipeline import FoldStats
 from consumers.producer import EventProducer
 from consumers.reader import KafkaReader, ReadPlan
+from profile_engine.batch_fold import Prepared
 from profile_engine.events import ProfileEvent
 from projections.store import ProjectionStore
 from tests.profile_engine.builders import identify
@@ -38,7 +39,7 @@ def read_until(
     deadline = time.monotonic() + timeout
     for chunk in reader.chunks():
         for _, _, event in chunk or []:
-            assert isinstance(event, ProfileEvent), event
+            assert isinstance(event, Prepared), event
             seen.append(event.event_id)
         if done(seen):
             return
