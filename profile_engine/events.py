@@ -6,10 +6,13 @@ the hot loop, and the same unit as Avro's ``timestamp-micros``.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 
 class EventType(StrEnum):
@@ -213,3 +216,37 @@ def datetime_from_us(micros: int) -> datetime:
 
 def iso_from_us(micros: int) -> str:
     return datetime_from_us(micros).isoformat().replace("+00:00", "Z")
+
+
+# Bumped whenever the canonical form below changes; part of every fingerprint.
+FINGERPRINT_VERSION = 1
+FINGERPRINT_SIZE = 16
+
+
+def event_fingerprint(event: ProfileEvent) -> bytes:
+    """16 bytes that differ when two events with the same event_id differ in content.
+
+    The fold tells a redelivery (same event_id, same fingerprint: a duplicate) from a
+    collision (same event_id, other content: a dead letter). The fingerprint is the BLAKE2b
+    (16-byte digest) of this canonical form, compact JSON with object keys sorted at every
+    level and text as UTF-8 (orjson; tests pin a known value so a change cannot go unseen)::
+
+        [1, event_id, type, timestamp_us, [[id_type, value], ...], payload]
+
+    ``1`` is ``FINGERPRINT_VERSION``; identifiers are in priority order, without their
+    ``valid`` flag (validity is derived from the value, it is not content); ``payload`` is
+    ``event.payload()``: traits, or event and properties, or the type's fields. Integers and
+    floats stay apart (1 is not 1.0), and true is not 1.
+    """
+    canonical = orjson.dumps(
+        [
+            FINGERPRINT_VERSION,
+            event.event_id,
+            event.type,
+            event.timestamp_us,
+            [[ident.id_type, ident.value] for ident in event.identifiers],
+            event.payload(),
+        ],
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.blake2b(canonical, digest_size=FINGERPRINT_SIZE).digest()
