@@ -21,6 +21,7 @@ import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 import schemas
+from consumers.envelope_reader import Corrupt, EnvelopeReader
 from profile_engine import rules
 from profile_engine.errors import BadInput
 from profile_engine.events import (
@@ -319,6 +320,8 @@ class AvroCodec:
         history = history_schemas() if known_schemas is None else list(known_schemas)
         self.store = SchemaStore([*history, self.schema])
         self._readers: dict[bytes, Any] = {}
+        # Messages written with this very schema (the commonest) skip fastavro's interpreter.
+        self._envelope = EnvelopeReader.for_schema(self.schema)
 
     def register(self, writer_schema: Schema) -> bytes:
         """Teach the decoder a writer schema (e.g. fetched from a registry); its fingerprint."""
@@ -354,6 +357,18 @@ class AvroCodec:
             raise DecodeError(f"corrupt body: {len(data) - buffer.tell()} trailing bytes")
         return record
 
+    def _read_own(self, data: bytes) -> dict[str, Any] | None:
+        """The record of a message in this codec's own schema, or None to use fastavro."""
+        envelope = self._envelope
+        if envelope is None or data[:2] != MAGIC:
+            return None
+        try:
+            return envelope.read(data, HEADER_SIZE)
+        except Corrupt as error:
+            raise DecodeError(f"corrupt body: {error}") from None
+        except (IndexError, UnicodeDecodeError) as error:
+            raise DecodeError(f"corrupt body: {type(error).__name__}: {error}") from None
+
     def _writer_for(self, key: bytes) -> Any:
         schema = self.store.get(key)
         if schema is None:
@@ -372,7 +387,9 @@ class AvroCodec:
         ``rules.window_for_record(<the record's Kafka timestamp>)``; the default is the fixed
         window for files.
         """
-        record = self.read_record(data)
+        record = self._read_own(data) if data[2:HEADER_SIZE] == self.fingerprint else None
+        if record is None:
+            record = self.read_record(data)
         try:
             return from_record(record, window)
         except DecodeError:

@@ -217,9 +217,12 @@ def parse_event(
     ``window`` bounds the event time (default: the fixed window for files).
     """
     shape = _fast_fields(raw)
-    if shape is None:
-        shape = _model_shape(validate_event(raw))
-    return _build(shape, phone_region, trait_validator, window)
+    if shape is not None:
+        try:
+            return _build(shape, phone_region, trait_validator, window)
+        except ContractError:
+            pass  # rare: the canonical path below words it (pydantic's shape errors first)
+    return _build(_model_shape(validate_event(raw)), phone_region, trait_validator, window)
 
 
 def parse_event_line(
@@ -281,7 +284,6 @@ _ALLOWED_KEYS: dict[str, frozenset[str]] = {
     },
 }
 _ID_TYPES = frozenset(ID_PRIORITY)
-_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
 _EMPTY: dict[str, Any] = {}
 
 
@@ -294,50 +296,43 @@ def _fast_fields(raw: Any) -> Shape | None:
     allowed = _ALLOWED_KEYS.get(event_type)
     if allowed is None or not allowed.issuperset(raw):
         return None
-    event_id = raw.get("event_id")
-    if event_id is not None and type(event_id) is not str:
+    get = raw.get
+    event_id = get("event_id")
+    timestamp = get("timestamp")
+    raw_ids = get("identifiers")
+    if (
+        (event_id is not None and type(event_id) is not str)
+        or type(timestamp) is not str
+        or type(raw_ids) is not dict
+        or not _ID_TYPES.issuperset(raw_ids)
+    ):
         return None
-    timestamp = raw.get("timestamp")
-    timestamp_us = _fast_timestamp_us(timestamp) if type(timestamp) is str else None
+    timestamp_us = _fast_timestamp_us(timestamp)
     if timestamp_us is None:
         return None
-    raw_ids = raw.get("identifiers")
-    if type(raw_ids) is not dict or not _ID_TYPES.issuperset(raw_ids):
-        return None
-    for value in raw_ids.values():
-        if value is not None and type(value) is not str:
-            return None
-    fields = _fast_payload(event_type, raw)
-    if fields is None:
-        return None
-    return event_type, event_id, timestamp_us, raw_ids, fields
-
-
-def _fast_payload(event_type: str, raw: dict[str, Any]) -> tuple[Any, ...] | None:
+    # Identifier values, trait values and property keys are not looked at here: the rules
+    # refuse whatever pydantic would (and parse_event then lets pydantic word it).
+    fields: tuple[Any, ...]
     if event_type == "track":
-        name = raw.get("event")
-        properties = raw.get("properties", _EMPTY)
+        name = get("event")
+        properties = get("properties", _EMPTY)
         if type(name) is not str or type(properties) is not dict:
             return None
-        for key in properties:
-            if type(key) is not str:
-                return None
-        return name, dict(properties)
-    if event_type == "identify":
-        traits = raw.get("traits", _EMPTY)
+        fields = (name, dict(properties))
+    elif event_type == "identify":
+        traits = get("traits", _EMPTY)
         if type(traits) is not dict:
             return None
-        for key, value in traits.items():
-            if type(key) is not str or type(value) not in _SCALAR_TYPES:
+        fields = (dict(traits),)
+    else:
+        values = []
+        for name, choices in _ENUM_FIELDS[event_type]:
+            value = get(name)
+            if type(value) is not str or (choices is not None and value not in choices):
                 return None
-        return (dict(traits),)
-    values = []
-    for name, choices in _ENUM_FIELDS[event_type]:
-        value = raw.get(name)
-        if type(value) is not str or (choices is not None and value not in choices):
-            return None
-        values.append(value)
-    return tuple(values)
+            values.append(value)
+        fields = tuple(values)
+    return event_type, event_id, timestamp_us, raw_ids, fields
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -111,46 +111,65 @@ def _number_descs(metadata: Any) -> tuple[Any, ...]:
     )
 
 
-def _desc_matcher(desc: Any) -> tuple[tuple[int, ...], re.Pattern[str]] | None:
+Matcher = tuple[frozenset[int], re.Pattern[str]]
+
+
+def _desc_pattern(desc: Any) -> str | None:
     if desc is None or not desc.national_number_pattern:
         return None
-    return tuple(desc.possible_length or ()), re.compile(desc.national_number_pattern)
-
-
-def _desc_matches(number: str, matcher: tuple[tuple[int, ...], re.Pattern[str]] | None) -> bool:
-    if matcher is None:
-        return False
-    lengths, pattern = matcher
-    if lengths and len(number) not in lengths:
-        return False
-    return pattern.fullmatch(number) is not None
+    return str(desc.national_number_pattern)
 
 
 class _RegionRule:
-    """One NANP region's leading digits and number patterns, compiled once."""
+    """One NANP region's leading digits and number patterns, compiled once.
+
+    phonenumbers tests a description's possible lengths, then full-matches its pattern; the
+    type descriptions with the same possible lengths are joined into one alternation here,
+    which full-matches exactly when one of them does.
+    """
 
     def __init__(self, metadata: Any) -> None:
         self.leading_digits = (
             re.compile(metadata.leading_digits) if metadata.leading_digits is not None else None
         )
-        self.general = _desc_matcher(metadata.general_desc)
-        self.types = [m for m in map(_desc_matcher, _number_descs(metadata)) if m is not None]
+        general = _desc_pattern(metadata.general_desc)
+        self.general: Matcher | None = None
+        if general is not None:
+            lengths = frozenset(metadata.general_desc.possible_length or ())
+            self.general = (lengths, re.compile(general))
+        grouped: dict[frozenset[int], list[str]] = {}
+        for desc in _number_descs(metadata):
+            pattern = _desc_pattern(desc)
+            if pattern is not None:
+                grouped.setdefault(frozenset(desc.possible_length or ()), []).append(pattern)
+        self.types: list[Matcher] = [
+            (lengths, re.compile("|".join(f"(?:{p})" for p in patterns)))
+            for lengths, patterns in grouped.items()
+        ]
 
     def type_known(self, number: str) -> bool:
-        if not _desc_matches(number, self.general):
+        general = self.general
+        if general is None:
             return False
-        return any(_desc_matches(number, matcher) for matcher in self.types)
+        size = len(number)
+        if (general[0] and size not in general[0]) or general[1].fullmatch(number) is None:
+            return False
+        for lengths, pattern in self.types:
+            if (not lengths or size in lengths) and pattern.fullmatch(number) is not None:
+                return True
+        return False
 
 
-@lru_cache(maxsize=1)
-def _nanp_rules() -> tuple[_RegionRule, ...]:
-    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]
-    rules = []
-    for region in regions:
-        metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
-        if metadata is not None:
-            rules.append(_RegionRule(metadata))
-    return tuple(rules)
+_NANP_RULES: list[_RegionRule] = []
+
+
+def _nanp_rules() -> list[_RegionRule]:
+    if not _NANP_RULES:
+        for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]:
+            metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
+            if metadata is not None:
+                _NANP_RULES.append(_RegionRule(metadata))
+    return _NANP_RULES
 
 
 def nanp_valid(national_number: str) -> bool:
@@ -160,7 +179,7 @@ def nanp_valid(national_number: str) -> bool:
     or, for a region without leading digits, whose patterns give the number a known type;
     the number is valid when its type is known in that region.
     """
-    for rule in _nanp_rules():
+    for rule in _NANP_RULES or _nanp_rules():
         if rule.leading_digits is not None:
             if rule.leading_digits.match(national_number):
                 return rule.type_known(national_number)
@@ -183,6 +202,7 @@ def nanp_phone(value: str, region: str) -> tuple[str, bool] | None:
     return value, False
 
 
+@lru_cache(maxsize=VERDICT_CACHE_SIZE)
 def _library_phone(value: str, region: str) -> tuple[str, bool]:
     try:
         parsed = phonenumbers.parse(value, region)
@@ -193,7 +213,6 @@ def _library_phone(value: str, region: str) -> tuple[str, bool]:
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164), True
 
 
-@lru_cache(maxsize=VERDICT_CACHE_SIZE)
 def normalise_phone(raw: str, region: str = DEFAULT_PHONE_REGION) -> tuple[str, bool]:
     """(E.164, True) for a valid number, else (the trimmed text, False)."""
     value = raw.strip()
@@ -245,4 +264,4 @@ def normalise_all(
 def clear_caches() -> None:
     """Forget every cached verdict."""
     _library_email_verdict.cache_clear()
-    normalise_phone.cache_clear()
+    _library_phone.cache_clear()

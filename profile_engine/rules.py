@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from math import isfinite
@@ -199,11 +199,21 @@ def number_rule(value: int | float) -> str | None:
 
 # --- identifiers ---------------------------------------------------------------------------
 
-# Identifiers that passed the rules, by (type, raw text, phone region); None = junk. People
-# send many events, so most lookups hit. Bounded: cleared when full (a few tens of MB).
-IDENTIFIER_CACHE_SIZE = 262_144
-_IDENTIFIERS: dict[tuple[str, str, str], Identifier | None] = {}
+# Identifiers that passed the rules: {phone region: {id type: {raw text: identifier}}}, None
+# for junk. People send many events, so most lookups hit. Each id type's map is bounded
+# (cleared when full): a few tens of MB in all.
+IDENTIFIER_CACHE_SIZE = 131_072
+_IDENTIFIERS: dict[str, dict[str, dict[str, Identifier | None]]] = {}
 _MISSING = object()
+# Types whose value is only trimmed (emails and phones go to profile_engine.identifiers).
+_PLAIN_TYPES = frozenset({"customer_id", "anonymous_id", "push_token"})
+
+
+def _known(phone_region: str) -> dict[str, dict[str, Identifier | None]]:
+    known = _IDENTIFIERS.get(phone_region)
+    if known is None:
+        known = _IDENTIFIERS[phone_region] = {id_type: {} for id_type in ID_PRIORITY}
+    return known
 
 
 def identifier(
@@ -211,9 +221,6 @@ def identifier(
 ) -> Identifier | None:
     """One identifier judged from its value; None for junk; ContractError for a bad value."""
     if type(raw) is str:
-        found = _IDENTIFIERS.get((id_type, raw, phone_region), _MISSING)
-        if found is not _MISSING:
-            return found  # type: ignore[return-value]
         text = raw
     else:
         try:
@@ -223,13 +230,22 @@ def identifier(
         if converted is None:
             return None
         text = converted
-    rule = short_text_rule(text)
-    if rule is not None:
-        raise ContractError(f"identifiers.{id_type}: {rule}")
-    ident = normalise(id_type, text, phone_region)
-    if len(_IDENTIFIERS) >= IDENTIFIER_CACHE_SIZE:
-        _IDENTIFIERS.clear()
-    _IDENTIFIERS[(id_type, text, phone_region)] = ident
+    known = _known(phone_region).get(id_type)
+    if known is None:  # not an identifier type: the shape checks never let one through
+        raise ContractError(f"identifiers.{id_type}: not an identifier type")
+    found = known.get(text, _MISSING)
+    if found is not _MISSING:
+        return found  # type: ignore[return-value]
+    if len(text) > MAX_TEXT_CHARS or "\x00" in text or not (text.isascii() or _utf8_ok(text)):
+        raise ContractError(f"identifiers.{id_type}: {short_text_rule(text)}")
+    if id_type in _PLAIN_TYPES:
+        value = text.strip()
+        ident = None if value.lower() in JUNK_VALUES else Identifier(id_type, value, True)
+    else:
+        ident = normalise(id_type, text, phone_region)
+    if len(known) >= IDENTIFIER_CACHE_SIZE:
+        known.clear()
+    known[text] = ident
     return ident
 
 
@@ -244,38 +260,60 @@ def identifiers_from_mapping(
 ) -> tuple[Identifier, ...]:
     """JSON and CSV: {id type: value} -> highest priority first, junk dropped.
 
-    Keys other than the five identifier types are not read: the shape checks refuse them.
+    A broken value is named as ``identifiers_from_pairs`` names it: the first in priority
+    order.
     """
+    known = _IDENTIFIERS.get(phone_region) or _known(phone_region)
     found: list[Identifier] = []
-    cached = _IDENTIFIERS.get
-    for id_type in ID_PRIORITY:
-        value = raw.get(id_type)
-        if value is None:
-            continue
-        ident = cached((id_type, value, phone_region), _MISSING) if type(value) is str else _MISSING
-        if ident is _MISSING:
-            ident = identifier(id_type, value, phone_region)
-        if ident is not None:
-            found.append(ident)  # type: ignore[arg-type]
+    try:
+        for id_type, value in raw.items():
+            ident = known[id_type].get(value, _MISSING) if type(value) is str else _MISSING
+            if ident is _MISSING:
+                ident = identifier(id_type, value, phone_region)
+            if ident is not None:
+                found.append(ident)  # type: ignore[arg-type]
+    except (ContractError, KeyError):
+        by_rank = sorted(raw.items(), key=lambda pair: ID_RANK.get(pair[0], len(ID_RANK)))
+        _judge_in_priority_order(by_rank, phone_region)
+        raise
+    if len(found) == 2:  # the commonest case of more than one, without a sort
+        first, second = found
+        if ID_RANK[first.id_type] > ID_RANK[second.id_type]:
+            return second, first
+    elif len(found) > 2:
+        found.sort(key=_rank)
     return tuple(found)
 
 
 def identifiers_from_pairs(
     pairs: list[tuple[str, str]], phone_region: str = DEFAULT_PHONE_REGION
 ) -> tuple[Identifier, ...]:
-    """Avro: (id type, value) pairs in any order; an id type given twice is an error.
-
-    Judged in priority order, as ``identifiers_from_mapping`` does, so the first broken rule
-    named is the same whichever order the producer wrote them in.
-    """
+    """Avro: (id type, value) pairs in any order; an id type given twice is an error."""
     if len(pairs) > 1:
         ranks = [ID_RANK[id_type] for id_type, _ in pairs]
         if ranks != sorted(ranks):  # our producers write them in priority order already
             pairs = sorted(pairs, key=lambda pair: ID_RANK[pair[0]])
+    return _judge_in_priority_order(pairs, phone_region)
+
+
+def _rank(ident: Identifier) -> int:
+    return ID_RANK[ident.id_type]
+
+
+def _judge_in_priority_order(
+    pairs: Sequence[tuple[str, object]], phone_region: str
+) -> tuple[Identifier, ...]:
+    # Pairs come in priority order, so the first broken rule named is the same whichever
+    # order the producer wrote the identifiers in.
+    known = _known(phone_region)
     found: list[Identifier] = []
-    cached = _IDENTIFIERS.get
     for id_type, value in pairs:
-        ident = cached((id_type, value, phone_region), _MISSING) if type(value) is str else _MISSING
+        by_value = known.get(id_type)
+        ident = (
+            by_value.get(value, _MISSING)
+            if by_value is not None and type(value) is str
+            else _MISSING
+        )
         if ident is _MISSING:
             ident = identifier(id_type, value, phone_region)
         if ident is not None:
@@ -346,7 +384,9 @@ def _spend(budget: list[int], count: int, depth: int) -> None:
 
 
 def _check_object(value: dict[Any, Any], depth: int, budget: list[int]) -> None:
-    _spend(budget, len(value), depth)
+    budget[0] -= len(value)
+    if depth > MAX_DEPTH or budget[0] < 0:
+        _spend(budget, 0, depth)  # words the broken limit
     for key, item in value.items():
         try:
             if type(key) is not str or "\x00" in key or not (key.isascii() or _utf8_ok(key)):
@@ -543,7 +583,13 @@ def _first_line(error: BaseException) -> str:
 def _common(
     event_id: str, timestamp_us: int, identifiers: tuple[Identifier, ...], window: EventTimeWindow
 ) -> None:
-    check_name(event_id, "event_id")
+    if not (
+        event_id
+        and len(event_id) <= MAX_TEXT_CHARS
+        and event_id.isascii()
+        and "\x00" not in event_id
+    ):
+        check_name(event_id, "event_id")
     if not window.earliest_us <= timestamp_us <= window.latest_us:
         window.check(timestamp_us)
     if not identifiers:

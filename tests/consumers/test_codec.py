@@ -623,3 +623,129 @@ def test_json_and_avro_give_the_same_verdict_and_event(
     assert from_avro == from_json
     if from_json[0] == "accepted":
         assert event_fingerprint(from_avro[1]) == event_fingerprint(from_json[1])
+
+
+# --- the envelope reader reads exactly what fastavro reads ----------------------------------
+
+_TEXT = st.text(max_size=70)  # lengths on both sides of the one-byte varint (64 bytes)
+_LONGS = st.integers(-(2**63), 2**63 - 1)
+
+
+@st.composite
+def envelope_records(draw: st.DrawFn) -> dict[str, Any]:
+    """Any record of the shipped envelope schema, valid Avro whatever its content."""
+    schema = load_standalone()
+    enums = {name: st.sampled_from(symbols) for name, symbols in _enum_symbols(schema).items()}
+    identifiers = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {"id_type": enums["IdType"], "value": _TEXT, "valid": st.booleans()}
+            ),
+            max_size=70,
+        )
+    )
+    kind = draw(st.integers(0, 5))
+    if kind == 0:
+        value = st.none() | st.booleans() | _LONGS | st.floats() | _TEXT
+        payload = (
+            "profile_engine.Identify",
+            {"traits": draw(st.dictionaries(_TEXT, value, max_size=70))},
+        )
+    elif kind == 1:
+        payload = ("profile_engine.Track", {"event": draw(_TEXT), "properties_json": draw(_TEXT)})
+    elif kind == 2:
+        payload = (
+            "profile_engine.Consent",
+            {"channel": draw(enums["Channel"]), "status": draw(enums["ConsentStatus"])},
+        )
+    elif kind == 3:
+        payload = (
+            "profile_engine.Bounce",
+            {"channel": draw(enums["Channel"]), "bounce_type": draw(enums["BounceType"])},
+        )
+    elif kind == 4:
+        payload = (
+            "profile_engine.Subscription",
+            {
+                "list_id": draw(_TEXT),
+                "channel": draw(enums["Channel"]),
+                "status": draw(enums["SubscriptionStatus"]),
+            },
+        )
+    else:
+        payload = ("profile_engine.Ccpa", {"request": draw(enums["CcpaRequest"])})  # fmt: skip
+    return {
+        "event_id": draw(_TEXT),
+        "type": draw(enums["EventType"]),
+        "timestamp": draw(_LONGS),
+        "identifiers": identifiers,
+        "payload": payload,
+    }
+
+
+def _enum_symbols(schema: Any, found: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    found = {} if found is None else found
+    if isinstance(schema, list):
+        for branch in schema:
+            _enum_symbols(branch, found)
+    elif isinstance(schema, dict):
+        if schema["type"] == "enum":
+            found[schema["name"]] = schema["symbols"]
+        for key in ("fields", "items", "values"):
+            if key in schema:
+                items = schema[key]
+                for item in items if isinstance(items, list) else [items]:
+                    _enum_symbols(item["type"] if key == "fields" else item, found)
+        if isinstance(schema["type"], dict | list):
+            _enum_symbols(schema["type"], found)
+    return found
+
+
+def read_both(codec: AvroCodec, message: bytes) -> tuple[Any, Any]:
+    def attempt(read: Any) -> Any:
+        try:
+            return "record", read(message)
+        except DecodeError:
+            return "corrupt", None
+
+    return attempt(codec._read_own), attempt(codec.read_record)
+
+
+@settings(max_examples=400, deadline=None)
+@given(envelope_records())
+def test_the_envelope_reader_reads_what_fastavro_reads(record: dict[str, Any]) -> None:
+    codec = AvroCodec()
+    assert codec._envelope is not None  # the shipped schema has the layout it reads
+    message = foreign_message(codec, record)
+    own, library = read_both(codec, message)
+    assert own == library
+    assert own[0] == "record"
+
+
+@settings(max_examples=600, deadline=None)
+@given(envelope_records(), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255),
+                                               st.sampled_from(["set", "insert", "delete"])),
+                                     min_size=1, max_size=3))  # fmt: skip
+def test_damaged_messages_are_refused_or_read_alike(
+    record: dict[str, Any], damage: list[tuple[int, int, str]]
+) -> None:
+    codec = AvroCodec()
+    body = bytearray(foreign_message(codec, record)[HEADER_SIZE:])
+    for where, byte, how in damage:
+        at = where % (len(body) + 1)
+        if how == "insert":
+            body.insert(at, byte)
+        elif at < len(body):
+            if how == "set":
+                body[at] = byte
+            else:
+                del body[at]
+    own, library = read_both(codec, b"\xc3\x01" + codec.fingerprint + bytes(body))
+    assert own == library
+
+
+def test_a_message_in_another_schema_version_is_read_by_fastavro() -> None:
+    after = AvroCodec(schema=next_schema(), known_schemas=[load_standalone()])
+    assert after._envelope is None  # one more field: not the layout the reader knows
+    before = AvroCodec()
+    assert after.decode(before.encode(sample_events()[2])) == sample_events()[2]
