@@ -35,6 +35,7 @@ from profile_engine.csv_import import (
 )
 from profile_engine.events import ProfileEvent
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
+from profile_engine.rules import window_at_publish
 
 HISTORY_FILE = "profile-imports.jsonl"
 _CHUNK = 1 << 20
@@ -142,7 +143,9 @@ class CsvImport:
         """Send every valid row, write every invalid one to the rejects file, flush."""
         counts = ImportCounts()
         started = time.perf_counter()
-        converter = RowConverter(self.columns, self.digest, timestamp_us, phone_region)
+        # The producer's edge check of the event time uses this machine's clock (now + 1 day).
+        window = window_at_publish(time.time_ns() // 1000)
+        converter = RowConverter(self.columns, self.digest, timestamp_us, phone_region, window)
         send = sink.send
         with (
             self.path.open(encoding="utf-8-sig", newline="") as handle,

@@ -30,11 +30,13 @@ from profile_engine.contract import (
     IdentifyIn,
     TraitValidator,
     parse_event,
+    parse_event_line,
     to_domain,
 )
 from profile_engine.errors import Transient
 from profile_engine.events import ProfileEvent
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
+from profile_engine.rules import window_at_publish
 
 EventInput = ProfileEvent | BaseModel | dict[str, Any]
 
@@ -270,12 +272,14 @@ class LineEncoder:
         self.codec = AvroCodec()
 
     def encode_chunk(self, chunk: list[tuple[int, bytes]]) -> list[Encoded | Reject]:
-        loads, parse, encode = json.loads, parse_event, self.codec.encode
+        parse, encode = parse_event_line, self.codec.encode
         validator, region = self.trait_validator, self.phone_region
+        # The producer's edge check of event times: this machine's clock plus a day.
+        window = window_at_publish(time.time_ns() // 1000)
         results: list[Encoded | Reject] = []
         for number, raw in chunk:
             try:
-                event = parse(loads(raw), region, validator)
+                event = parse(raw, region, validator, window)
                 value = encode(event)
             except (ContractError, EncodeError) as error:
                 results.append(Reject(number, str(error), raw))
