@@ -246,6 +246,9 @@ def from_record(record: dict[str, Any], window: EventTimeWindow = FILES_WINDOW) 
 
 
 def _identifiers(raw: Sequence[dict[str, Any]]) -> tuple[Identifier, ...]:
+    known = rules.known_identifiers(raw, DEFAULT_PHONE_REGION)
+    if known is not None:
+        return known
     # Identifier types added after this reader was built read as UNRECOGNISED: ignored.
     return rules.identifiers_from_pairs(
         [(item["id_type"], item["value"]) for item in raw if item["id_type"] != UNRECOGNISED],

@@ -26,8 +26,15 @@ class Corrupt(Exception):
     """The bytes are not a message of the expected schema."""
 
 
+_MASK64 = (1 << 64) - 1
+
+
 def _long(data: bytes, pos: int) -> tuple[int, int]:
-    """A zig-zag varint at ``pos``: (value, next position). IndexError past the end."""
+    """A zig-zag varint at ``pos``: (value, next position). IndexError past the end.
+
+    Exactly as fastavro reads one, overlong varints included: 64-bit arithmetic, and shift
+    counts taken modulo 64 (what its C code does on x86-64; a test compares the two).
+    """
     byte = data[pos]
     if byte < 0x80:
         return (byte >> 1) ^ -(byte & 1), pos + 1
@@ -37,12 +44,10 @@ def _long(data: bytes, pos: int) -> tuple[int, int]:
     while True:
         byte = data[pos]
         pos += 1
-        value |= (byte & 0x7F) << shift
+        value = (value | ((byte & 0x7F) << (shift & 63))) & _MASK64
         if byte < 0x80:
             return (value >> 1) ^ -(value & 1), pos
         shift += 7
-        if shift > 63:
-            raise Corrupt("a varint longer than 64 bits")
 
 
 def _string(data: bytes, pos: int) -> tuple[str, int]:
@@ -55,9 +60,17 @@ def _string(data: bytes, pos: int) -> tuple[str, int]:
 
 def _symbol(symbols: tuple[str, ...], data: bytes, pos: int) -> tuple[str, int]:
     index, pos = _long(data, pos)
-    if index < 0:
-        raise Corrupt(f"enum index {index}")
+    # As fastavro does: Python indexing, so a negative index counts from the end.
     return symbols[index], pos
+
+
+def _branch(index: int, count: int) -> int:
+    """A union index as fastavro takes it (negative counts from the end)."""
+    if index < 0:
+        index += count
+    if not 0 <= index < count:
+        raise Corrupt(f"union branch {index}")
+    return index
 
 
 def _block(data: bytes, pos: int) -> tuple[int, int]:
@@ -218,6 +231,7 @@ class EnvelopeReader:
             pos += 1
         else:
             branch, pos = _long(data, pos)
+        branch = _branch(branch, 6)
         if branch == 1:  # Track, the commonest
             event, pos = _string(data, pos)
             properties_json, pos = _string(data, pos)
@@ -260,6 +274,7 @@ class EnvelopeReader:
             for _ in range(count):
                 name, pos = _string(data, pos)
                 branch, pos = _long(data, pos)
+                branch = _branch(branch, 5)
                 value: Any
                 if branch == 4:
                     value, pos = _string(data, pos)

@@ -29,7 +29,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from phonenumbers import PhoneMetadata
 
-from profile_engine.events import ID_PRIORITY, Identifier
+from profile_engine.events import ID_PRIORITY, Identifier, new_identifier
 
 DEFAULT_PHONE_REGION = "US"
 
@@ -245,7 +245,7 @@ def _normalise_text(id_type: str, raw: str, phone_region: str) -> Identifier | N
         value, valid = normalise_phone(text, phone_region)
     else:
         value, valid = text, True
-    return Identifier(id_type, value, valid)
+    return new_identifier(id_type, value, valid)
 
 
 def normalise_all(

@@ -47,6 +47,13 @@ from profile_engine.events import (
     Track,
     datetime_to_us,
     iso_from_us,
+    new_bounce,
+    new_ccpa,
+    new_consent,
+    new_identifier,
+    new_identify,
+    new_subscription,
+    new_track,
 )
 from profile_engine.identifiers import DEFAULT_PHONE_REGION, JUNK_VALUES, normalise
 from profile_engine.identifiers import clear_caches as clear_identifier_caches
@@ -240,7 +247,7 @@ def identifier(
         raise ContractError(f"identifiers.{id_type}: {short_text_rule(text)}")
     if id_type in _PLAIN_TYPES:
         value = text.strip()
-        ident = None if value.lower() in JUNK_VALUES else Identifier(id_type, value, True)
+        ident = None if value.lower() in JUNK_VALUES else new_identifier(id_type, value, True)
     else:
         ident = normalise(id_type, text, phone_region)
     if len(known) >= IDENTIFIER_CACHE_SIZE:
@@ -282,6 +289,31 @@ def identifiers_from_mapping(
             return second, first
     elif len(found) > 2:
         found.sort(key=_rank)
+    return tuple(found)
+
+
+def known_identifiers(
+    items: Sequence[Mapping[str, Any]], phone_region: str = DEFAULT_PHONE_REGION
+) -> tuple[Identifier, ...] | None:
+    """Identifier records ({"id_type", "value", ...}) when every one was judged before and
+    they come in strict priority order (as our producers write them); None otherwise, and
+    ``identifiers_from_pairs`` judges them. A ``valid`` flag in a record is never read."""
+    known = _IDENTIFIERS.get(phone_region)
+    if known is None:
+        return None
+    found: list[Identifier] = []
+    previous = -1
+    for item in items:
+        id_type = item["id_type"]
+        rank = ID_RANK.get(id_type, -1)
+        if rank <= previous:
+            return None
+        previous = rank
+        ident = known[id_type].get(item["value"], _MISSING)
+        if ident is _MISSING:
+            return None
+        if ident is not None:
+            found.append(ident)  # type: ignore[arg-type]
     return tuple(found)
 
 
@@ -604,12 +636,7 @@ def identify_event(
     traits: dict[str, Any],
 ) -> Identify:
     _common(event_id, timestamp_us, identifiers, window)
-    return Identify(
-        event_id=event_id,
-        timestamp_us=timestamp_us,
-        identifiers=identifiers,
-        traits=check_traits(traits),
-    )
+    return new_identify(event_id, timestamp_us, identifiers, check_traits(traits))
 
 
 def track_event(
@@ -628,13 +655,7 @@ def track_event(
         check_properties(properties)
     if event == "purchase":
         check_purchase(properties)
-    return Track(
-        event_id=event_id,
-        timestamp_us=timestamp_us,
-        identifiers=identifiers,
-        event=event,
-        properties=properties,
-    )
+    return new_track(event_id, timestamp_us, identifiers, event, properties)
 
 
 def consent_event(
@@ -647,13 +668,7 @@ def consent_event(
 ) -> Consent:
     _common(event_id, timestamp_us, identifiers, window)
     check_channel_identifier("consent", channel, identifiers)
-    return Consent(
-        event_id=event_id,
-        timestamp_us=timestamp_us,
-        identifiers=identifiers,
-        channel=channel,
-        status=status,
-    )
+    return new_consent(event_id, timestamp_us, identifiers, channel, status)
 
 
 def bounce_event(
@@ -666,13 +681,7 @@ def bounce_event(
 ) -> Bounce:
     _common(event_id, timestamp_us, identifiers, window)
     check_channel_identifier("bounce", channel, identifiers)
-    return Bounce(
-        event_id=event_id,
-        timestamp_us=timestamp_us,
-        identifiers=identifiers,
-        channel=channel,
-        bounce_type=bounce_type,
-    )
+    return new_bounce(event_id, timestamp_us, identifiers, channel, bounce_type)
 
 
 def subscription_event(
@@ -686,14 +695,7 @@ def subscription_event(
 ) -> Subscription:
     _common(event_id, timestamp_us, identifiers, window)
     check_name(list_id, "list_id")
-    return Subscription(
-        event_id=event_id,
-        timestamp_us=timestamp_us,
-        identifiers=identifiers,
-        list_id=list_id,
-        channel=channel,
-        status=status,
-    )
+    return new_subscription(event_id, timestamp_us, identifiers, list_id, channel, status)
 
 
 def ccpa_event(
@@ -704,6 +706,4 @@ def ccpa_event(
     request: str,
 ) -> Ccpa:
     _common(event_id, timestamp_us, identifiers, window)
-    return Ccpa(
-        event_id=event_id, timestamp_us=timestamp_us, identifiers=identifiers, request=request
-    )
+    return new_ccpa(event_id, timestamp_us, identifiers, request)

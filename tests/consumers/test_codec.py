@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import random
 import struct
 from datetime import UTC, datetime
 from io import BytesIO
@@ -718,7 +719,7 @@ def test_the_envelope_reader_reads_what_fastavro_reads(record: dict[str, Any]) -
     assert codec._envelope is not None  # the shipped schema has the layout it reads
     message = foreign_message(codec, record)
     own, library = read_both(codec, message)
-    assert own == library
+    assert repr(own) == repr(library)  # repr: NaN traits compare unequal to themselves
     assert own[0] == "record"
 
 
@@ -741,7 +742,7 @@ def test_damaged_messages_are_refused_or_read_alike(
             else:
                 del body[at]
     own, library = read_both(codec, b"\xc3\x01" + codec.fingerprint + bytes(body))
-    assert own == library
+    assert repr(own) == repr(library)
 
 
 def test_a_message_in_another_schema_version_is_read_by_fastavro() -> None:
@@ -749,3 +750,15 @@ def test_a_message_in_another_schema_version_is_read_by_fastavro() -> None:
     assert after._envelope is None  # one more field: not the layout the reader knows
     before = AvroCodec()
     assert after.decode(before.encode(sample_events()[2])) == sample_events()[2]
+
+
+def test_varints_of_any_length_read_as_fastavro_reads_them() -> None:
+    from consumers.envelope_reader import _long
+
+    rng = random.Random(7)
+    long_schema = parse_schema("long")
+    for _ in range(3000):
+        size = rng.randint(1, 14)
+        data = bytes([rng.randint(128, 255) for _ in range(size - 1)] + [rng.randint(0, 127)])
+        expected = fastavro.schemaless_reader(BytesIO(data), long_schema)
+        assert _long(data, 0) == (expected, size), data.hex()

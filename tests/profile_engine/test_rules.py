@@ -348,3 +348,16 @@ def test_big_or_deep_properties_are_never_proven_from_their_text() -> None:
         {"a": 1, "b": [True, None]},
         True,
     )
+
+
+def test_known_identifiers_take_only_judged_values_in_priority_order() -> None:
+    rules.clear_caches()
+    records = [{"id_type": "email", "value": "A@b.com", "valid": True},
+               {"id_type": "anonymous_id", "value": "guest", "valid": True}]  # fmt: skip
+    assert rules.known_identifiers(records) is None  # nothing judged yet
+    judged = rules.identifiers_from_pairs([(r["id_type"], r["value"]) for r in records])
+    assert judged == (Identifier("email", "a@b.com"),)
+    assert rules.known_identifiers(records) == judged
+    assert rules.known_identifiers(records[::-1]) is None  # out of order: judged in full
+    assert rules.known_identifiers([records[0], records[0]]) is None  # repeated: judged
+    assert rules.known_identifiers([{"id_type": "unrecognised", "value": "x"}]) is None
