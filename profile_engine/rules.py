@@ -208,8 +208,8 @@ def number_rule(value: int | float) -> str | None:
 
 # Identifiers that passed the rules: {phone region: {id type: {raw text: identifier}}}, None
 # for junk. People send many events, so most lookups hit. Each id type's map is bounded
-# (cleared when full): a few tens of MB in all.
-IDENTIFIER_CACHE_SIZE = 131_072
+# (cleared when full): five maps of 65,536 entries are some 60 MB at most.
+IDENTIFIER_CACHE_SIZE = 65_536
 _IDENTIFIERS: dict[str, dict[str, dict[str, Identifier | None]]] = {}
 _MISSING = object()
 # Types whose value is only trimmed (emails and phones go to profile_engine.identifiers).
