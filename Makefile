@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 DEMO_DIR := .cache
 BENCHMARKS := benchmarks/bench_publish.py benchmarks/bench_fold.py \
               benchmarks/bench_queries.py benchmarks/bench_import.py benchmarks/bench_scale.py \
-              benchmarks/bench_serve.py
+              benchmarks/bench_serve.py benchmarks/bench_validate.py
 # `make bench` runs bench_scale.py at sizes for a quick run; with no arguments it runs the
 # issue's sizes (500000,2000000,10000000; the 10M size needs about 7 GB of scratch space).
 BENCH_SCALE_ARGS ?= --events 50000,200000

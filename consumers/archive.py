@@ -19,6 +19,7 @@ from consumers.codec import AvroCodec, DecodeError, from_record
 from consumers.kafka_client import kafka_errors
 from profile_engine.errors import BadInput
 from profile_engine.events import ProfileEvent
+from profile_engine.rules import FILES_WINDOW, EventTimeWindow
 
 POLL_TIMEOUT_MS = 1_000
 TOPIC_METADATA_KEY = "profile_engine.topic"
@@ -127,7 +128,9 @@ def _write(
     return written
 
 
-def iter_archive(path: Path | str) -> Iterator[tuple[int, ProfileEvent | None, str | None]]:
+def iter_archive(
+    path: Path | str, window: EventTimeWindow = FILES_WINDOW
+) -> Iterator[tuple[int, ProfileEvent | None, str | None]]:
     """(record number from 1, event or None, reason or None) for every archived record.
 
     A record that breaks the contract, or a block that cannot be decoded, yields its reason
@@ -146,7 +149,7 @@ def iter_archive(path: Path | str) -> Iterator[tuple[int, ProfileEvent | None, s
                 for record in block:
                     consumed += 1
                     number += 1
-                    yield number, *_event_or_reason(record)
+                    yield number, *_event_or_reason(record, window)
             except Exception as error:  # a corrupt block: report its records, go on
                 reason = f"corrupt block: {type(error).__name__}: {error}"
                 for _ in range(block.num_records - consumed):
@@ -154,9 +157,11 @@ def iter_archive(path: Path | str) -> Iterator[tuple[int, ProfileEvent | None, s
                     yield number, None, reason
 
 
-def _event_or_reason(record: Any) -> tuple[ProfileEvent | None, str | None]:
+def _event_or_reason(
+    record: Any, window: EventTimeWindow
+) -> tuple[ProfileEvent | None, str | None]:
     try:
-        return from_record(record), None
+        return from_record(record, window), None
     except DecodeError as error:
         return None, error.reason
     except (KeyError, TypeError, AttributeError) as error:

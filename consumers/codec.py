@@ -14,10 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Callable, Iterable, Sequence
 from io import BytesIO
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,10 @@ import orjson
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 import schemas
+from consumers.envelope_reader import Corrupt, EnvelopeReader
+from profile_engine import rules
 from profile_engine.errors import BadInput
 from profile_engine.events import (
-    CHANNEL_ID_TYPE,
-    ID_RANK,
     Bounce,
     Ccpa,
     Consent,
@@ -40,7 +38,8 @@ from profile_engine.events import (
     Track,
     datetime_to_us,
 )
-from profile_engine.identifiers import JUNK_VALUES
+from profile_engine.identifiers import DEFAULT_PHONE_REGION
+from profile_engine.rules import FILES_WINDOW, ContractError, EventTimeWindow
 
 SCHEMA_DIR = Path(schemas.__file__).parent
 NAMESPACE = "profile_engine"
@@ -356,11 +355,15 @@ class EnvelopeWriter:
         parts.append(b"\x00")
 
 
-def from_record(record: dict[str, Any]) -> ProfileEvent:
+def from_record(record: dict[str, Any], window: EventTimeWindow = FILES_WINDOW) -> ProfileEvent:
     """A domain event from an envelope record; DecodeError for contract breaks.
 
     A foreign producer can write valid Avro that still breaks the contract (an unknown type,
-    junk identifiers only, a consent without the channel's identifier): all rejected here.
+    junk identifiers only, a consent without the channel's identifier, a NaN trait, a purchase
+    without revenue, an event time outside ``window``...): the rules of
+    ``profile_engine.rules`` decide, with the same reasons as for a JSON event. Identifiers
+    are normalised and judged again from their value; the ``valid`` flag on the wire is
+    ignored.
     """
     event_type = record["type"]
     payload = record["payload"]
@@ -370,59 +373,51 @@ def from_record(record: dict[str, Any]) -> ProfileEvent:
             raise DecodeError(f"payload: a {event_type} event cannot carry a {record_name}")
     else:  # read without record names (e.g. a plain container file reader)
         fields = payload
-    event_id = record["event_id"]
-    if not event_id:
-        raise DecodeError("event_id: must not be empty")
     timestamp = record["timestamp"]
-    if isinstance(timestamp, datetime):
-        timestamp = datetime_to_us(timestamp)
-    identifiers = _identifiers(record["identifiers"])
-    common = {"event_id": event_id, "timestamp_us": timestamp, "identifiers": identifiers}
-    builder = _BUILDERS.get(event_type)
-    if builder is None:
-        raise DecodeError(f"type: unknown event type {event_type!r}")
-    return builder(fields, common)
-
-
-# Decoded identifiers by (type, value, valid): people send many events, and a shared immutable
-# Identifier is cheaper than building and junk-checking a new one each time (None = junk).
-_IDENTIFIER_CACHE: dict[tuple[str, str, bool], Identifier | None] = {}
-_IDENTIFIER_CACHE_MAX = 262_144
-_MISSING = object()
-
-
-def _identifier(id_type: str, value: str, valid: bool) -> Identifier | None:
-    key = (id_type, value, valid)
-    cached = _IDENTIFIER_CACHE.get(key, _MISSING)
-    if cached is not _MISSING:
-        return cached  # type: ignore[return-value]
-    ident: Identifier | None = None
-    # Junk never creates or links a profile, whoever wrote it; newer id types are unknown.
-    if id_type != UNRECOGNISED and value.strip().lower() not in JUNK_VALUES:
-        ident = Identifier(id_type, value, valid)
-    if len(_IDENTIFIER_CACHE) >= _IDENTIFIER_CACHE_MAX:
-        _IDENTIFIER_CACHE.clear()
-    _IDENTIFIER_CACHE[key] = ident
-    return ident
+    if type(timestamp) is not int:
+        timestamp = datetime_to_us(timestamp)  # a reader that kept the logical type
+    try:
+        # The payload's own shape first, then identifiers, then the rules (as for JSON).
+        if event_type == "track":
+            properties, proven = rules.read_properties(fields["properties_json"])
+            if type(properties) is not dict:
+                raise DecodeError("properties: must be a JSON object")
+            return rules.track_event(
+                record["event_id"],
+                timestamp,
+                _identifiers(record["identifiers"]),
+                window,
+                fields["event"],
+                properties,
+                proven,
+            )
+        if event_type == "identify":
+            return rules.identify_event(
+                record["event_id"],
+                timestamp,
+                _identifiers(record["identifiers"]),
+                window,
+                fields["traits"],
+            )
+        reader = _READERS.get(event_type)
+        if reader is None:
+            raise DecodeError(f"type: unknown event type {event_type!r}")
+        own_fields = reader(fields)
+        identifiers = _identifiers(record["identifiers"])
+        return _EVENTS[event_type](record["event_id"], timestamp, identifiers, window, *own_fields)
+    except ContractError as error:
+        raise DecodeError(str(error)) from None
 
 
 def _identifiers(raw: Sequence[dict[str, Any]]) -> tuple[Identifier, ...]:
-    kept = []
-    for item in raw:
-        ident = _identifier(item["id_type"], item["value"], item["valid"])
-        if ident is not None:
-            kept.append(ident)
-    if len(kept) == 1:
-        return (kept[0],)
-    if not kept:
-        raise DecodeError("identifiers: no usable identifier")
-    ranks = [ID_RANK[i.id_type] for i in kept]
-    if ranks != sorted(set(ranks)):  # our producers write them in priority order already
-        kept.sort(key=lambda i: ID_RANK[i.id_type])
-        for before, after in pairwise(kept):
-            if before.id_type == after.id_type:
-                raise DecodeError(f"identifiers.{after.id_type}: given more than once")
-    return tuple(kept)
+    known = rules.known_identifiers(raw, DEFAULT_PHONE_REGION)
+    if known is not None:
+        return known
+    # Identifier types added after this reader was built read as UNRECOGNISED: ignored.
+    return rules.identifiers_from_pairs(
+        [(item["id_type"], item["value"]) for item in raw if item["id_type"] != UNRECOGNISED],
+        DEFAULT_PHONE_REGION,
+    )
 
 
 def _known(field: str, value: str) -> str:
@@ -431,66 +426,40 @@ def _known(field: str, value: str) -> str:
     return value
 
 
-def _channel_identifier(event_type: str, channel: str, common: dict[str, Any]) -> str:
-    _known("channel", channel)
-    needed = CHANNEL_ID_TYPE[channel]
-    for ident in common["identifiers"]:
-        if ident.id_type == needed:
-            return channel
-    raise DecodeError(
-        f"identifiers.{needed}: a {event_type} event for channel {channel} must carry a {needed}"
+# The other types' payload records -> the arguments of their rules.*_event builder.
+
+
+def _consent(fields: dict[str, Any]) -> tuple[Any, ...]:
+    return _known("channel", fields["channel"]), _known("status", fields["status"])
+
+
+def _bounce(fields: dict[str, Any]) -> tuple[Any, ...]:
+    return _known("channel", fields["channel"]), _known("bounce_type", fields["bounce_type"])
+
+
+def _subscription(fields: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        fields["list_id"],
+        _known("channel", fields["channel"]),
+        _known("status", fields["status"]),
     )
 
 
-def _identify(fields: dict[str, Any], common: dict[str, Any]) -> ProfileEvent:
-    return Identify(traits=fields["traits"], **common)
+def _ccpa(fields: dict[str, Any]) -> tuple[Any, ...]:
+    return (_known("request", fields["request"]),)
 
 
-def _track(fields: dict[str, Any], common: dict[str, Any]) -> ProfileEvent:
-    if not fields["event"]:
-        raise DecodeError("event: must not be empty")
-    try:
-        properties = orjson.loads(fields["properties_json"])
-    except ValueError:
-        raise DecodeError("properties: not valid JSON") from None
-    if not isinstance(properties, dict):
-        raise DecodeError("properties: must be a JSON object")
-    return Track(event=fields["event"], properties=properties, **common)
-
-
-def _consent(fields: dict[str, Any], common: dict[str, Any]) -> ProfileEvent:
-    channel = _channel_identifier("consent", fields["channel"], common)
-    return Consent(channel=channel, status=_known("status", fields["status"]), **common)
-
-
-def _bounce(fields: dict[str, Any], common: dict[str, Any]) -> ProfileEvent:
-    channel = _channel_identifier("bounce", fields["channel"], common)
-    bounce_type = _known("bounce_type", fields["bounce_type"])
-    return Bounce(channel=channel, bounce_type=bounce_type, **common)
-
-
-def _subscription(fields: dict[str, Any], common: dict[str, Any]) -> ProfileEvent:
-    if not fields["list_id"]:
-        raise DecodeError("list_id: must not be empty")
-    return Subscription(
-        list_id=fields["list_id"],
-        channel=_known("channel", fields["channel"]),
-        status=_known("status", fields["status"]),
-        **common,
-    )
-
-
-def _ccpa(fields: dict[str, Any], common: dict[str, Any]) -> ProfileEvent:
-    return Ccpa(request=_known("request", fields["request"]), **common)
-
-
-_BUILDERS = {
-    "identify": _identify,
-    "track": _track,
+_READERS: dict[str, Callable[[dict[str, Any]], tuple[Any, ...]]] = {
     "consent": _consent,
     "bounce": _bounce,
     "subscription": _subscription,
     "ccpa": _ccpa,
+}
+_EVENTS: dict[str, Callable[..., ProfileEvent]] = {
+    "consent": rules.consent_event,
+    "bounce": rules.bounce_event,
+    "subscription": rules.subscription_event,
+    "ccpa": rules.ccpa_event,
 }
 
 
@@ -520,6 +489,8 @@ class AvroCodec:
         history = history_schemas() if known_schemas is None else list(known_schemas)
         self.store = SchemaStore([*history, self.schema])
         self._readers: dict[bytes, Any] = {}
+        # Messages written with this very schema (the commonest) skip fastavro's interpreter.
+        self._envelope = EnvelopeReader.for_schema(self.schema)
 
     @property
     def fast_encoding(self) -> bool:
@@ -568,6 +539,18 @@ class AvroCodec:
             raise DecodeError(f"corrupt body: {len(data) - buffer.tell()} trailing bytes")
         return record
 
+    def _read_own(self, data: bytes) -> dict[str, Any] | None:
+        """The record of a message in this codec's own schema, or None to use fastavro."""
+        envelope = self._envelope
+        if envelope is None or data[:2] != MAGIC:
+            return None
+        try:
+            return envelope.read(data, HEADER_SIZE)
+        except Corrupt as error:
+            raise DecodeError(f"corrupt body: {error}") from None
+        except (IndexError, UnicodeDecodeError) as error:
+            raise DecodeError(f"corrupt body: {type(error).__name__}: {error}") from None
+
     def _writer_for(self, key: bytes) -> Any:
         schema = self.store.get(key)
         if schema is None:
@@ -579,24 +562,33 @@ class AvroCodec:
         self._readers[key] = parsed
         return parsed
 
-    def decode(self, data: bytes) -> ProfileEvent:
-        """One message -> domain event; DecodeError(reason) for anything unusable."""
-        record = self.read_record(data)
+    def decode(self, data: bytes, window: EventTimeWindow = FILES_WINDOW) -> ProfileEvent:
+        """One message -> domain event; DecodeError(reason) for anything unusable.
+
+        ``window`` bounds the event time: a consumer passes
+        ``rules.window_for_record(<the record's Kafka timestamp>)``; the default is the fixed
+        window for files.
+        """
+        record = self._read_own(data) if data[2:HEADER_SIZE] == self.fingerprint else None
+        if record is None:
+            record = self.read_record(data)
         try:
-            return from_record(record)
+            return from_record(record, window)
         except DecodeError:
             raise
         except (KeyError, TypeError, AttributeError) as error:  # a reader schema mismatch
             raise DecodeError(f"record: {type(error).__name__}: {error}") from None
 
-    def decode_many(self, messages: Iterable[bytes]) -> list[ProfileEvent | DecodeError]:
+    def decode_many(
+        self, messages: Iterable[bytes], window: EventTimeWindow = FILES_WINDOW
+    ) -> list[ProfileEvent | DecodeError]:
         """Decode a batch; a bad message becomes its DecodeError in place, never an exception."""
         decode = self.decode
         results: list[ProfileEvent | DecodeError] = []
         append = results.append
         for data in messages:
             try:
-                append(decode(data))
+                append(decode(data, window))
             except DecodeError as error:
                 append(error)
         return results

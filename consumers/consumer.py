@@ -27,6 +27,7 @@ from consumers.reader import ReadPlan
 from consumers.sources import KafkaSource
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.fold import FoldConfig
+from profile_engine.rules import EventTimePolicy
 from projections.connection import ProjectionLock
 from projections.store import DeadLetter, ProjectionStore, TopicOffset
 from projections.typed_traits import refresh_typed_traits_view
@@ -82,6 +83,8 @@ class ConsumeOptions:
     give_up_after: float | None = None  # seconds without the broker before failing
     # Offsets are mirrored to this consumer group after each batch, for Kafka's own tools.
     group_id: str | None = DEFAULT_GROUP_ID
+    # The event-time window's bounds when the projection is created (None: the defaults).
+    time_policy: EventTimePolicy | None = None
 
 
 def consume_into(
@@ -94,6 +97,7 @@ def consume_into(
 ) -> FoldStats:
     """Fold the topic into an open projection (shared with readers when serving)."""
     fold_config = store.fold_config(config)
+    policy = store.time_policy(options.time_policy)
     store.check_source(topic)
     plan = ReadPlan(
         bootstrap_servers,
@@ -102,6 +106,7 @@ def consume_into(
         options.once,
         (dead_letter_topic,) if dead_letter_topic else (),
         options.give_up_after,
+        policy,
     )
     sink = DeadLetterTopic(bootstrap_servers, dead_letter_topic) if dead_letter_topic else None
     pipeline = Pipeline(

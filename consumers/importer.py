@@ -37,6 +37,7 @@ from profile_engine.csv_import import (
     rejects_header,
 )
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
+from profile_engine.rules import window_at_publish
 
 HISTORY_FILE = "profile-imports.jsonl"
 _CHUNK = 1 << 20
@@ -166,7 +167,9 @@ class CsvImport:
         """
         counts = ImportCounts(delivery=sink.delivery)
         started = time.perf_counter()
-        converter = RowConverter(self.columns, self.digest, timestamp_us, phone_region)
+        # The producer's edge check of the event time uses this machine's clock (now + 1 day).
+        window = window_at_publish(time.time_ns() // 1000)
+        converter = RowConverter(self.columns, self.digest, timestamp_us, phone_region, window)
         encoder = EventEncoder()
         batcher = Batcher(KeyPartitioner(sink.partitions), sink.max_batch_bytes)
         clock = now_ms()

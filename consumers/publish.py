@@ -13,7 +13,6 @@ never read are unconfirmed too.
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import time
 import uuid
@@ -23,14 +22,13 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple
 
-import orjson
-
 from consumers.batch_producer import BatchProducer, Delivery
 from consumers.codec import EncodeError
 from consumers.producer import EventEncoder, now_ms
 from consumers.record_batches import Batcher, BuiltBatch, KeyPartitioner, RecordTooLarge
 from profile_engine.contract import ContractError, TraitValidator, parse_event
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
+from profile_engine.rules import load_json_text, window_at_publish
 
 # Input per unit of work: big enough that a block's batches are worth a request and the
 # inter-process traffic is a few large pickles, small enough to keep memory flat.
@@ -84,21 +82,6 @@ def content_event_id(line: bytes) -> str:
     return str(uuid.uuid5(CONTENT_ID_NAMESPACE, line.decode("utf-8", "replace")))
 
 
-def _loads(raw: bytes) -> Any:
-    """orjson (several times faster), with the standard library's words for a broken line."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as fast_error:
-        try:
-            json.loads(raw)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"not valid JSON ({error.msg} at column {error.colno})") from None
-        except ValueError as error:  # not UTF-8
-            raise ValueError(_first_line(error)) from None
-        # NaN, Infinity or a lone surrogate: Python reads them, JSON (and the consumer) do not.
-        raise ValueError(f"not valid JSON ({fast_error.msg})") from None
-
-
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -126,16 +109,19 @@ class LineEncoder:
         validator, region = self.trait_validator, self.phone_region
         rejects: list[Reject] = []
         clock = now_ms()  # the block is queued right after it is encoded
+        # The producer's edge check of event times: this machine's clock plus a day (the
+        # consumer checks again against each record's own timestamp).
+        window = window_at_publish(clock * 1000)
         for number, raw in enumerate(block.split(b"\n"), start=first_line):
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             if not raw or raw.isspace():
                 continue
             try:
-                item = _loads(raw)
+                item = load_json_text(raw, "event")
                 if type(item) is dict and item.get("event_id") in (None, ""):
                     item["event_id"] = content_event_id(raw)
-                key, value, timestamp_ms = encode(parse(item, region, validator), clock)
+                key, value, timestamp_ms = encode(parse(item, region, validator, window), clock)
                 add(key, value, timestamp_ms, number)
             except (ContractError, EncodeError) as error:
                 rejects.append(Reject(number, str(error), raw))

@@ -38,6 +38,9 @@ from consumers.ordering import PartitionMerger
 from consumers.records import RawRecord, block_consumer
 from profile_engine.batch_fold import Prepared, prepare
 from profile_engine.errors import NeedsOperator, ProfileEngineError, first_line
+from profile_engine.rules import EventTimePolicy
+
+DEFAULT_TIME_POLICY = EventTimePolicy()
 
 
 class Undecodable(NamedTuple):
@@ -82,13 +85,16 @@ class ReadPlan:
     once: bool  # stop when caught up with the last stable offsets seen at start
     required_topics: tuple[str, ...] = ()  # must exist as well (e.g. the dead-letter topic)
     give_up_after: float | None = None  # seconds without the broker before failing; None: wait
+    time_policy: EventTimePolicy = DEFAULT_TIME_POLICY  # the event-time window's bounds
 
 
 def _send(conn: Connection, kind: str, payload: Any = None) -> None:
     conn.send_bytes(pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _decoded(records: Iterator[RawRecord], codec: AvroCodec) -> Iterator[DecodedRecord]:
+def _decoded(
+    records: Iterator[RawRecord], codec: AvroCodec, policy: EventTimePolicy
+) -> Iterator[DecodedRecord]:
     """Each record decoded and prepared for the fold, or why it cannot be: any failure of one
     message (a contract break, or anything a hostile message makes the decoder raise) is a
     dead letter of that message, never a stop."""
@@ -98,7 +104,7 @@ def _decoded(records: Iterator[RawRecord], codec: AvroCodec) -> Iterator[Decoded
             yield partition, offset, Undecodable(timestamp, key, b"", "null value: not an event")
             continue
         try:
-            yield partition, offset, prepare(decode(value))
+            yield partition, offset, prepare(decode(value, policy.for_record(timestamp)))
         except DecodeError as error:
             yield partition, offset, Undecodable(timestamp, key, value, str(error))
         except Exception as error:  # a poison message: kept with the reason, never a stop
@@ -239,7 +245,7 @@ class _Reading:
 
     def _release(self, merger: PartitionMerger) -> None:
         chunk: list[DecodedRecord] = []
-        for item in _decoded(merger.drain(), self.codec):
+        for item in _decoded(merger.drain(), self.codec, self.plan.time_policy):
             chunk.append(item)
             if len(chunk) >= CHUNK:
                 _send(self.conn, _RECORDS, chunk)

@@ -8,6 +8,7 @@ replaced and no setting is lost to the swap.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from consumers.pipeline import (
@@ -23,6 +24,7 @@ from consumers.sources import FileSource, KafkaSource
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.errors import BadInput
 from profile_engine.fold import FoldConfig
+from profile_engine.rules import EventTimePolicy
 from projections.connection import ProjectionLock
 from projections.scratch import read_user_state, scratch_projection
 from projections.store import ProjectionConfigError
@@ -31,7 +33,7 @@ from projections.typed_traits import refresh_typed_traits_view
 
 def _rebuild(
     db_path: str,
-    source: Source,
+    source_for: Callable[[EventTimePolicy], Source],
     topic: str | None,
     *,
     batch_size: int,
@@ -39,6 +41,7 @@ def _rebuild(
     config: FoldConfig | None,
     registry: AttributeRegistry | None,
     force: bool,
+    time_policy: EventTimePolicy | None,
 ) -> FoldStats:
     with ProjectionLock(db_path, "rebuild"):
         user = read_user_state(Path(db_path))
@@ -47,13 +50,13 @@ def _rebuild(
                 f"{db_path} was built from topic {user.source_topic!r}; rebuilding it from "
                 f"{topic!r} replaces it: add --force to do so"
             )
-        with scratch_projection(db_path, config, topic, user) as store:
+        with scratch_projection(db_path, config, topic, user, time_policy) as store:
             if registry is not None:
                 refresh_typed_traits_view(store.con, registry)
             fold_config = store.fold_config(None)
             options = PipelineOptions(batch_size=batch_size, max_wait_s=None, progress=progress)
             pipeline = Pipeline(store, fold_config, options)
-            return pipeline.run(source)
+            return pipeline.run(source_for(store.time_policy(None)))
 
 
 def rebuild_from_kafka(
@@ -65,12 +68,15 @@ def rebuild_from_kafka(
     config: FoldConfig | None = None,
     registry: AttributeRegistry | None = None,
     force: bool = False,
+    time_policy: EventTimePolicy | None = None,
 ) -> FoldStats:
-    # A rebuild re-reads dead letters too; they are already on the dead-letter topic.
-    plan = ReadPlan(bootstrap_servers, topic, {}, once=True)
+    def source_for(policy: EventTimePolicy) -> Source:
+        # A rebuild re-reads dead letters too; they are already on the dead-letter topic.
+        return KafkaSource(ReadPlan(bootstrap_servers, topic, {}, True, time_policy=policy))
+
     return _rebuild(
-        db_path, KafkaSource(plan), topic, batch_size=batch_size, progress=progress,
-        config=config, registry=registry, force=force,
+        db_path, source_for, topic, batch_size=batch_size, progress=progress,
+        config=config, registry=registry, force=force, time_policy=time_policy,
     )  # fmt: skip
 
 
@@ -81,11 +87,13 @@ def rebuild_from_file(
     progress: ProgressCallback | None = None,
     config: FoldConfig | None = None,
     registry: AttributeRegistry | None = None,
+    time_policy: EventTimePolicy | None = None,
 ) -> FoldStats:
     source = Path(file_path)
     if not source.is_file():
         raise BadInput(f"no such file: {file_path}")
     return _rebuild(
-        db_path, FileSource(source), None, batch_size=batch_size, progress=progress,
-        config=config, registry=registry, force=True,
+        db_path, lambda policy: FileSource(source, policy), None, batch_size=batch_size,
+        progress=progress, config=config, registry=registry, force=True,
+        time_policy=time_policy,
     )  # fmt: skip

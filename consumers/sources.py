@@ -6,15 +6,15 @@ input always folds to the same projections whatever the source.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from consumers.pipeline import Record, prepared_record
 from consumers.process_stream import ProcessStream
 from consumers.reader import KafkaReader, ReadPlan, Undecodable
-from profile_engine.contract import ContractError, parse_event
+from profile_engine.contract import ContractError, parse_event_line
 from profile_engine.events import ProfileEvent
+from profile_engine.rules import EventTimePolicy, EventTimeWindow
 from projections.store import DeadLetter
 
 AVRO_CONTAINER_MAGIC = b"Obj\x01"
@@ -49,17 +49,21 @@ class FileSource:
     """A JSON Lines file (producer format) or an Avro container file written by `archive`,
     parsed and prepared in a child process while this one folds."""
 
-    def __init__(self, path: Path, *, in_child: bool = True) -> None:
+    def __init__(
+        self, path: Path, policy: EventTimePolicy | None = None, *, in_child: bool = True
+    ) -> None:
         self.path = path
         self.name = str(path)
+        self.policy = policy or EventTimePolicy()
         self._in_child = in_child
         self._stream: ProcessStream | None = None
 
     def chunks(self) -> Iterator[list[Record] | None]:
+        window = self.policy.for_files()
         if not self._in_child:
-            yield from file_chunks(str(self.path))
+            yield from file_chunks(str(self.path), window)
             return
-        self._stream = ProcessStream(file_chunks, str(self.path))
+        self._stream = ProcessStream(file_chunks, str(self.path), window)
         yield from self._stream
 
     def lag(self, next_offsets: dict[int, int]) -> int:
@@ -70,12 +74,12 @@ class FileSource:
             self._stream.close()
 
 
-def file_chunks(path_text: str) -> Iterator[list[Record]]:
+def file_chunks(path_text: str, window: EventTimeWindow) -> Iterator[list[Record]]:
     """The records of a file in chunks (module level: it runs in the child process)."""
     path = Path(path_text)
     with path.open("rb") as handle:
         is_avro = handle.read(4) == AVRO_CONTAINER_MAGIC
-    records = _archive_records(path) if is_avro else _json_records(path)
+    records = _archive_records(path, window) if is_avro else _json_records(path, window)
     chunk: list[Record] = []
     for record in records:
         chunk.append(record)
@@ -86,11 +90,11 @@ def file_chunks(path_text: str) -> Iterator[list[Record]]:
         yield chunk
 
 
-def _archive_records(path: Path) -> Iterator[Record]:
+def _archive_records(path: Path, window: EventTimeWindow) -> Iterator[Record]:
     from consumers.archive import iter_archive
 
     name = str(path)
-    for number, event, error in iter_archive(path):
+    for number, event, error in iter_archive(path, window):
         if event is None:
             letter = DeadLetter(name, None, None, number, None, None, error or "bad record")
             yield Record(None, None, number, None, letter)
@@ -98,7 +102,7 @@ def _archive_records(path: Path) -> Iterator[Record]:
             yield prepared_record(name, None, None, number, event)
 
 
-def _json_records(path: Path) -> Iterator[Record]:
+def _json_records(path: Path, window: EventTimeWindow) -> Iterator[Record]:
     name = str(path)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -106,11 +110,9 @@ def _json_records(path: Path) -> Iterator[Record]:
                 continue
             line = raw.rstrip(b"\r\n")
             try:
-                event = parse_event(json.loads(raw))
+                event = parse_event_line(line, window=window)
             except ContractError as error:
                 reason = str(error)
-            except (ValueError, RecursionError) as error:
-                reason = f"invalid JSON: {error}"
             else:
                 yield prepared_record(name, None, None, number, event, line)
                 continue

@@ -15,35 +15,23 @@ same timestamp, a later row of the file wins the fold's (timestamp, event_id) or
 from __future__ import annotations
 
 import csv
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from profile_engine.attributes import AttributeRegistry, TextParser, TraitScalar
 from profile_engine.errors import BadInput
 from profile_engine.events import ID_PRIORITY, Identifier, Identify
-from profile_engine.identifiers import DEFAULT_PHONE_REGION, normalise
+from profile_engine.identifiers import DEFAULT_PHONE_REGION
+from profile_engine.rules import (
+    FILES_WINDOW,
+    ContractError,
+    EventTimeWindow,
+    identifier,
+    identify_event,
+)
 
 ID_TYPES: tuple[str, ...] = ID_PRIORITY
 EVENT_ID_PREFIX = "import"
-
-# A plain ASCII address that email-validator always accepts (a property test checks it);
-# anything else takes the full validator. email-validator costs ~70% of an import otherwise.
-_PLAIN_EMAIL = re.compile(
-    r"^[a-z0-9]+(?:[._+-][a-z0-9]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z"
-)
-_SPECIAL_USE_TLDS = frozenset({"arpa", "invalid", "local", "localhost", "onion", "test"})
-
-
-def plain_valid_email(value: str) -> bool:
-    """True for a lower-cased, trimmed address on the fast path (False means: ask the
-    full validator, not: invalid)."""
-    if len(value) > 254 or not _PLAIN_EMAIL.match(value):
-        return False
-    local, _, domain = value.partition("@")
-    if len(local) > 64 or "--" in domain:  # "xn--" labels need the IDNA checks
-        return False
-    return domain.rsplit(".", 1)[-1] not in _SPECIAL_USE_TLDS
 
 
 class HeaderError(BadInput):
@@ -118,8 +106,9 @@ def plan_columns(
         seen[name] = index + 1
         if name == wanted_id:
             id_index = index
-        elif name in registry:
-            traits.append((index, name, registry.text_parser(name)))
+        elif (attribute := registry.get(name)) is not None:
+            # Stored under the registered spelling (a header `ltv` names attribute `LTV`).
+            traits.append((index, attribute.name, registry.text_parser(name)))
         else:
             unregistered.append(cell.strip())
     if unregistered:
@@ -151,22 +140,23 @@ class RowConverter:
         file_digest: str,
         timestamp_us: int,
         phone_region: str = DEFAULT_PHONE_REGION,
+        window: EventTimeWindow = FILES_WINDOW,
     ) -> None:
         self.columns = columns
         self.file_digest = file_digest
         self.timestamp_us = timestamp_us
         self.phone_region = phone_region
+        self.window = window
         self._width = len(columns.header)
 
     def _identifier(self, raw: str) -> Identifier | str:
-        """The normalised identifier, or the rule it breaks."""
+        """The identifier judged by the rule book, or the rule it breaks."""
         if not raw.strip():
             return "identifier is empty"
-        if self.columns.id_type == "email":
-            value = raw.strip().lower()
-            if plain_valid_email(value):
-                return Identifier("email", value, True)
-        ident = normalise(self.columns.id_type, raw, self.phone_region)
+        try:
+            ident = identifier(self.columns.id_type, raw, self.phone_region)
+        except ContractError as error:
+            return str(error).partition(": ")[2]  # "identifiers.<type>: <rule>" -> the rule
         if ident is None:
             return f"{raw.strip()!r} is a placeholder, not an identifier"
         if not ident.valid:
@@ -193,12 +183,24 @@ class RowConverter:
         if errors:
             return Reject(line, cells, "; ".join(errors))
         assert isinstance(ident, Identifier)
-        return Identify(
-            event_id=import_event_id(self.file_digest, line),
-            timestamp_us=self.timestamp_us,
-            identifiers=(ident,),
-            traits=traits,
-        )
+        try:
+            return identify_event(
+                import_event_id(self.file_digest, line),
+                self.timestamp_us,
+                (ident,),
+                self.window,
+                traits,
+            )
+        except ContractError as error:  # the rule book's verdict on the typed row
+            return Reject(line, cells, _as_column_reason(str(error)))
+
+
+def _as_column_reason(reason: str) -> str:
+    """``traits.<name>: <rule>`` -> ``column <name>: <rule>``; other reasons as they are."""
+    where, _, rule = reason.partition(": ")
+    if where.startswith("traits."):
+        return f"column {where.removeprefix('traits.')}: {rule}"
+    return reason
 
 
 def read_records(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str] | str]]:

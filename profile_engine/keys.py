@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from hashlib import blake2b
 
-import orjson
-
-from profile_engine.events import ProfileEvent
+from profile_engine.events import ProfileEvent, event_fingerprint
 
 _ID_PERSON = b"pe-identifier"
 _EVENT_PERSON = b"pe-event-id"
-_SEPARATOR = b"\x1e"  # ASCII record separator: never part of the parts it joins
 
 
 def _uuid_text(digest: bytes) -> str:
@@ -36,19 +33,6 @@ def event_key(event_id: str) -> str:
 
 
 def content_fingerprint(event: ProfileEvent) -> str:
-    """A key that differs when two events with the same event_id say different things.
-
-    The canonical form is the event's id, type, time, identifiers (type and value, in order)
-    and its payload as JSON with sorted keys, joined by a byte that occurs in none of them.
-    """
-    identifiers = [[i.id_type, i.value] for i in event.identifiers]
-    canonical = _SEPARATOR.join(
-        (
-            event.event_id.encode(),
-            event.type.encode(),
-            str(event.timestamp_us).encode(),
-            orjson.dumps(identifiers),
-            orjson.dumps(event.payload(), option=orjson.OPT_SORT_KEYS),
-        )
-    )
-    return _uuid_text(blake2b(canonical, digest_size=16).digest())
+    """The event's content fingerprint (``events.event_fingerprint``) as UUID text: equal for
+    a redelivery, different when an event_id is reused for other content."""
+    return _uuid_text(event_fingerprint(event))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from profile_engine.fold import FoldConfig
+from profile_engine.rules import EventTimePolicy
 from projections.connection import connect
 from projections.store import ProjectionStore
 
@@ -34,6 +35,7 @@ class UserState:
 
     settings: list[tuple[str, str]] = field(default_factory=list)
     id_limits: FoldConfig | None = None
+    time_policy: EventTimePolicy | None = None
     source_topic: str | None = None
 
 
@@ -51,6 +53,8 @@ def read_user_state(db_path: Path) -> UserState:
             meta = dict(con.execute("SELECT key, value FROM projection_meta").fetchall())
             if "id_limits" in meta:
                 state.id_limits = FoldConfig(id_limits=json.loads(meta["id_limits"]))
+            if "event_time_policy" in meta:
+                state.time_policy = EventTimePolicy(**json.loads(meta["event_time_policy"]))
             state.source_topic = meta.get("source_topic")
         return state
     finally:
@@ -64,7 +68,11 @@ def _remove_db(path: Path) -> None:
 
 @contextmanager
 def scratch_projection(
-    db_path: str, config: FoldConfig | None, topic: str | None, user: UserState
+    db_path: str,
+    config: FoldConfig | None,
+    topic: str | None,
+    user: UserState,
+    time_policy: EventTimePolicy | None = None,
 ) -> Iterator[ProjectionStore]:
     """A fresh projection beside ``db_path``, swapped over it only if the body succeeds.
 
@@ -78,6 +86,7 @@ def scratch_projection(
     try:
         store.add_settings_rows(user.settings)
         store.fold_config(config or user.id_limits)
+        store.time_policy(time_policy or user.time_policy)
         if topic is not None:
             store.check_source(topic, replace=True)
         store.drop_indexes()

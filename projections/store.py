@@ -15,7 +15,7 @@ import json
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import pyarrow as pa
 from profile_engine.batch_fold import BatchChanges, Prepared, StoredProfile, StoredWorld
 from profile_engine.errors import NeedsOperator, first_line
 from profile_engine.fold import FoldConfig
+from profile_engine.rules import EventTimePolicy
 from projections.connection import ProjectionUnavailable, connect, write_errors
 
 SCHEMA_VERSION = "3"
@@ -187,6 +188,21 @@ class ProjectionStore:
                 f"this projection was built with id limits {stored}; rebuild to change them"
             )
         return config
+
+    def time_policy(self, requested: EventTimePolicy | None) -> EventTimePolicy:
+        """The event-time window's bounds this projection was built with; they must not change."""
+        stored = self.get_meta("event_time_policy")
+        if stored is None:
+            policy = requested or EventTimePolicy()
+            self.set_meta("event_time_policy", json.dumps(asdict(policy), sort_keys=True))
+            return policy
+        policy = EventTimePolicy(**json.loads(stored))
+        if requested is not None and requested != policy:
+            raise ProjectionConfigError(
+                f"this projection was built with the event-time window {stored}; rebuild to "
+                "change it"
+            )
+        return policy
 
     def check_source(self, topic: str, *, replace: bool = False) -> None:
         """A projection folds one topic: record it, and refuse another one later."""

@@ -8,6 +8,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from profile_engine.cli.common import (
     group_id_option,
     topic_option,
 )
-from profile_engine.events import ID_PRIORITY
+from profile_engine.events import ID_PRIORITY, datetime_to_us
 from profile_engine.fold import FoldConfig
+from profile_engine.rules import EventTimePolicy
 
 
 def _parse_limits(values: tuple[str, ...]) -> FoldConfig | None:
@@ -39,6 +41,39 @@ def _parse_limits(values: tuple[str, ...]) -> FoldConfig | None:
             )
         limits[id_type] = int(number)
     return FoldConfig(id_limits=limits)
+
+
+def _parse_time_policy(earliest: str | None, ahead_hours: float | None) -> EventTimePolicy | None:
+    if earliest is None and ahead_hours is None:
+        return None
+    defaults = EventTimePolicy()
+    earliest_us = defaults.earliest_us
+    if earliest is not None:
+        try:
+            moment = datetime.fromisoformat(earliest)
+        except ValueError:
+            raise UserError(f"--earliest-event-time {earliest!r}: expected YYYY-MM-DD") from None
+        earliest_us = datetime_to_us(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    ahead_us = defaults.max_ahead_us if ahead_hours is None else int(ahead_hours * 3_600_000_000)
+    return EventTimePolicy(earliest_us, ahead_us)
+
+
+def time_window_options(func: Any) -> Any:
+    """--earliest-event-time and --max-event-time-ahead: the event-time window's bounds."""
+    func = click.option(
+        "--max-event-time-ahead",
+        "max_ahead_hours",
+        type=click.FloatRange(min=0),
+        metavar="HOURS",
+        help="An event dated more than this after its Kafka record's timestamp is a dead "
+        "letter [default: 24]. Fixed when a projection is created; a rebuild may change it.",
+    )(func)
+    return click.option(
+        "--earliest-event-time",
+        metavar="YYYY-MM-DD",
+        help="An event dated before this is a dead letter [default: 2000-01-01]. Fixed when a "
+        "projection is created; a rebuild may change it.",
+    )(func)
 
 
 id_limit_option = click.option(
@@ -157,6 +192,7 @@ summary_format = click.option(
 )
 @group_id_option
 @id_limit_option
+@time_window_options
 @batch_option
 @attributes_option
 @summary_format
@@ -169,6 +205,8 @@ def consume(
     give_up_after: float | None,
     group_id: str,
     id_limits: tuple[str, ...],
+    earliest_event_time: str | None,
+    max_ahead_hours: float | None,
     batch_size: int,
     attributes_path: Path,
     output_format: str,
@@ -202,6 +240,7 @@ def consume(
                 should_stop=stop.is_set,
                 give_up_after=give_up_after,
                 group_id=group_id or None,
+                time_policy=_parse_time_policy(earliest_event_time, max_ahead_hours),
             ),
         )
     _report(stats, output_format)
@@ -218,6 +257,7 @@ def consume(
     "written by `profile-engine archive`, without a broker.",
 )
 @id_limit_option
+@time_window_options
 @batch_option
 @attributes_option
 @click.option(
@@ -232,6 +272,8 @@ def rebuild(
     topic: str,
     from_file: str | None,
     id_limits: tuple[str, ...],
+    earliest_event_time: str | None,
+    max_ahead_hours: float | None,
     batch_size: int,
     attributes_path: Path,
     force: bool,
@@ -245,14 +287,18 @@ def rebuild(
     from consumers.rebuild import rebuild_from_file, rebuild_from_kafka
 
     config = _parse_limits(id_limits)
+    policy = _parse_time_policy(earliest_event_time, max_ahead_hours)
     registry = load_registry(attributes_path)
     with _running("rebuild") as progress:
         if from_file:
-            stats = rebuild_from_file(db_path, from_file, batch_size, progress, config, registry)
+            stats = rebuild_from_file(
+                db_path, from_file, batch_size, progress, config, registry, time_policy=policy
+            )
         else:
             stats = rebuild_from_kafka(
-                db_path, bootstrap_servers, topic, batch_size, progress, config, registry, force
-            )
+                db_path, bootstrap_servers, topic, batch_size, progress, config, registry, force,
+                time_policy=policy,
+            )  # fmt: skip
     _report(stats, output_format)
 
 

@@ -37,7 +37,7 @@ def test_records_read_back_with_numbers_and_contract_checks(tmp_path: Path) -> N
 
     assert list(iter_archive(path)) == [
         (1, events[0], None),
-        (2, None, "identifiers: no usable identifier"),
+        (2, None, "identifiers: at least one usable identifier is required"),
         (3, events[1], None),
     ]
 
@@ -112,7 +112,7 @@ def test_archive_copies_the_topic_and_replays_it(
     good = sorted((e for _, e, _ in replayed if e is not None), key=lambda e: e.event_id)
     assert good == sorted(events, key=lambda e: e.event_id)
     assert [reason for _, e, reason in replayed if e is None] == [
-        "identifiers: no usable identifier"
+        "identifiers: at least one usable identifier is required"
     ]
     with out.open("rb") as handle:
         assert fastavro.reader(handle).metadata["profile_engine.topic"] == fresh_topic

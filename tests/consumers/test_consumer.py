@@ -206,7 +206,7 @@ def test_rebuild_from_a_file_dead_letters_invalid_lines_with_their_numbers(
             "SELECT line_number, reason FROM dead_letters ORDER BY line_number"
         ).fetchall()
     assert [n for n, _ in letters] == [3, 6]
-    assert "invalid JSON" in letters[0][1]
+    assert "not valid JSON" in letters[0][1]
     assert "timestamp" in letters[1][1]
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from consumers.batch_producer import Delivery
 from consumers.codec import AvroCodec
 from consumers.publish import BlockReader, LineEncoder, Reject, content_event_id, publish_lines
 from consumers.record_batches import BuiltBatch, KeyPartitioner
+from profile_engine.events import datetime_to_us
 
 TS = "2026-01-01T10:00:00Z"
 
@@ -129,7 +131,7 @@ def test_valid_lines_become_batches_and_invalid_ones_rejects_with_the_rule() -> 
             "event: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
         ),
         (3, "timestamp: timestamp must carry a UTC offset (e.g. 2026-01-01T10:00:00Z)"),
-        (5, "event: not valid JSON (unexpected character, expected a JSON value)"),
+        (5, "properties.v: must be a finite number (no NaN or Infinity)"),
         (6, "event: must be a JSON object"),
     ]
     assert encoded.rejects[0].raw == b"{not json"
@@ -162,15 +164,18 @@ def test_a_line_too_large_for_the_topic_is_rejected_and_the_next_lines_go() -> N
 def test_the_kafka_timestamp_is_the_event_time_but_never_after_the_clock() -> None:
     from kafka.record.memory_records import MemoryRecords
 
-    block = event_line(1) + b"\n" + event_line(2, timestamp="2999-01-01T00:00:00Z") + b"\n"
+    # Three hours ahead: inside the event-time window (a day), beyond what Kafka 4 accepts as
+    # a record timestamp (an hour ahead of the broker's clock).
+    ahead = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+    block = event_line(1) + b"\n" + event_line(2, timestamp=ahead.isoformat()) + b"\n"
     before = time.time_ns() // 1_000_000
     (built,) = encoder(partitions=1).encode_block(1, block).batches
     after = time.time_ns() // 1_000_000
     records = list(MemoryRecords(bytes(built.to_bytes(1, 0, 0))).next_batch())
     assert records[0].timestamp == 1_767_261_600_000  # 2026-01-01T10:00:00Z
-    assert before <= records[1].timestamp <= after  # the clock, not the year 2999
+    assert before <= records[1].timestamp <= after  # the clock, not three hours ahead
     codec = AvroCodec()  # the event keeps its own time
-    assert codec.decode(records[1].value).timestamp_us == 32_472_144_000_000_000
+    assert codec.decode(records[1].value).timestamp_us == datetime_to_us(ahead)
 
 
 # --- accounting for every line ---------------------------------------------------------------
