@@ -10,6 +10,8 @@ numbers; the profile is rebuilt from the history tables and the timeline (see
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from datetime import date, timedelta
 from typing import Any
@@ -99,3 +101,14 @@ def counts_as_of(
 
 def day_after(day: date) -> date:
     return day + timedelta(days=1)
+
+
+def daily_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """The rows as the CSV `counts --daily --format csv` prints (header, one line a day)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row[c].isoformat() if isinstance(row[c], date) else row[c]
+                         for c in columns])  # fmt: skip
+    return out.getvalue()

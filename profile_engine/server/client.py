@@ -38,9 +38,20 @@ class ServerClient:
 
     # -- the API ------------------------------------------------------------------------------
 
-    def counts(self, month: str, channel: str | None) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", "/api/counts", month=month, channel=channel)
+    def counts(
+        self, month: str | None, channel: str | None, as_of: str | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "GET", "/api/counts", month=month, channel=channel, as_of=as_of
+        )
         return result
+
+    def counts_daily(self, first: str, last: str, channel: str | None) -> list[dict[str, Any]]:
+        answer = self._json(
+            "GET", "/api/counts/daily", channel=channel, **{"from": first, "to": last}
+        )
+        days: list[dict[str, Any]] = answer["days"]
+        return days
 
     def profile(self, lookup_key: str) -> dict[str, Any] | None:
         try:
