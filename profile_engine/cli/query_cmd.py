@@ -215,14 +215,25 @@ def _print_counts_table(result: dict[str, Any], as_of: str | None = None) -> Non
 @click.command()
 @db_option
 @click.argument("lookup_key", metavar="TYPE:VALUE")
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="YYYY-MM-DD",
+    help="The profile as it was at the end of this UTC day (identifiers, tags, traits, "
+    "orders and timeline then).",
+)
 @format_option("table", "json")
-def profile(db_path: str, lookup_key: str, output_format: str) -> None:
+def profile(db_path: str, lookup_key: str, as_of: str | None, output_format: str) -> None:
     """One customer profile by an identifier (email:ann@example.com) or profile_id:ID.
 
     TYPE is customer_id, email, phone, push_token, anonymous_id or profile_id; a merged-away
     profile_id resolves to the profile it was merged into.
     """
     from projections import queries
+
+    if as_of is not None:
+        _profile_as_of(db_path, lookup_key, as_of, output_format)
+        return
 
     def load(con: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         document = queries.profile_view(con, lookup_key)
@@ -244,6 +255,36 @@ def profile(db_path: str, lookup_key: str, output_format: str) -> None:
         click.echo(json.dumps(document, indent=2))
     else:
         _print_profile(document, identifiers)
+
+
+def _profile_as_of(db_path: str, lookup_key: str, as_of: str, output_format: str) -> None:
+    from projections import history
+
+    day = history.parse_day(as_of, "--as-of")
+    found = _with_readonly(
+        db_path,
+        lambda con: history.profile_and_identifiers_as_of(con, lookup_key, day),
+        lambda server: _ask_profile_as_of(server, lookup_key, day.isoformat()),
+    )
+    if found is None:
+        raise UserError(f"no profile found for {lookup_key} as of {day}")
+    document, identifiers = found
+    if output_format == "json":
+        click.echo(json.dumps(document, indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(f"[bold]As of the end of {day} (UTC)[/bold]")
+        _print_profile(document, identifiers)
+
+
+def _ask_profile_as_of(
+    server: Any, lookup_key: str, as_of: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    document = server.profile(lookup_key, as_of=as_of)
+    if document is None:
+        return None
+    return document, server.identifiers(lookup_key, as_of=as_of) or []
 
 
 def _yes_no(flag: bool | None) -> str:

@@ -226,10 +226,24 @@ def profile_document(con: Any, key: str) -> dict[str, Any]:
     return document
 
 
+AsOf = Annotated[
+    str | None, Query(description="YYYY-MM-DD: the profile as at the end of that UTC day")
+]
+
+
+def profile_as_of(con: Any, key: str, as_of: str) -> tuple[dict[str, Any], list[Any]]:
+    found = history.profile_and_identifiers_as_of(con, key, history.parse_day(as_of, "as_of"))
+    if found is None:
+        raise NotFound(f"no profile found for {key} as of {as_of}")
+    return found
+
+
 @router.get("/api/profiles/{key:path}/identifiers", response_model=None, responses=ERRORS)
-def get_identifiers(engine: EngineDep, key: Key) -> Response:
+def get_identifiers(engine: EngineDep, key: Key, as_of: AsOf = None) -> Response:
     """Every identifier of the profile with its tags, channel, eligibility and the reason."""
     with engine.projection.reading() as con:
+        if as_of is not None:
+            return JSONText(profile_as_of(con, key, as_of)[1])
         document = profile_document(con, key)
         rows = queries.identifier_rows(con, document["profile_id"], document["ccpa_opted_out"])
     return JSONText(rows)
@@ -259,10 +273,12 @@ def resolve(con: Any, key: str) -> str:
 
 
 @router.get("/api/profiles/{key:path}", response_model=None, responses={404: ERRORS[400]})
-def get_profile(engine: EngineDep, key: Key) -> Response:
-    """Exactly the JSON of `profile-engine profile TYPE:VALUE --format json`; 404 when the key
-    resolves to no live profile."""
+def get_profile(engine: EngineDep, key: Key, as_of: AsOf = None) -> Response:
+    """Exactly the JSON of `profile-engine profile TYPE:VALUE --format json` (with as_of: of
+    `profile --as-of`); 404 when the key resolves to no live profile."""
     with engine.projection.reading() as con:
+        if as_of is not None:
+            return JSONText(profile_as_of(con, key, as_of)[0])
         return JSONText(profile_document(con, key))
 
 

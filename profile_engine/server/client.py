@@ -53,17 +53,18 @@ class ServerClient:
         days: list[dict[str, Any]] = answer["days"]
         return days
 
-    def profile(self, lookup_key: str) -> dict[str, Any] | None:
+    def profile(self, lookup_key: str, as_of: str | None = None) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self._json("GET", f"/api/profiles/{_path(lookup_key)}")
+            path = f"/api/profiles/{_path(lookup_key)}"
+            result: dict[str, Any] = self._json("GET", path, as_of=as_of)
         except NotFound:
             return None
         return result
 
-    def identifiers(self, lookup_key: str) -> list[dict[str, Any]] | None:
+    def identifiers(self, lookup_key: str, as_of: str | None = None) -> list[dict[str, Any]] | None:
         try:
             path = f"/api/profiles/{_path(lookup_key)}/identifiers"
-            result: list[dict[str, Any]] = self._json("GET", path)
+            result: list[dict[str, Any]] = self._json("GET", path, as_of=as_of)
         except NotFound:
             return None
         return result

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from profile_engine.events import Consent, Identify, ProfileEvent
 from profile_engine.fold import FoldConfig
 from profile_engine.identifiers import normalise_all
-from projections import history
+from projections import history, queries
 from projections.settings import set_setting
 from tests.support.folding import fold_into_db
 from tests.support.history_logs import (
@@ -53,7 +53,7 @@ def _as_of(path: Path, day: date) -> dict[str, Any]:
 
 
 @settings(
-    max_examples=40,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -112,3 +112,45 @@ def test_a_settings_change_moves_every_past_day_at_once(tmp_path: Path) -> None:
     with duckdb.connect(str(path)) as con:
         set_setting(con, "implicit_consent.sms", True)
     assert read(path, sms) == [2, 2]  # both days moved, no rebuild
+
+
+def _lookup_keys(log: list[ProfileEvent], path: Path) -> list[str]:
+    """Every identifier of the log, and every profile id the rebuilt cut knows."""
+    keys = {f"{i.id_type}:{i.value}" for e in log for i in e.identifiers}
+
+    def profile_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
+        rows = con.execute(
+            "SELECT profile_id::VARCHAR FROM profiles UNION ALL"
+            " SELECT merged_profile_id::VARCHAR FROM profile_merges"
+        ).fetchall()
+        return [f"profile_id:{row[0]}" for row in rows]
+
+    return sorted(keys | set(read(path, profile_ids)))
+
+
+def _still_live(whole: Path, profile_id: str) -> bool:
+    """Whether a profile (or the one it merged into) is live after the whole log."""
+    key = f"profile_id:{profile_id}"
+    return read(whole, lambda con: queries.profile_view(con, key)) is not None
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(log=people_logs(max_people=3), limits=LIMITS, batch=st.integers(1, 15))
+def test_a_profile_as_of_each_day_equals_the_profile_in_a_rebuild_of_the_cut(
+    tmp_path: Path, log: list[ProfileEvent], limits: dict[str, int], batch: int
+) -> None:
+    config = FoldConfig(id_limits=limits)
+    production = _production(tmp_path, log, config, batch)
+    whole = rebuilt_cut(tmp_path, log, date(2100, 1, 1), config)
+    for day in days_to_ask():
+        cut = rebuilt_cut(tmp_path, log, day, config)
+        for key in _lookup_keys(log, cut):
+            expected = read(cut, lambda con, k=key: queries.profile_view(con, k))
+            if expected is not None and not _still_live(whole, expected["profile_id"]):
+                expected = None  # erased since: no history of it is kept
+            actual = read(production, lambda con, k=key, d=day: history.profile_as_of(con, k, d))
+            assert actual == expected, f"{key} as of {day} (batch size {batch})"
