@@ -365,7 +365,7 @@ def _document(
             "average": revenue / order_count if order_count else None,
             "last_purchase_at": queries.iso(
                 _moment(max((k[0] for _, k in orders), default=None))
-            ),  # fmt: skip
+            ),
         },
         "timeline": [
             {
