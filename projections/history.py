@@ -363,9 +363,7 @@ def _document(
             "count": order_count,
             "revenue": revenue,
             "average": revenue / order_count if order_count else None,
-            "last_purchase_at": queries.iso(
-                _moment(max((k[0] for _, k in orders), default=None))
-            ),
+            "last_purchase_at": queries.iso(_moment(max((k[0] for _, k in orders), default=None))),
         },
         "timeline": [
             {
