@@ -227,6 +227,30 @@ class Outcome(StrEnum):
 REUSED_ID_REASON = "event_id reused with different content"
 
 
+class HistoryLog:
+    """What the history tables need of a batch, recorded while folding (cheap appends).
+
+    Every identifier effect names its *incarnation*: the profile the identifier attached to
+    in this batch, or None for one attached in an earlier batch (the store knows where).
+    Times are event times in µs; see projections/history_writer.py for the tables.
+    """
+
+    __slots__ = ("attached", "bounces", "ccpa", "consents", "erasures", "merges", "roots",
+                 "seen")  # fmt: skip
+
+    def __init__(self) -> None:
+        # (id_key, id_type, valid, value, profile attached to, time)
+        self.attached: list[tuple[IdKey, str, bool, str, str, int]] = []
+        self.seen: list[tuple[IdKey, str | None, int, str]] = []  # (key, incarnation, us, eid)
+        self.consents: list[tuple[IdKey, str | None, str, int, str]] = []  # + status
+        self.bounces: list[tuple[IdKey, str | None, str, int]] = []  # + bounce type
+        self.ccpa: list[tuple[IdKey, str | None, str, int, str]] = []  # + request
+        self.merges: list[tuple[str, str, int]] = []  # (merged, its survivor then, time)
+        self.erasures: list[tuple[str, int]] = []  # (erased root, time)
+        # Every profile id the batch reached -> the root of its tree (live or erased).
+        self.roots: dict[str, str] = {}
+
+
 @dataclass
 class BatchChanges:
     """Everything a batch changed, with every profile id resolved to its final live profile."""
@@ -239,6 +263,9 @@ class BatchChanges:
     created: dict[str, OrderKey]  # profiles created in the batch that are still live
     identifiers: dict[IdKey, tuple[str, IdentifierDelta]]  # live identifier -> (profile, delta)
     conflicts: list[Conflict]
+    history: HistoryLog = field(default_factory=HistoryLog)
+    # Every profile created in the batch (also those merged away or erased in it since).
+    created_all: dict[str, OrderKey] = field(default_factory=dict)
 
     @property
     def touched_profiles(self) -> set[str]:
@@ -274,6 +301,9 @@ class BatchFold:
         self._merges: list[tuple[str, Merge]] = []
         self._conflicts: list[Conflict] = []
         self._met: set[str] = set()
+        self._history = HistoryLog()
+        self._incarnation: dict[IdKey, str] = {}  # attached in this batch -> to which profile
+        self._now = 0  # event time of the event being committed
 
     # -- the fold ---------------------------------------------------------------------------
 
@@ -360,6 +390,7 @@ class BatchFold:
         keys = prepared.id_keys
         idents = prepared.identifiers
         target = plan.target
+        self._now = key[0]
         if plan.created is not None:
             self._created[target] = plan.created
             self._new_profiles[target] = plan.created
@@ -373,8 +404,10 @@ class BatchFold:
         self._batch_applied[key[1]] = prepared.fingerprint
         self._met.add(target)
         if prepared.type in SEEN_EVENT_TYPES:
+            seen_log, incarnation = self._history.seen, self._incarnation
             for i in plan.attached:
                 self._delta(keys[i], idents[i]).seen(key)
+                seen_log.append((keys[i], incarnation.get(keys[i]), key[0], key[1]))
         erased = self._apply_payload(prepared, key, target)
         self._applied.append(Applied(prepared, target, not erased))
 
@@ -382,6 +415,8 @@ class BatchFold:
         if ikey in self._owner:
             return
         self._owner[ikey] = target
+        self._incarnation[ikey] = target
+        self._history.attached.append((ikey, ident[0], ident[2], ident[1], target, self._now))
         self._members.setdefault(target, []).append(ikey)
         self._deltas[ikey] = IdentifierDelta(ident, fresh=True)
         if ident[0] in self._limits:
@@ -401,6 +436,7 @@ class BatchFold:
         for id_type, values in moved.items():
             mine.setdefault(id_type, set()).update(values)
         self._merges.append((other, Merge(other, key[0], key[1])))
+        self._history.merges.append((other, survivor, key[0]))
         self._met.add(other)
 
     def _apply_payload(self, prepared: Prepared, key: OrderKey, target: str) -> bool:
@@ -415,18 +451,25 @@ class BatchFold:
                 ikey = prepared.id_keys[position]
                 if self._owner_of(ikey) is not None:
                     delta = self._delta(ikey, prepared.identifiers[position])
+                    incarnation = self._incarnation.get(ikey)
                     if kind == "consent":
                         delta.set_consent(value, key)
+                        self._history.consents.append((ikey, incarnation, value, key[0], key[1]))
                     else:
                         delta.bounce(value, key[0])
+                        self._history.bounces.append((ikey, incarnation, value, key[0]))
         elif kind == "ccpa":
             (request,) = prepared.detail
             if request == "delete":
+                self._history.erasures.append((target, key[0]))
                 self._erase(target)
                 return True
             for ikey, ident in zip(prepared.id_keys, prepared.identifiers, strict=True):
                 if self._owner_of(ikey) == target:
                     self._delta(ikey, ident).set_ccpa(request, key)
+                    self._history.ccpa.append(
+                        (ikey, self._incarnation.get(ikey), request, key[0], key[1])
+                    )
         return False
 
     def _erase(self, root: str) -> None:
@@ -464,6 +507,11 @@ class BatchFold:
             if (survivor := final.get(merged)) is not None
         ]
         created = {pid: k for pid, k in self._new_profiles.items() if final.get(pid) == pid}
+        history = self._history
+        # Profiles whose identifiers the batch changed without an event landing on them
+        # (consent and bounces on an address an identity conflict kept elsewhere).
+        reached = self._met | set(self._parent) | {owner for owner, _ in identifiers.values()}
+        history.roots = {pid: self._find(pid) for pid in reached}
         return BatchChanges(
             applied=self._applied,
             final_profile=final,
@@ -473,6 +521,8 @@ class BatchFold:
             created=created,
             identifiers=identifiers,
             conflicts=self._conflicts,
+            history=history,
+            created_all=dict(self._new_profiles),
         )
 
 

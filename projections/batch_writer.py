@@ -28,6 +28,7 @@ from profile_engine.batch_fold import (
     StoredWorld,
 )
 from profile_engine.fold import FoldConfig
+from projections.history_writer import write_history
 from projections.rows import NEVER_US, TIMESTAMP
 from projections.store import DeadLetter, TopicOffset, arrow
 
@@ -130,6 +131,7 @@ def _applied(con: duckdb.DuckDBPyConnection, batch: Sequence[Prepared]) -> dict[
 
 
 def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None:
+    write_history(con, changes)  # first: it reads the stored state from before the batch
     batch = _BatchTables.build(changes)
     with _registered(con, **batch.tables()):
         _erase(con, batch)
@@ -627,9 +629,9 @@ def _reachability_inputs(con: duckdb.DuckDBPyConnection, batch: _BatchTables) ->
                                            scope="SELECT pid FROM _scope"))  # fmt: skip
 
 
-# Shared with the specification writer the tests compare this one with.
-REACHABILITY_INPUTS = """
-INSERT INTO profile_reachability_inputs
+# Shared with the specification writer the tests compare this one with, and (the SELECT)
+# with the history writer, which applies it to each profile's identifiers day by day.
+REACHABILITY_INPUTS_SELECT = """
 WITH per_profile AS (
     SELECT
         profile_id,
@@ -658,6 +660,7 @@ FROM {profiles} AS p
 LEFT JOIN per_profile AS r USING (profile_id)
 WHERE p.profile_id IN ({scope})
 """
+REACHABILITY_INPUTS = "\nINSERT INTO profile_reachability_inputs" + REACHABILITY_INPUTS_SELECT
 
 
 def _timeline_and_identity(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:

@@ -154,7 +154,7 @@ def profile_document(con: duckdb.DuckDBPyConnection, profile_id: str) -> dict[st
         "ccpa_opted_out": ccpa_opted_out,
         "email_hash_number": email_hash_number(last_email),
         "traits": traits(con, profile_id),
-        "identifiers": [_public_identifier(i) for i in identifiers],
+        "identifiers": [public_identifier(i) for i in identifiers],
         "reachable": reachable_from(identifiers),
         "subscriptions": subscriptions(con, profile_id),
         "orders": {
@@ -192,6 +192,14 @@ def identifier_rows(
     rows = con.execute(
         f"SELECT {_IDENTIFIER_FACTS} FROM identifiers WHERE profile_id = ?::UUID", [profile_id]
     ).fetchall()
+    return identifier_records(con, rows, ccpa_opted_out)
+
+
+def identifier_records(
+    con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], ccpa_opted_out: bool
+) -> list[dict[str, Any]]:
+    """The records of ``identifier_rows`` from rows in the order of ``_IDENTIFIER_FACTS``
+    (also built from the history for a profile as of a day)."""
     facts = [IdentifierFacts(*row[:10]) for row in rows]
     verdicts = judge(facts, ccpa_opted_out, effective_settings(con))
     records: list[dict[str, Any]] = [
@@ -214,7 +222,7 @@ def identifier_rows(
     return records
 
 
-def _public_identifier(record: dict[str, Any]) -> dict[str, Any]:
+def public_identifier(record: dict[str, Any]) -> dict[str, Any]:
     keys = ("type", "value", "is_last_seen", "valid", "deliverable", "consent")
     return {**{k: record[k] for k in keys}, "first_seen": record["first_seen"],
             "last_seen": record["last_seen"]}  # fmt: skip

@@ -149,6 +149,87 @@ CREATE TABLE IF NOT EXISTS profile_reachability_inputs (
     push_unknown_soft_bounces   BIGINT
 );
 
+-- History: profiles over time (README "Profiles over time"). The engine's own decisions, each
+-- stamped with the event time of the event that caused it, kept batch by batch in the same
+-- transaction as the rest, so counts and profiles can be asked as of any UTC day. No
+-- identifier value or trait is kept here; the rows keyed by identifier (id_key) and the
+-- event landings go when their profile is erased, the rest holds profile ids, days, event
+-- names and reachability inputs only.
+
+-- Every profile the fold ever created: when, into which profile it merged (the survivor at
+-- that moment; follow merged_into for later merges), and when it was erased.
+CREATE TABLE IF NOT EXISTS profile_lineage (
+    profile_id   UUID NOT NULL,
+    created_at   TIMESTAMP NOT NULL,
+    merged_into  UUID,
+    merged_at    TIMESTAMP,
+    erased_at    TIMESTAMP            -- set on the profile the erasure named (its tree goes too)
+);
+
+-- The identifiers of live profiles: the profile each one attached to, and when.
+CREATE TABLE IF NOT EXISTS identifier_attachments (
+    id_key       UUID NOT NULL,
+    profile_id   UUID NOT NULL,       -- the profile it attached to (see profile_lineage)
+    id_type      VARCHAR NOT NULL,
+    valid        BOOLEAN NOT NULL,
+    attached_at  TIMESTAMP NOT NULL
+);
+
+-- What each UTC day's events did to an identifier of a live profile (several rows for one
+-- day when the day's events came in several batches: readers combine them).
+CREATE TABLE IF NOT EXISTS identifier_day_facts (
+    id_key             UUID NOT NULL,
+    profile_id         UUID NOT NULL,  -- the attachment's profile
+    day                DATE NOT NULL,
+    seen_first_us      BIGINT,         -- identify/track/consent/subscription events (µs)
+    seen_last_us       BIGINT,
+    seen_last_eid      VARCHAR,
+    explicit_consent   VARCHAR,        -- the day's latest opted_in|opted_out|pending
+    explicit_us        BIGINT,
+    explicit_eid       VARCHAR,
+    unknown_us         BIGINT,         -- the day's latest "unknown"
+    unknown_eid        VARCHAR,
+    hard_bounces       BIGINT NOT NULL,
+    complaints         BIGINT NOT NULL,
+    soft_bounces_us    BIGINT[] NOT NULL,
+    ccpa               VARCHAR,        -- the day's latest opt_out|opt_in
+    ccpa_us            BIGINT,
+    ccpa_eid           VARCHAR
+);
+
+-- profile_reachability_inputs over time: a row per profile and UTC day on which its inputs
+-- changed, valid on the days [valid_from, valid_to) (valid_to NULL: still valid). A profile
+-- has rows from its creation until it is merged away or erased; an erased profile keeps its
+-- rows (counts of the days before the erasure include it).
+CREATE TABLE IF NOT EXISTS profile_reachability_history (
+    profile_id          UUID NOT NULL,
+    valid_from          DATE NOT NULL,
+    valid_to            DATE,
+    ccpa_opted_out      BOOLEAN NOT NULL,
+    email_consent       VARCHAR,
+    email_soft_bounces  BIGINT,
+    sms_consent         VARCHAR,
+    sms_soft_bounces    BIGINT,
+    push_opted_in_soft_bounces  BIGINT,
+    push_unknown_soft_bounces   BIGINT
+);
+
+-- Activity for monthly active users over time: the first UTC day of a month on which a
+-- profile (the one the event landed on) had a track event of a name. Kept after an erasure.
+CREATE TABLE IF NOT EXISTS activity_days (
+    profile_id  UUID NOT NULL,
+    month       DATE NOT NULL,        -- first day of the month
+    event_name  VARCHAR NOT NULL,
+    first_day   DATE NOT NULL
+);
+
+-- Timeline events whose profile was merged away since they were folded: the profile they
+-- landed on (events has the live survivor).
+CREATE TABLE IF NOT EXISTS event_landings (
+    event_id    VARCHAR NOT NULL,
+    profile_id  UUID NOT NULL
+);
+
 -- Messages and lines that could not be decoded or broke the contract.
 CREATE TABLE IF NOT EXISTS dead_letters (
     source       VARCHAR NOT NULL,  -- topic name or file path

@@ -15,6 +15,9 @@
 --   monthly_active_users    (month 'YYYY-MM', mau) for every month with activity
 --   mau_for_month('YYYY-MM') table macro: (month, mau) for one month, zero when none
 --   profile_export          one row per live profile: last-seen ids, all ids, reachability
+--   profile_reachability_over_time  the history's spans judged with today's settings
+--   reachability_counts_daily(first, last), mau_daily(first, last), counts_daily(first, last)
+--                           table macros: one row per UTC day (see "Profiles over time")
 
 -- Keep in sync with profile_engine/reachability.py (a test compares them).
 CREATE OR REPLACE VIEW setting_defaults AS
@@ -157,38 +160,44 @@ SELECT
 FROM identifier_status
 WHERE channel IS NOT NULL;
 
+-- One channel's verdict from a profile's reachability inputs, settings applied: the rules
+-- below, in one place, so that profile_reachability and every past day of the history
+-- (profile_reachability_over_time) are judged by the same SQL. email and sms take the
+-- verdict of the last-seen identifier; push takes any token.
+CREATE OR REPLACE MACRO channel_reachable(
+    consent, soft_bounces, implicit_consent, soft_limit, ccpa_opted_out, ccpa_blocks
+) AS
+    consent IS NOT NULL
+    AND (soft_limit = 0 OR soft_bounces < soft_limit)
+    AND (consent = 'opted_in' OR (consent = 'unknown' AND implicit_consent))
+    AND NOT (ccpa_opted_out AND ccpa_blocks);
+
+CREATE OR REPLACE MACRO push_reachable(
+    opted_in_soft_bounces, unknown_soft_bounces, implicit_consent, soft_limit, ccpa_opted_out,
+    ccpa_blocks
+) AS
+    ((opted_in_soft_bounces IS NOT NULL
+        AND (soft_limit = 0 OR opted_in_soft_bounces < soft_limit))
+     OR (implicit_consent AND unknown_soft_bounces IS NOT NULL
+        AND (soft_limit = 0 OR unknown_soft_bounces < soft_limit)))
+    AND NOT (ccpa_opted_out AND ccpa_blocks);
+
 -- One row per live profile; a profile without a messaging identifier is unreachable.
 -- Same rules as identifier_reachability, applied to profile_reachability_inputs (one narrow
--- row per profile, kept by the fold) so that counting millions of profiles stays fast: email
--- and sms take the verdict of the last-seen identifier, push takes any token.
+-- row per profile, kept by the fold) so that counting millions of profiles stays fast.
 CREATE OR REPLACE VIEW profile_reachability AS
-WITH judged AS (
+WITH gated AS (
     SELECT
         r.profile_id,
-        r.ccpa_opted_out,
-        r.email_consent IS NOT NULL
-            AND (s.soft_bounce_limit = 0 OR r.email_soft_bounces < s.soft_bounce_limit)
-            AND (r.email_consent = 'opted_in'
-                 OR (r.email_consent = 'unknown' AND s.implicit_consent_email)) AS email,
-        r.sms_consent IS NOT NULL
-            AND (s.soft_bounce_limit = 0 OR r.sms_soft_bounces < s.soft_bounce_limit)
-            AND (r.sms_consent = 'opted_in'
-                 OR (r.sms_consent = 'unknown' AND s.implicit_consent_sms)) AS sms,
-        (r.push_opted_in_soft_bounces IS NOT NULL
-            AND (s.soft_bounce_limit = 0 OR r.push_opted_in_soft_bounces < s.soft_bounce_limit))
-        OR (s.implicit_consent_push AND r.push_unknown_soft_bounces IS NOT NULL
-            AND (s.soft_bounce_limit = 0 OR r.push_unknown_soft_bounces < s.soft_bounce_limit))
-            AS push,
-        s.ccpa_blocks_email, s.ccpa_blocks_sms, s.ccpa_blocks_push
+        channel_reachable(r.email_consent, r.email_soft_bounces, s.implicit_consent_email,
+            s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_email) AS email,
+        channel_reachable(r.sms_consent, r.sms_soft_bounces, s.implicit_consent_sms,
+            s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_sms) AS sms,
+        push_reachable(r.push_opted_in_soft_bounces, r.push_unknown_soft_bounces,
+            s.implicit_consent_push, s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_push)
+            AS push
     FROM profile_reachability_inputs AS r
     CROSS JOIN settings_typed AS s
-), gated AS (
-    SELECT
-        profile_id,
-        email AND NOT (ccpa_opted_out AND ccpa_blocks_email) AS email,
-        sms AND NOT (ccpa_opted_out AND ccpa_blocks_sms) AS sms,
-        push AND NOT (ccpa_opted_out AND ccpa_blocks_push) AS push
-    FROM judged
 )
 SELECT profile_id, email, sms, push, email OR sms OR push AS reachable_any
 FROM gated;
@@ -276,3 +285,139 @@ SELECT
 FROM profiles AS p
 JOIN profile_reachability AS r ON r.profile_id = p.profile_id
 LEFT JOIN ids ON ids.profile_id = p.profile_id;
+
+
+-- Profiles over time (README "Profiles over time"). As of UTC day D means the state after
+-- every change caused by an event whose event time is before midnight after D, with
+-- identity as the engine resolved it and today's settings applied to every day.
+
+-- profile_reachability over time: each history row judged with today's settings, valid on
+-- the days [valid_from, valid_to) (valid_to NULL: still).
+CREATE OR REPLACE VIEW profile_reachability_over_time AS
+WITH gated AS (
+    SELECT
+        r.profile_id, r.valid_from, r.valid_to,
+        channel_reachable(r.email_consent, r.email_soft_bounces, s.implicit_consent_email,
+            s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_email) AS email,
+        channel_reachable(r.sms_consent, r.sms_soft_bounces, s.implicit_consent_sms,
+            s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_sms) AS sms,
+        push_reachable(r.push_opted_in_soft_bounces, r.push_unknown_soft_bounces,
+            s.implicit_consent_push, s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_push)
+            AS push
+    FROM profile_reachability_history AS r
+    CROSS JOIN settings_typed AS s
+)
+SELECT profile_id, valid_from, valid_to, email, sms, push, email OR sms OR push AS reachable_any
+FROM gated;
+
+-- SELECT * FROM reachability_counts_daily('2026-01-01', '2026-12-31'): per UTC day, profiles
+-- and those reachable per channel and on any. One pass: +1 where a span starts, -1 where it
+-- ends, summed over the days.
+CREATE OR REPLACE MACRO reachability_counts_daily(first_day, last_day) AS TABLE
+WITH spans AS (
+    SELECT * FROM profile_reachability_over_time
+    WHERE valid_from <= last_day::DATE
+      AND (valid_to IS NULL OR valid_to > first_day::DATE)
+), moves AS (
+    SELECT valid_from AS day, 1 AS total, email::INTEGER AS email, sms::INTEGER AS sms,
+        push::INTEGER AS push, reachable_any::INTEGER AS reachable_any
+    FROM spans
+    UNION ALL
+    SELECT valid_to, -1, -email::INTEGER, -sms::INTEGER, -push::INTEGER,
+        -reachable_any::INTEGER
+    FROM spans WHERE valid_to <= last_day::DATE
+), per_day AS (
+    SELECT day, sum(total) AS total, sum(email) AS email, sum(sms) AS sms, sum(push) AS push,
+        sum(reachable_any) AS reachable_any
+    FROM moves GROUP BY day
+), running AS (
+    SELECT day,
+        sum(total) OVER w AS total, sum(email) OVER w AS email, sum(sms) OVER w AS sms,
+        sum(push) OVER w AS push, sum(reachable_any) OVER w AS reachable_any
+    FROM per_day
+    WINDOW w AS (ORDER BY day)
+), days AS (
+    SELECT range::DATE AS day
+    FROM range(first_day::DATE, last_day::DATE + INTERVAL 1 DAY, INTERVAL 1 DAY)
+)
+SELECT
+    d.day,
+    coalesce(r.total, 0)::BIGINT AS total,
+    coalesce(r.email, 0)::BIGINT AS email_reachable,
+    coalesce(r.sms, 0)::BIGINT AS sms_reachable,
+    coalesce(r.push, 0)::BIGINT AS push_reachable,
+    coalesce(r.reachable_any, 0)::BIGINT AS reachable_any
+FROM days AS d
+ASOF LEFT JOIN running AS r ON d.day >= r.day
+ORDER BY d.day;
+
+-- SELECT * FROM mau_daily('2026-01-01', '2026-12-31'): per UTC day, the monthly active users
+-- of its month through the end of that day. A profile counts from its first active day in
+-- the month (a track event not in mau.excluded_events, on it or on a profile merged into it
+-- by then); profiles merged together by a day count once; an erased profile counts on the
+-- days before its erasure.
+CREATE OR REPLACE MACRO mau_daily(first_day, last_day) AS TABLE
+WITH RECURSIVE active AS (
+    SELECT a.profile_id, a.month, min(a.first_day) AS first_day
+    FROM activity_days AS a
+    CROSS JOIN settings_typed AS s
+    WHERE a.month >= date_trunc('month', first_day::DATE) AND a.month <= last_day::DATE
+      AND a.first_day <= last_day::DATE
+      AND NOT list_contains(s.mau_excluded_events, a.event_name)
+    GROUP BY ALL
+), chain(pid, node, since, depth) AS (
+    SELECT DISTINCT profile_id, profile_id, DATE '0001-01-01', 0 FROM active
+    UNION ALL
+    SELECT c.pid, l.merged_into, greatest(c.since, l.merged_at::DATE), c.depth + 1
+    FROM chain AS c
+    JOIN profile_lineage AS l ON l.profile_id = c.node
+    WHERE l.merged_into IS NOT NULL
+), roots AS (
+    SELECT c.pid, c.node AS root, c.since AS from_day,
+        least(lead(c.since) OVER (PARTITION BY c.pid ORDER BY c.depth),
+              min(l.erased_at::DATE) OVER (PARTITION BY c.pid)) AS to_day
+    FROM chain AS c
+    JOIN profile_lineage AS l ON l.profile_id = c.node
+), spans AS (
+    SELECT r.root, a.month,
+        greatest(a.first_day, r.from_day) AS s,
+        least(r.to_day, (a.month + INTERVAL 1 MONTH)::DATE, last_day::DATE + 1) AS e
+    FROM active AS a
+    JOIN roots AS r ON r.pid = a.profile_id
+), islands AS (
+    SELECT root, month, s, e,
+        coalesce(s > max(e) OVER (PARTITION BY root, month ORDER BY s, e
+            ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), true) AS starts
+    FROM spans WHERE s < e
+), numbered AS (
+    SELECT *, sum(starts::INTEGER) OVER (PARTITION BY root, month ORDER BY s, e) AS island
+    FROM islands
+), merged AS (
+    SELECT min(s) AS s, max(e) AS e FROM numbered GROUP BY root, month, island
+), moves AS (
+    SELECT s AS day, 1 AS n FROM merged
+    UNION ALL
+    SELECT e, -1 FROM merged
+), running AS (
+    SELECT day, sum(sum(n)) OVER (ORDER BY day) AS mau FROM moves GROUP BY day
+), days AS (
+    SELECT range::DATE AS day
+    FROM range(first_day::DATE, last_day::DATE + INTERVAL 1 DAY, INTERVAL 1 DAY)
+)
+SELECT d.day, coalesce(r.mau, 0)::BIGINT AS mau
+FROM days AS d
+ASOF LEFT JOIN running AS r ON d.day >= r.day
+ORDER BY d.day;
+
+-- SELECT * FROM counts_daily('2026-01-01', '2026-12-31'): what `counts --daily` prints.
+CREATE OR REPLACE MACRO counts_daily(first_day, last_day) AS TABLE
+SELECT
+    c.day, c.total,
+    c.email_reachable, c.total - c.email_reachable AS email_unreachable,
+    c.sms_reachable, c.total - c.sms_reachable AS sms_unreachable,
+    c.push_reachable, c.total - c.push_reachable AS push_unreachable,
+    c.reachable_any, c.total - c.reachable_any AS unreachable_any,
+    m.mau
+FROM reachability_counts_daily(first_day, last_day) AS c
+JOIN mau_daily(first_day, last_day) AS m USING (day)
+ORDER BY c.day;

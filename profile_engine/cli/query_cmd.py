@@ -57,23 +57,128 @@ def _current_month() -> str:
 @db_option
 @click.option("--month", help="UTC month of the MAU figure, YYYY-MM.  [default: this month]")
 @click.option("--channel", type=click.Choice(CHANNELS), help="Show only this channel.")
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="YYYY-MM-DD",
+    help="Counts as they were at the end of this UTC day (today's settings; MAU of its month "
+    "through that day).",
+)
+@click.option("--daily", is_flag=True, help="One row per UTC day from --from to --to.")
+@click.option("--from", "first_day", metavar="YYYY-MM-DD", help="With --daily: first day.")
+@click.option("--to", "last_day", metavar="YYYY-MM-DD", help="With --daily: last day.")
+@click.option(
+    "--chart",
+    "chart_path",
+    type=click.Path(dir_okay=False),
+    help="With --daily: also draw the chart (customers and MAU over time) as a PNG file.",
+)
 @format_option("table", "json", "csv")
-def counts(db_path: str, month: str | None, channel: str | None, output_format: str) -> None:
-    """Total, reachable and unreachable profiles per channel, and monthly active users."""
+def counts(
+    db_path: str,
+    month: str | None,
+    channel: str | None,
+    as_of: str | None,
+    daily: bool,
+    first_day: str | None,
+    last_day: str | None,
+    chart_path: str | None,
+    output_format: str,
+) -> None:
+    """Total, reachable and unreachable profiles per channel, and monthly active users.
+
+    \b
+    --as-of DAY: as they were at the end of that UTC day.
+    --daily --from DAY --to DAY: one row per day (total, reachable and unreachable per
+    channel and on any, MAU month to date); --chart FILE.png draws them.
+    """
     from projections import queries
 
-    chosen_month = month or _current_month()
-    result = _with_readonly(
-        db_path,
-        lambda con: queries.counts(con, chosen_month, channel),
-        lambda server: server.counts(chosen_month, channel),
-    )
+    if daily:
+        _daily_counts(db_path, month, as_of, first_day, last_day, channel, chart_path,
+                      output_format)  # fmt: skip
+        return
+    for flag, value in (("--from", first_day), ("--to", last_day), ("--chart", chart_path)):
+        if value is not None:
+            raise UserError(f"{flag} goes with --daily")
+    if as_of is not None:
+        result = _counts_as_of(db_path, month, as_of, channel)
+    else:
+        chosen_month = month or _current_month()
+        result = _with_readonly(
+            db_path,
+            lambda con: queries.counts(con, chosen_month, channel),
+            lambda server: server.counts(chosen_month, channel),
+        )
     if output_format == "json":
         click.echo(json.dumps(result, indent=2))
     elif output_format == "csv":
         print_rows(*_counts_rows(result), "csv")
     else:
-        _print_counts_table(result)
+        _print_counts_table(result, as_of)
+
+
+def _counts_as_of(
+    db_path: str, month: str | None, as_of: str, channel: str | None
+) -> dict[str, Any]:
+    from projections import history
+
+    if month is not None:
+        raise UserError("--month and --as-of do not go together (as of a day: that month)")
+    day = history.parse_day(as_of, "--as-of")
+    result: dict[str, Any] = _with_readonly(
+        db_path,
+        lambda con: history.counts_as_of(con, day, channel),
+        lambda server: server.counts(None, channel, as_of=day.isoformat()),
+    )
+    return result
+
+
+def _daily_counts(
+    db_path: str,
+    month: str | None,
+    as_of: str | None,
+    first_day: str | None,
+    last_day: str | None,
+    channel: str | None,
+    chart_path: str | None,
+    output_format: str,
+) -> None:
+    from projections import history
+
+    if month is not None or as_of is not None:
+        raise UserError("--daily goes with --from and --to, not --month or --as-of")
+    if first_day is None or last_day is None:
+        raise UserError("--daily needs --from YYYY-MM-DD and --to YYYY-MM-DD")
+    first = history.parse_day(first_day, "--from")
+    last = history.parse_day(last_day, "--to")
+    rows: list[dict[str, Any]] = _with_readonly(
+        db_path,
+        lambda con: history.daily_rows(con, first, last, channel),
+        lambda server: server.counts_daily(first.isoformat(), last.isoformat(), channel),
+    )
+    if chart_path is not None:
+        _write_chart(chart_path, rows, channel)
+    columns = history.daily_columns(channel)
+    print_rows(columns, [[_day_text(row[c]) for c in columns] for row in rows], output_format)
+
+
+def _day_text(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+def _write_chart(chart_path: str, rows: list[dict[str, Any]], channel: str | None) -> None:
+    from pathlib import Path
+
+    from profile_engine.errors import NeedsOperator
+    from profile_engine.history_chart import render_chart
+
+    image = render_chart(rows, channel, view="both", image_format="png")
+    try:
+        Path(chart_path).write_bytes(image)
+    except OSError as error:
+        raise NeedsOperator(f"cannot write the chart to {chart_path}: {error.strerror}") from None
+    click.echo(f"chart written to {chart_path}", err=True)
 
 
 def _counts_rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -87,11 +192,13 @@ def _counts_rows(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return columns, rows
 
 
-def _print_counts_table(result: dict[str, Any]) -> None:
+def _print_counts_table(result: dict[str, Any], as_of: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    if as_of is not None:
+        console.print(f"[bold]As of the end of {as_of} (UTC)[/bold]")
     console.print(
         f"[bold]Profiles[/bold] {result['total']:,}   [bold]reachable on any channel[/bold] "
         f"{result['reachable_any']:,}   [bold]MAU {result['month']}[/bold] {result['mau']:,}"
@@ -108,14 +215,25 @@ def _print_counts_table(result: dict[str, Any]) -> None:
 @click.command()
 @db_option
 @click.argument("lookup_key", metavar="TYPE:VALUE")
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="YYYY-MM-DD",
+    help="The profile as it was at the end of this UTC day (identifiers, tags, traits, "
+    "orders and timeline then).",
+)
 @format_option("table", "json")
-def profile(db_path: str, lookup_key: str, output_format: str) -> None:
+def profile(db_path: str, lookup_key: str, as_of: str | None, output_format: str) -> None:
     """One customer profile by an identifier (email:ann@example.com) or profile_id:ID.
 
     TYPE is customer_id, email, phone, push_token, anonymous_id or profile_id; a merged-away
     profile_id resolves to the profile it was merged into.
     """
     from projections import queries
+
+    if as_of is not None:
+        _profile_as_of(db_path, lookup_key, as_of, output_format)
+        return
 
     def load(con: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         document = queries.profile_view(con, lookup_key)
@@ -137,6 +255,36 @@ def profile(db_path: str, lookup_key: str, output_format: str) -> None:
         click.echo(json.dumps(document, indent=2))
     else:
         _print_profile(document, identifiers)
+
+
+def _profile_as_of(db_path: str, lookup_key: str, as_of: str, output_format: str) -> None:
+    from projections import history
+
+    day = history.parse_day(as_of, "--as-of")
+    found = _with_readonly(
+        db_path,
+        lambda con: history.profile_and_identifiers_as_of(con, lookup_key, day),
+        lambda server: _ask_profile_as_of(server, lookup_key, day.isoformat()),
+    )
+    if found is None:
+        raise UserError(f"no profile found for {lookup_key} as of {day}")
+    document, identifiers = found
+    if output_format == "json":
+        click.echo(json.dumps(document, indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(f"[bold]As of the end of {day} (UTC)[/bold]")
+        _print_profile(document, identifiers)
+
+
+def _ask_profile_as_of(
+    server: Any, lookup_key: str, as_of: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    document = server.profile(lookup_key, as_of=as_of)
+    if document is None:
+        return None
+    return document, server.identifiers(lookup_key, as_of=as_of) or []
 
 
 def _yes_no(flag: bool | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from itertools import chain
 from typing import Annotated, Any
 
@@ -24,7 +24,7 @@ from profile_engine.reachability import SETTINGS
 from profile_engine.server.cache import PerChangeCache
 from profile_engine.server.metrics import render_metrics
 from profile_engine.server.runner import FoldRunner
-from projections import live, queries
+from projections import history, live, queries
 from projections.live import LiveProjection
 from projections.settings import list_settings, reset_setting, set_setting
 
@@ -57,6 +57,24 @@ class Engine:
                 return queries.counts(con, month, channel)
 
         return self.answers.get(("counts", month, channel), compute)
+
+    def counts_as_of(self, day: date, channel: str | None) -> dict[str, Any]:
+        """`counts --as-of`, computed once per batch (a late event can change a past day)."""
+
+        def compute() -> dict[str, Any]:
+            with self.projection.reading() as con:
+                return history.counts_as_of(con, day, channel)
+
+        return self.answers.get(("counts_as_of", day, channel), compute)
+
+    def daily(self, first: date, last: date, channel: str | None) -> list[dict[str, Any]]:
+        """`counts --daily` rows, computed once per batch."""
+
+        def compute() -> list[dict[str, Any]]:
+            with self.projection.reading() as con:
+                return history.daily_rows(con, first, last, channel)
+
+        return self.answers.get(("daily", first, last, channel), compute)
 
 
 def engine(request: Request) -> Engine:
@@ -131,9 +149,59 @@ def get_counts(
     engine: EngineDep,
     month: Annotated[str | None, Query(description="YYYY-MM (UTC); default this month")] = None,
     channel: Annotated[str | None, Query(description="email, sms or push")] = None,
+    as_of: Annotated[
+        str | None, Query(description="YYYY-MM-DD: as at the end of that UTC day")
+    ] = None,
 ) -> Response:
-    """Exactly the JSON of `profile-engine counts --format json`."""
+    """Exactly the JSON of `profile-engine counts --format json` (with as_of: of
+    `counts --as-of`)."""
+    if as_of is not None:
+        if month is not None:
+            raise BadInput("month and as_of do not go together (as of a day: that month)")
+        return JSONText(engine.counts_as_of(history.parse_day(as_of, "as_of"), channel))
     return JSONText(engine.counts(month or current_month(), channel))
+
+
+class DailyCounts(BaseModel):
+    first_day: str = Field(alias="from")
+    last_day: str = Field(alias="to")
+    channel: str | None
+    columns: list[str]
+    days: list[dict[str, Any]]
+
+
+@router.get(
+    "/api/counts/daily", response_model=None, responses={200: {"model": DailyCounts}, **ERRORS}
+)
+def get_counts_daily(
+    engine: EngineDep,
+    first_day: Annotated[str, Query(alias="from", description="YYYY-MM-DD, first UTC day")],
+    last_day: Annotated[str, Query(alias="to", description="YYYY-MM-DD, last UTC day")],
+    channel: Annotated[str | None, Query(description="email, sms or push")] = None,
+    format: Annotated[str, Query(pattern="^(json|csv)$", description="json or csv")] = "json",
+) -> Response:
+    """The rows of `counts --daily` (one per day: total, reachable and unreachable per
+    channel and on any, MAU month to date), as JSON or as the CSV `--format csv` prints."""
+    first = history.parse_day(first_day, "from")
+    last = history.parse_day(last_day, "to")
+    rows = engine.daily(first, last, channel)
+    columns = history.daily_columns(channel)
+    if format == "csv":
+        filename = f"profiles-over-time-{first}-{last}{'-' + channel if channel else ''}.csv"
+        return Response(
+            history.daily_csv(rows, columns),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+    days = [{c: _day_text(row[c]) for c in columns} for row in rows]
+    return JSONText(
+        {"from": first.isoformat(), "to": last.isoformat(), "channel": channel,
+         "columns": columns, "days": days}
+    )  # fmt: skip
+
+
+def _day_text(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
 
 
 @router.get("/api/profiles", response_model=None, responses=ERRORS)
@@ -158,10 +226,24 @@ def profile_document(con: Any, key: str) -> dict[str, Any]:
     return document
 
 
+AsOf = Annotated[
+    str | None, Query(description="YYYY-MM-DD: the profile as at the end of that UTC day")
+]
+
+
+def profile_as_of(con: Any, key: str, as_of: str) -> tuple[dict[str, Any], list[Any]]:
+    found = history.profile_and_identifiers_as_of(con, key, history.parse_day(as_of, "as_of"))
+    if found is None:
+        raise NotFound(f"no profile found for {key} as of {as_of}")
+    return found
+
+
 @router.get("/api/profiles/{key:path}/identifiers", response_model=None, responses=ERRORS)
-def get_identifiers(engine: EngineDep, key: Key) -> Response:
+def get_identifiers(engine: EngineDep, key: Key, as_of: AsOf = None) -> Response:
     """Every identifier of the profile with its tags, channel, eligibility and the reason."""
     with engine.projection.reading() as con:
+        if as_of is not None:
+            return JSONText(profile_as_of(con, key, as_of)[1])
         document = profile_document(con, key)
         rows = queries.identifier_rows(con, document["profile_id"], document["ccpa_opted_out"])
     return JSONText(rows)
@@ -191,10 +273,12 @@ def resolve(con: Any, key: str) -> str:
 
 
 @router.get("/api/profiles/{key:path}", response_model=None, responses={404: ERRORS[400]})
-def get_profile(engine: EngineDep, key: Key) -> Response:
-    """Exactly the JSON of `profile-engine profile TYPE:VALUE --format json`; 404 when the key
-    resolves to no live profile."""
+def get_profile(engine: EngineDep, key: Key, as_of: AsOf = None) -> Response:
+    """Exactly the JSON of `profile-engine profile TYPE:VALUE --format json` (with as_of: of
+    `profile --as-of`); 404 when the key resolves to no live profile."""
     with engine.projection.reading() as con:
+        if as_of is not None:
+            return JSONText(profile_as_of(con, key, as_of)[0])
         return JSONText(profile_document(con, key))
 
 

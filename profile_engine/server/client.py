@@ -38,21 +38,33 @@ class ServerClient:
 
     # -- the API ------------------------------------------------------------------------------
 
-    def counts(self, month: str, channel: str | None) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", "/api/counts", month=month, channel=channel)
+    def counts(
+        self, month: str | None, channel: str | None, as_of: str | None = None
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._json(
+            "GET", "/api/counts", month=month, channel=channel, as_of=as_of
+        )
         return result
 
-    def profile(self, lookup_key: str) -> dict[str, Any] | None:
+    def counts_daily(self, first: str, last: str, channel: str | None) -> list[dict[str, Any]]:
+        answer = self._json(
+            "GET", "/api/counts/daily", channel=channel, **{"from": first, "to": last}
+        )
+        days: list[dict[str, Any]] = answer["days"]
+        return days
+
+    def profile(self, lookup_key: str, as_of: str | None = None) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self._json("GET", f"/api/profiles/{_path(lookup_key)}")
+            path = f"/api/profiles/{_path(lookup_key)}"
+            result: dict[str, Any] = self._json("GET", path, as_of=as_of)
         except NotFound:
             return None
         return result
 
-    def identifiers(self, lookup_key: str) -> list[dict[str, Any]] | None:
+    def identifiers(self, lookup_key: str, as_of: str | None = None) -> list[dict[str, Any]] | None:
         try:
             path = f"/api/profiles/{_path(lookup_key)}/identifiers"
-            result: list[dict[str, Any]] = self._json("GET", path)
+            result: list[dict[str, Any]] = self._json("GET", path, as_of=as_of)
         except NotFound:
             return None
         return result

@@ -1,0 +1,97 @@
+"""The "Customer profiles over time" chart, drawn with matplotlib from the daily rows.
+
+The rows are the ones `counts --daily` prints as CSV (projections.history.daily_rows), so the
+picture and the CSV always show the same figures. Pure: rows in, image bytes out (PNG for the
+CLI, SVG for the web page); matplotlib's Agg backend needs no display.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from datetime import date
+from typing import Any
+
+VIEWS = ("customers", "mau", "both")
+CHANNEL_TITLES = {None: "any channel", "email": "Email", "sms": "SMS", "push": "Push"}
+COLOURS = {"total": "#344054", "reachable": "#12b76a", "unreachable": "#f04438", "mau": "#6172f3"}
+
+
+def series(rows: Sequence[Mapping[str, Any]], channel: str | None) -> dict[str, list[Any]]:
+    """The lines of the chart: days, total, reachable and unreachable on ``channel`` (any
+    channel when None), and MAU month to date."""
+    prefix = f"{channel}_" if channel else ""
+    suffix = "" if channel else "_any"
+    return {
+        "day": [_as_date(r["day"]) for r in rows],
+        "total": [r["total"] for r in rows],
+        "reachable": [r[f"{prefix}reachable{suffix}"] for r in rows],
+        "unreachable": [r[f"{prefix}unreachable{suffix}"] for r in rows],
+        "mau": [r["mau"] for r in rows],
+    }
+
+
+def render_chart(
+    rows: Sequence[Mapping[str, Any]],
+    channel: str | None = None,
+    view: str = "both",
+    image_format: str = "png",
+) -> bytes:
+    """The chart as PNG or SVG bytes. ``view``: customers (total, reachable, unreachable),
+    mau (monthly active users, month to date) or both (two panels)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import dates as mdates
+    from matplotlib import pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    if view not in VIEWS:
+        raise ValueError(f"unknown chart view {view!r}")
+    lines = series(rows, channel)
+    panels = ["customers", "mau"] if view == "both" else [view]
+    height = 3.4 * len(panels) + 0.8
+    figure, axes = plt.subplots(len(panels), 1, figsize=(11, height), sharex=True, squeeze=False)
+    days = lines["day"]
+    first, last = (days[0], days[-1]) if days else (None, None)
+    figure.suptitle(
+        f"Customer profiles over time, {first} to {last} · {CHANNEL_TITLES[channel]}",
+        fontsize=13,
+        fontweight="bold",
+    )
+    thousands = FuncFormatter(lambda value, _: f"{value:,.0f}")
+    for axis, panel in zip(axes[:, 0], panels, strict=True):
+        if panel == "customers":
+            reach = CHANNEL_TITLES[channel]
+            axis.plot(days, lines["total"], label="Total customers", color=COLOURS["total"])
+            axis.plot(days, lines["reachable"], label=f"Reachable ({reach})",
+                      color=COLOURS["reachable"])  # fmt: skip
+            axis.plot(days, lines["unreachable"], label=f"Unreachable ({reach})",
+                      color=COLOURS["unreachable"])  # fmt: skip
+            axis.set_ylabel("Customers")
+            axis.set_title("Customers at the end of each day (UTC)", fontsize=10, loc="left")
+        else:
+            axis.plot(days, lines["mau"], label="Monthly active users (month to date)",
+                      color=COLOURS["mau"])  # fmt: skip
+            axis.set_ylabel("Active users")
+            axis.set_title("Monthly active users, month to date", fontsize=10, loc="left")
+        axis.yaxis.set_major_formatter(thousands)
+        axis.set_ylim(bottom=0)
+        axis.grid(True, color="#eaecf0")
+        axis.legend(loc="upper left", frameon=False)
+        for side in ("top", "right"):
+            axis.spines[side].set_visible(False)
+    bottom = axes[-1, 0]
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=12)
+    bottom.xaxis.set_major_locator(locator)
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    bottom.set_xlabel("Day (UTC)")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=image_format, dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
