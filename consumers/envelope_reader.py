@@ -173,6 +173,10 @@ class EnvelopeReader:
         self.ccpa_requests = enums["CcpaRequest"]
         payload = next(f for f in schema["fields"] if f["name"] == "payload")["type"]
         self.payload_names = tuple(_full_name(branch) for branch in payload)
+        self.seal_name = ""
+        if sealed_field:
+            seal = next(f for f in schema["fields"] if f["name"] == "sealed")["type"][1]
+            self.seal_name = _full_name(seal)
 
     @classmethod
     def for_schema(cls, schema: Schema) -> EnvelopeReader | None:
@@ -267,7 +271,7 @@ class EnvelopeReader:
             fields = {"request": request}
         else:
             raise Corrupt(f"payload branch {branch}")
-        sealed = None
+        sealed: tuple[str, dict[str, bytes]] | None = None
         if self.sealed_field:
             seal_branch, pos = _long(data, pos)
             if _branch(seal_branch, 2) == 1:
@@ -275,7 +279,7 @@ class EnvelopeReader:
                 end = pos + size
                 if size < 0 or end > len(data):
                     raise Corrupt(f"a fingerprint of {size} bytes at {pos} runs past the message")
-                sealed = {"fingerprint": data[pos:end]}
+                sealed = (self.seal_name, {"fingerprint": data[pos:end]})
                 pos = end
         if pos != len(data):
             raise Corrupt(f"{len(data) - pos} trailing bytes")
@@ -285,6 +289,7 @@ class EnvelopeReader:
             "timestamp": timestamp,
             "identifiers": identifiers,
             "payload": (self.payload_names[branch], fields),
+            # As fastavro gives a union's record branch: (its name, its fields).
             "sealed": sealed,
         }
 
