@@ -15,6 +15,7 @@ from consumers.key_store import SealingConfig
 from consumers.pipeline import Record, prepared_record
 from consumers.process_stream import ProcessStream
 from consumers.reader import KafkaReader, ReadPlan, Undecodable
+from consumers.wire import records_from_wire, records_to_wire
 from profile_engine.contract import ContractError, parse_event_line
 from profile_engine.events import ProfileEvent
 from profile_engine.keys import IdentifierHashes
@@ -79,8 +80,9 @@ class FileSource:
         if not self._in_child:
             yield from file_chunks(str(self.path), window, self._sealing)
             return
-        self._stream = ProcessStream(file_chunks, str(self.path), window, self._sealing)
-        yield from self._stream
+        self._stream = ProcessStream(wire_file_chunks, str(self.path), window, self._sealing)
+        for data in self._stream:
+            yield records_from_wire(data)
 
     def lag(self, next_offsets: dict[int, int]) -> int:
         return 0
@@ -88,6 +90,14 @@ class FileSource:
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
+
+
+def wire_file_chunks(
+    path_text: str, window: EventTimeWindow, sealing: SealingConfig | None = None
+) -> Iterator[bytes]:
+    """``file_chunks`` as wire bytes (module level: it runs in the child process)."""
+    for chunk in file_chunks(path_text, window, sealing):
+        yield records_to_wire(chunk)
 
 
 def file_chunks(

@@ -22,10 +22,23 @@ def _uuid_text(digest: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+# People send many events: the same identifier is keyed over and over. A bounded cache (it
+# is cleared when full) keeps a hash and its formatting off the path of a known identifier.
+_ID_KEYS: dict[tuple[str, str], str] = {}
+_ID_KEYS_MAX = 262_144
+
+
 def identifier_key(id_type: str, value: str) -> str:
     """The key of one normalised identifier, as UUID text."""
+    cached = _ID_KEYS.get((id_type, value))
+    if cached is not None:
+        return cached
     data = f"{id_type}\x00{value}".encode()
-    return _uuid_text(blake2b(data, digest_size=16, person=_ID_PERSON).digest())
+    key = _uuid_text(blake2b(data, digest_size=16, person=_ID_PERSON).digest())
+    if len(_ID_KEYS) >= _ID_KEYS_MAX:
+        _ID_KEYS.clear()
+    _ID_KEYS[(id_type, value)] = key
+    return key
 
 
 def event_key(event_id: str) -> str:

@@ -12,6 +12,7 @@ projection is immediate and memory does not grow with the number of profiles.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -49,6 +50,9 @@ def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
     """Open a projection for writing, creating tables, views and indexes as needed."""
     _create_file(str(db_path))
     con = connect(db_path)
+    # DuckDB caches up to 80% of the machine's memory by default; the fold's memory must not
+    # grow with the projection, so its buffer pool is bounded (it spills to disk past it).
+    con.execute(f"SET memory_limit = '{memory_limit()}'")
     # Every batch rewrites rows spread over whole tables, so each checkpoint rewrites many row
     # groups; at the default 16 MB of WAL that happens every batch. The WAL is replayed after
     # a crash, so a larger threshold puts nothing at risk.
@@ -62,6 +66,14 @@ def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
     con.execute(sql_file("views.sql"))
     create_indexes(con)
     return con
+
+
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
+def memory_limit() -> str:
+    """DuckDB's memory limit for a writer: PROFILE_ENGINE_DUCKDB_MEMORY or 1GB."""
+    return os.environ.get("PROFILE_ENGINE_DUCKDB_MEMORY") or DEFAULT_MEMORY_LIMIT
 
 
 def _create_file(path: str) -> None:
