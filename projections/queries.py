@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from profile_engine.crypto import KeyRing
+from profile_engine.crypto import KeyRing, is_token
 from profile_engine.errors import first_line
 from profile_engine.events import ID_PRIORITY, ID_RANK, ID_TYPE_CHANNEL
 from profile_engine.identifiers import normalise
@@ -301,6 +301,8 @@ def typed_trait(text: str | None, value_type: str) -> Any:
     """The JSON value of a stored trait: numbers as numbers, booleans as booleans."""
     if text is None:
         return None
+    if is_token(text):
+        return text  # sealed: its value and JSON kind come out when it is revealed
     try:
         if value_type in ("long", "epoch"):
             return int(text)
