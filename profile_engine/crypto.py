@@ -248,23 +248,22 @@ def is_token(value: object) -> bool:
     return isinstance(value, str) and value.startswith(TOKEN_PREFIX)
 
 
-def token_ref(token: str) -> str:
-    """The key reference a token names; SealError when it is not a token."""
+# A person's tokens recur event after event (a publisher seals each identifier once): parsed
+# once, kept in a bounded cache (cleared when full), like identifier keys (profile_engine.keys).
+_PARSED: dict[str, tuple[str, bytes]] = {}
+_PARSED_MAX = 200_000
+
+
+def _parse(token: str) -> tuple[str, bytes]:
+    """(key reference, decoded body) of a token; SealError when it is not one."""
+    parsed = _PARSED.get(token)
+    if parsed is not None:
+        return parsed
     if not token.startswith(TOKEN_PREFIX) or len(token) <= _TOKEN_HEAD:
         raise SealError("not a sealed value")
     ref = token[len(TOKEN_PREFIX) : _TOKEN_HEAD - 1]
     if token[_TOKEN_HEAD - 1] != ":" or not is_key_ref(ref):
         raise SealError("a sealed value without a valid key reference")
-    return ref
-
-
-def token_field(token: str) -> int:
-    """The field code of a token (readable without its key; authenticated when opened)."""
-    return _token_body(token)[0]
-
-
-def _token_body(token: str) -> bytes:
-    token_ref(token)
     text = token[_TOKEN_HEAD:]
     try:
         body = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -272,14 +271,26 @@ def _token_body(token: str) -> bytes:
         raise SealError("a sealed value that is not base64url") from None
     if len(body) < 1 + NONCE_BYTES + 16:
         raise SealError("a sealed value too short to hold a nonce and a tag")
-    return body
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    parsed = _PARSED[token] = (ref, body)
+    return parsed
+
+
+def token_ref(token: str) -> str:
+    """The key reference a token names; SealError when it is not a token."""
+    return _parse(token)[0]
+
+
+def token_field(token: str) -> int:
+    """The field code of a token (readable without its key; authenticated when opened)."""
+    return _parse(token)[1][0]
 
 
 def open_token(aead: AESGCM, token: str) -> tuple[int, bytes]:
     """(field code, plaintext) of a token sealed under ``aead``'s key; SealError when it fails
     authentication (tampered with, or sealed under another key)."""
-    ref = token_ref(token)
-    body = _token_body(token)
+    ref, body = _parse(token)
     head, nonce, sealed = body[:1], body[1 : 1 + NONCE_BYTES], body[1 + NONCE_BYTES :]
     try:
         plaintext = aead.decrypt(nonce, sealed, _PREFIX_BYTES + ref.encode() + head)

@@ -271,9 +271,18 @@ def _profile_as_of(db_path: str, lookup_key: str, as_of: str, output_format: str
     from projections import history
 
     day = history.parse_day(as_of, "--as-of")
+
+    def load(con: Any) -> Any:
+        from projections.sealed import PLAIN, stored_keying
+
+        if stored_keying(con) != PLAIN:
+            # The history resolves identifiers by their plain keys and shows stored values.
+            raise UserError("--as-of does not read a projection folded with a master key yet")
+        return history.profile_and_identifiers_as_of(con, lookup_key, day)
+
     found = _with_readonly(
         db_path,
-        lambda con: history.profile_and_identifiers_as_of(con, lookup_key, day),
+        load,
         lambda server: _ask_profile_as_of(server, lookup_key, day.isoformat()),
     )
     if found is None:

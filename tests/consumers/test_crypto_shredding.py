@@ -224,6 +224,8 @@ def test_an_erasure_leaves_no_readable_byte_of_the_person_anywhere(
     assert refused.returncode == 1, refused.stderr
     assert "master key" in refused.stderr
     assert "Traceback" not in refused.stderr
+    as_of = run_cli("profile", "--db", str(consumed), "--as-of", "2026-03-02", f"email:{BOB_EMAIL}")
+    assert as_of.returncode == 1 and "master key" in as_of.stderr, as_of.stderr
 
     # The delete destroyed the keys: an erased marker over each of her identifiers' keys.
     markers = [m for m in consume_all(bootstrap, f"{topic}-keys") if m.value == ERASED]

@@ -68,7 +68,7 @@ def _members(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
 
 
 @settings(
-    max_examples=15,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
