@@ -127,15 +127,18 @@ class KeyStore:
         with kafka_errors(self.bootstrap_servers):
             ends = consumer.end_offsets(self._partitions, timeout_ms=ATTEMPT_TIMEOUT_MS)
             waiting = {tp for tp, end in ends.items() if consumer.position(tp) < end}
+            # A large store takes a while to read: only a read that stops moving fails.
             deadline = time.monotonic() + ATTEMPT_TIMEOUT_MS / 1000
             while waiting:
                 for _tp, records in consumer.poll(timeout_ms=POLL_MS).items():
                     for record in records:
                         self._put(record.key, record.value)
+                    deadline = time.monotonic() + ATTEMPT_TIMEOUT_MS / 1000
                 waiting = {tp for tp in waiting if consumer.position(tp) < ends[tp]}
                 if waiting and time.monotonic() > deadline:
                     raise KeyStoreError(
-                        f"key topic {self.topic!r} could not be read to its end in time"
+                        f"key topic {self.topic!r} could not be read to its end: nothing came "
+                        f"for {ATTEMPT_TIMEOUT_MS // 1000} s"
                     )
 
     def _put(self, key: bytes | None, value: bytes | None) -> None:
