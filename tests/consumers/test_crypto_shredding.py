@@ -46,6 +46,7 @@ ANN_SECRETS = [ANN_EMAIL, ANN_PHONE, ANN_PHONE[2:], ANN_NAME, ANN_CUSTOMER, ANN_
 
 BOB_EMAIL = "bob.keeps@example.com"
 CAROL_EMAIL = "carol.keeps@example.com"
+DAN_EMAIL = "dan.imported@example.com"
 
 
 def run_cli(*args: str, key: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -169,6 +170,13 @@ def test_an_erasure_leaves_no_readable_byte_of_the_person_anywhere(
     ok(run_cli("publish", str(sealed), *common))
     plain = [track(8, "page_viewed", {"title": "plain"}, eid="carol-2", email=CAROL_EMAIL)]
     ok(run_cli("publish", str(write_events(tmp_path / "p.jsonl", plain)), *common, key=False))
+    # A CSV import is sealed like a publish.
+    rows = tmp_path / "dan.csv"
+    rows.write_text(f"email,first_name\n{DAN_EMAIL},Danforth\n")
+    ok(run_cli("import", str(rows), "--id-column", "email", *common,
+               "--timestamp", "2026-03-01T00:10:00+00:00",
+               "--attributes", str(tmp_path / "attributes.json")))  # fmt: skip
+    assert DAN_EMAIL.encode() not in topic_bytes(bootstrap, topic)
     assert CAROL_EMAIL.encode() in topic_bytes(bootstrap, topic)  # plaintext still goes in
     assert not leaks(topic_bytes(bootstrap, topic))  # sealed: nothing of Ann in clear
 
@@ -218,6 +226,9 @@ def test_an_erasure_leaves_no_readable_byte_of_the_person_anywhere(
     carol, bob = json.dumps(pages[0]), json.dumps(profile(consumed, f"email:{BOB_EMAIL}"))
     assert CAROL_EMAIL in carol and "Carol" in carol and "carol-2" in carol
     assert BOB_EMAIL in bob and "Silver" in bob and ANN_EMAIL not in bob
+
+    dan = profile(consumed, f"email:{DAN_EMAIL}")
+    assert dan is not None and dan["traits"]["first_name"]["value"] == "Danforth"
 
     # Without the master key a keyed projection is refused with one line, not misread.
     refused = run_cli("profile", "--db", str(consumed), f"email:{BOB_EMAIL}", key=False)
