@@ -34,10 +34,12 @@ def create_topics(
     partitions: int = 6,
     replication_factor: int = 1,
     key_topic: str | None = None,
+    *,
+    with_key_topic: bool = False,
 ) -> TopicsReport:
-    """Make the topics: events, dead letters and the key store of sealed events (compacted,
-    ``<topic>-keys`` unless ``key_topic`` names it); one that exists is reported, not an
-    error."""
+    """Make the topics: events, dead letters and, ``with_key_topic`` (a master key is
+    configured), the key store of sealed events (compacted, ``<topic>-keys`` unless
+    ``key_topic`` names it); one that exists is reported, not an error."""
     wanted = {
         topic: {
             "num_partitions": partitions,
@@ -49,12 +51,13 @@ def create_topics(
             "replication_factor": replication_factor,
             "configs": KEEP_FOREVER,
         },
-        key_topic or key_topic_for(topic): {
+    }
+    if with_key_topic:
+        wanted[key_topic or key_topic_for(topic)] = {
             "num_partitions": KEY_TOPIC_PARTITIONS,
             "replication_factor": replication_factor,
             "configs": KEY_TOPIC_CONFIG,
-        },
-    }
+        }
     report = TopicsReport()
     with kafka_errors(bootstrap):
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="profile-engine-topics")

@@ -248,21 +248,27 @@ def topics() -> None:
     show_default=True,
     help="Replicas of each partition.",
 )
+@key_file_option
 def create(
     bootstrap_servers: str,
     topic: str,
     dead_letter_topic: str,
     partitions: int,
     replication_factor: int,
+    key_file: Path | None,
 ) -> None:
-    """Create the events topic, its dead-letter topic and its key store (<topic>-keys, a
-    compacted topic for the data keys of sealed events); existing ones are left as they are."""
+    """Create the events topic and its dead-letter topic; with a master key (--key-file or
+    PROFILE_ENGINE_MASTER_KEY) also its key store (<topic>-keys, a compacted topic for the
+    data keys of sealed events). Existing ones are left as they are."""
     from consumers.topics import TopicError, create_topics
+    from profile_engine.cli.keys import load_master_key
 
+    sealed = load_master_key(key_file) is not None
     try:
         report = create_topics(
-            bootstrap_servers, topic, dead_letter_topic, partitions, replication_factor
-        )
+            bootstrap_servers, topic, dead_letter_topic, partitions, replication_factor,
+            with_key_topic=sealed,
+        )  # fmt: skip
     except TopicError as error:
         raise UserError(str(error)) from None
     for name in report.created:
