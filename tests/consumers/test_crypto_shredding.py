@@ -227,6 +227,10 @@ def test_an_erasure_leaves_no_readable_byte_of_the_person_anywhere(
     assert CAROL_EMAIL in carol and "Carol" in carol and "carol-2" in carol
     assert BOB_EMAIL in bob and "Silver" in bob and ANN_EMAIL not in bob
 
+    # SQL users read the personal columns in clear through views on the sandboxed connection.
+    query = "SELECT id_value FROM identifiers_plain WHERE id_type = 'email' ORDER BY 1"
+    emails = ok(run_cli("sql", "--db", str(consumed), query)).stdout
+    assert BOB_EMAIL in emails and DAN_EMAIL in emails and ANN_EMAIL not in emails
     dan = profile(consumed, f"email:{DAN_EMAIL}")
     assert dan is not None and dan["traits"]["first_name"]["value"] == "Danforth"
 
