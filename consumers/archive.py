@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import fastavro
 from kafka import KafkaConsumer, TopicPartition
@@ -136,6 +136,18 @@ def iter_archive(
     A record that breaks the contract, or a block that cannot be decoded, yields its reason
     and the iteration goes on with the next record or block.
     """
+    for number, record, reason in iter_archive_records(path):
+        if record is None:
+            yield number, None, reason
+        else:
+            yield number, *_event_or_reason(record, window)
+
+
+def iter_archive_records(
+    path: Path | str,
+) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """(record number from 1, envelope record or None, reason or None), before any contract
+    check (sealed records stay sealed: see consumers/event_preparer.py)."""
     codec = AvroCodec()
     with Path(path).open("rb") as handle:
         try:
@@ -149,7 +161,7 @@ def iter_archive(
                 for record in block:
                     consumed += 1
                     number += 1
-                    yield number, *_event_or_reason(record, window)
+                    yield number, cast(dict[str, Any], record), None
             except Exception as error:  # a corrupt block: report its records, go on
                 reason = f"corrupt block: {type(error).__name__}: {error}"
                 for _ in range(block.num_records - consumed):

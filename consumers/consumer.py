@@ -15,6 +15,7 @@ from kafka import KafkaProducer
 
 from consumers.group_offsets import DEFAULT_GROUP_ID, GroupMirror
 from consumers.kafka_client import kafka_errors
+from consumers.key_store import KeyStore, SealingConfig
 from consumers.pipeline import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_WAIT_S,
@@ -85,6 +86,9 @@ class ConsumeOptions:
     group_id: str | None = DEFAULT_GROUP_ID
     # The event-time window's bounds when the projection is created (None: the defaults).
     time_policy: EventTimePolicy | None = None
+    # A master key and the key store: the projection is keyed, sealed events are opened and
+    # erasures destroy data keys (README "Erasure that reaches the log").
+    sealing: SealingConfig | None = None
 
 
 def consume_into(
@@ -96,9 +100,13 @@ def consume_into(
     options: ConsumeOptions,
 ) -> FoldStats:
     """Fold the topic into an open projection (shared with readers when serving)."""
+    from projections.sealed import check_keying
+
     fold_config = store.fold_config(config)
     policy = store.time_policy(options.time_policy)
     store.check_source(topic)
+    sealing = options.sealing
+    check_keying(store, None if sealing is None else sealing.ring)
     plan = ReadPlan(
         bootstrap_servers,
         topic,
@@ -107,7 +115,9 @@ def consume_into(
         (dead_letter_topic,) if dead_letter_topic else (),
         options.give_up_after,
         policy,
+        sealing,
     )
+    keys = None if sealing is None else KeyStore(bootstrap_servers, sealing.key_topic).load()
     sink = DeadLetterTopic(bootstrap_servers, dead_letter_topic) if dead_letter_topic else None
     pipeline = Pipeline(
         store,
@@ -119,6 +129,7 @@ def consume_into(
             progress=options.progress,
             should_stop=options.should_stop,
             after_commit=options.after_commit,
+            key_eraser=keys,
         ),
     )
     pipeline.start_offsets(plan.stored_offsets)
@@ -127,6 +138,8 @@ def consume_into(
     finally:
         if sink is not None:
             sink.close()
+        if keys is not None:
+            keys.close()
 
 
 def consume(

@@ -124,6 +124,12 @@ EXPECTED_LAYOUT = [
         ]),
     ],
 ]  # fmt: skip
+# Version 2 adds the optional seal (crypto-shredding); both are read here, so the messages
+# already on a topic stay as cheap to read as new ones.
+SEALED_LAYOUT = [
+    EXPECTED_LAYOUT[0],
+    [*EXPECTED_LAYOUT[1], ("sealed", ["null", ["Seal", [("fingerprint", "bytes")]]])],
+]
 
 
 def _enums(schema: Any, found: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
@@ -155,7 +161,8 @@ def _full_name(named: Schema) -> str:
 class EnvelopeReader:
     """Reads one envelope body into fastavro's record form, for one writer schema."""
 
-    def __init__(self, schema: Schema) -> None:
+    def __init__(self, schema: Schema, sealed_field: bool = False) -> None:
+        self.sealed_field = sealed_field
         enums = _enums(schema, {})
         self.event_types = enums["EventType"]
         self.id_types = enums["IdType"]
@@ -166,16 +173,23 @@ class EnvelopeReader:
         self.ccpa_requests = enums["CcpaRequest"]
         payload = next(f for f in schema["fields"] if f["name"] == "payload")["type"]
         self.payload_names = tuple(_full_name(branch) for branch in payload)
+        self.seal_name = ""
+        if sealed_field:
+            seal = next(f for f in schema["fields"] if f["name"] == "sealed")["type"][1]
+            self.seal_name = _full_name(seal)
 
     @classmethod
     def for_schema(cls, schema: Schema) -> EnvelopeReader | None:
-        """A reader when the writer schema has exactly the expected layout, else None."""
+        """A reader when the writer schema has exactly one of the expected layouts, else None."""
         try:
-            if _shape(schema) != EXPECTED_LAYOUT:
-                return None
+            layout = _shape(schema)
         except (KeyError, TypeError, AttributeError):
             return None
-        return cls(schema)
+        if layout == SEALED_LAYOUT:
+            return cls(schema, sealed_field=True)
+        if layout == EXPECTED_LAYOUT:
+            return cls(schema)
+        return None
 
     def read(self, data: bytes, pos: int) -> dict[str, Any]:
         """The record in ``data[pos:]``; Corrupt (or IndexError, UnicodeDecodeError) if the
@@ -257,6 +271,16 @@ class EnvelopeReader:
             fields = {"request": request}
         else:
             raise Corrupt(f"payload branch {branch}")
+        sealed: tuple[str, dict[str, bytes]] | None = None
+        if self.sealed_field:
+            seal_branch, pos = _long(data, pos)
+            if _branch(seal_branch, 2) == 1:
+                size, pos = _long(data, pos)
+                end = pos + size
+                if size < 0 or end > len(data):
+                    raise Corrupt(f"a fingerprint of {size} bytes at {pos} runs past the message")
+                sealed = (self.seal_name, {"fingerprint": data[pos:end]})
+                pos = end
         if pos != len(data):
             raise Corrupt(f"{len(data) - pos} trailing bytes")
         return {
@@ -265,6 +289,8 @@ class EnvelopeReader:
             "timestamp": timestamp,
             "identifiers": identifiers,
             "payload": (self.payload_names[branch], fields),
+            # As fastavro gives a union's record branch: (its name, its fields).
+            "sealed": sealed,
         }
 
     def _traits(self, data: bytes, pos: int) -> tuple[dict[str, Any], int]:

@@ -36,8 +36,10 @@ from profile_engine.csv_import import (
     reject_row,
     rejects_header,
 )
+from profile_engine.errors import ProfileEngineError
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
 from profile_engine.rules import window_at_publish
+from profile_engine.sealing import Sealer, SealingPlan
 
 HISTORY_FILE = "profile-imports.jsonl"
 _CHUNK = 1 << 20
@@ -158,19 +160,24 @@ class CsvImport:
         phone_region: str = DEFAULT_PHONE_REGION,
         on_progress: ProgressCallback | None = None,
         on_reject: RejectCallback | None = None,
+        sealing: SealingPlan | None = None,
+        key_sink: Callable[[list[tuple[str, bytes]]], object] | None = None,
     ) -> ImportCounts:
         """Send every valid row, write every invalid one to the rejects file, wait for the broker.
 
         Rows are built into record batches here and handed to ``sink`` every
         ``PROGRESS_EVERY`` rows; when the sink gives up, reading stops and the rest of the
-        file is reported as unread.
+        file is reported as unread. ``sealing`` seals every event; ``key_sink`` writes the
+        data keys they need before their batches are sent.
         """
         counts = ImportCounts(delivery=sink.delivery)
         started = time.perf_counter()
         # The producer's edge check of the event time uses this machine's clock (now + 1 day).
         window = window_at_publish(time.time_ns() // 1000)
         converter = RowConverter(self.columns, self.digest, timestamp_us, phone_region, window)
-        encoder = EventEncoder()
+        sealer = Sealer(sealing) if sealing is not None else None
+        encoder = EventEncoder(sealer=sealer)
+        send = _KeyedSend(sealer, key_sink)
         batcher = Batcher(KeyPartitioner(sink.partitions), sink.max_batch_bytes)
         clock = now_ms()
         sending = True
@@ -191,7 +198,7 @@ class CsvImport:
                     if on_reject is not None:
                         on_reject(result)
                 if done % PROGRESS_EVERY == 0:
-                    sending = self._send(batcher.take(), sink, counts.delivery)
+                    sending = send(batcher.take(), sink, counts.delivery)
                     clock = now_ms()
                     if on_progress is not None:
                         on_progress(reader.line_num)
@@ -200,7 +207,7 @@ class CsvImport:
                             counts.unread = (reader.line_num + 1, self.total_lines)
                         break
             if sending:
-                self._send(batcher.take(), sink, counts.delivery)
+                send(batcher.take(), sink, counts.delivery)
                 if on_progress is not None:
                     on_progress(reader.line_num)
             sink.finish()
@@ -246,6 +253,30 @@ class CsvImport:
                     delivery.fail(unsent.lines, "not sent: the import stopped", True)
                 return False
         return True
+
+
+class _KeyedSend:
+    """Sends batches, after writing the data keys their sealed events need (if any)."""
+
+    def __init__(
+        self,
+        sealer: Sealer | None,
+        key_sink: Callable[[list[tuple[str, bytes]]], object] | None,
+    ) -> None:
+        self.sealer = sealer
+        self.key_sink = key_sink
+
+    def __call__(self, batches: list[BuiltBatch], sink: BatchSink, delivery: Delivery) -> bool:
+        if self.sealer is not None and self.key_sink is not None:
+            keys = self.sealer.take_new_keys()
+            try:
+                if keys:
+                    self.key_sink(keys)
+            except ProfileEngineError as error:
+                for unsent in batches:
+                    delivery.fail(unsent.lines, f"not sent: the key store refused: {error}", True)
+                return False
+        return CsvImport._send(batches, sink, delivery)
 
 
 class _RejectsFile:

@@ -20,16 +20,25 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-from profile_engine.batch_fold import REUSED_ID_REASON, BatchFold, Outcome, Prepared, prepare
+from profile_engine.batch_fold import (
+    REUSED_ID_REASON,
+    BatchChanges,
+    BatchFold,
+    Outcome,
+    Prepared,
+    prepare,
+)
 from profile_engine.contract import event_to_json
+from profile_engine.crypto import ref_blind
 from profile_engine.errors import BadInput
 from profile_engine.events import ProfileEvent, iso_from_us
 from profile_engine.fold import FoldConfig
+from profile_engine.keys import IdentifierHashes
 from projections.store import DeadLetter, ProjectionStore, TopicOffset
 
 DEFAULT_BATCH_SIZE = 100_000
@@ -65,6 +74,12 @@ class Source(Protocol):
 
 DeadLetterSink = Callable[[Sequence[DeadLetter]], None]
 ProgressCallback = Callable[["FoldStats"], None]
+
+
+class KeyEraser(Protocol):
+    """Destroys the data keys of erased identifiers (consumers.key_store.KeyStore)."""
+
+    def erase(self, blind_indexes: Iterable[str]) -> set[str]: ...
 
 
 @dataclass
@@ -107,6 +122,9 @@ class PipelineOptions:
     progress: ProgressCallback | None = None
     should_stop: Callable[[], bool] = lambda: False
     after_commit: Callable[[list[TopicOffset]], None] | None = None
+    # A keyed projection: erasures destroy the erased identifiers' data keys before the
+    # batch commits (like dead letters reach their topic first).
+    key_eraser: KeyEraser | None = None
 
 
 class Pipeline:
@@ -120,6 +138,7 @@ class Pipeline:
         self.options = options or PipelineOptions()
         self.stats = FoldStats()
         self._next_offsets: dict[int, int] = {}
+        self._erased_refs: set[str] = set()  # data keys this run's erasures destroyed
 
     def run(self, source: Source) -> FoldStats:
         with _collect_between_batches():
@@ -192,8 +211,11 @@ class Pipeline:
                 if record.letter is not None:
                     letters.append(record.letter)
                 continue
+            event = record.event
+            if event.key_refs and (self._erased_refs or fold.erased_keys):
+                event = self._unreadable_if_erased(event, fold)
             try:
-                outcome = fold.fold(record.event)
+                outcome = fold.fold(event)
             except Exception as error:  # any event that breaks the fold is a dead letter
                 letters.append(_letter(source, record, f"cannot fold: {_describe(error)}"))
                 continue
@@ -206,8 +228,31 @@ class Pipeline:
         offsets = self._offsets_after(source, records, last)
         if letters and self.options.dead_letter_sink is not None:
             self.options.dead_letter_sink(letters)
-        self.store.commit_batch(fold.finish(), offsets, letters)
+        changes = fold.finish()
+        if changes.erased and self.options.key_eraser is not None:
+            self._destroy_keys(changes)
+        self.store.commit_batch(changes, offsets, letters)
         self._count(records, folded, duplicates, len(letters), offsets)
+
+    def _unreadable_if_erased(self, event: Prepared, fold: BatchFold) -> Prepared:
+        """A sealed event under a key an erasure of this run destroyed folds as a rebuild
+        (which cannot open it) folds it: see sealing.without_erased_keys."""
+        from profile_engine.sealing import without_erased_keys
+
+        erased_refs, erased_now = self._erased_refs, fold.erased_keys
+        return without_erased_keys(
+            event, lambda ref: ref in erased_refs or ref_blind(ref) in erased_now
+        )
+
+    def _destroy_keys(self, changes: BatchChanges) -> None:
+        """Erased markers for every data key of the erased profiles' identifiers, acknowledged
+        by the key store before the batch that erased them commits."""
+        from projections.sealed import identifier_keys_of
+
+        assert self.options.key_eraser is not None
+        blinds = changes.erased_keys | identifier_keys_of(self.store, changes.erased)
+        changes.erased_keys = blinds
+        self._erased_refs |= self.options.key_eraser.erase(blinds)
 
     def _commit_as_dead_letter(self, source: Source, record: Record, last: bool) -> None:
         reason = "the projection database refused the event's values"
@@ -289,10 +334,12 @@ def prepared_record(
     line: int | None,
     event: ProfileEvent,
     raw: bytes | None = None,
+    hashes: IdentifierHashes | None = None,
 ) -> Record:
-    """A record of a decoded event, or of its dead letter when it cannot be prepared."""
+    """A record of a decoded event, or of its dead letter when it cannot be prepared
+    (``hashes``: the keyed identifier keys of a projection with a master key)."""
     try:
-        return Record(partition, offset, line, prepare(event), None)
+        return Record(partition, offset, line, prepare(event, hashes), None)
     except Exception as error:  # any event that cannot be prepared is a dead letter
         reason = f"cannot fold: {_describe(error)}"
         kept = raw if raw is not None else _event_text(event)

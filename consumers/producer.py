@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from consumers.codec import AvroCodec
 from consumers.kafka_client import kafka_errors
+from consumers.key_store import KeyStore, SealingConfig
 from consumers.record_batches import murmur2
 from profile_engine.contract import (
     ContractError,
@@ -40,6 +41,7 @@ from profile_engine.contract import (
 from profile_engine.errors import NeedsOperator, Transient
 from profile_engine.events import ProfileEvent
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
+from profile_engine.sealing import Sealer, SealingPlan
 
 EventInput = ProfileEvent | BaseModel | dict[str, Any]
 
@@ -73,14 +75,24 @@ class EventEncoder:
     """Domain event -> (key, Avro single-object message, Kafka timestamp in ms).
 
     Key = the event's highest-priority identifier, so one person's events share a partition
-    and keep their order.
+    and keep their order. With a ``sealer`` the event is sealed (profile_engine.sealing): the
+    key is the hex of that identifier's blind index, and the data keys the sealer makes must
+    reach the key store (``sealer.take_new_keys()``) before the message is sent.
     """
 
-    def __init__(self, codec: AvroCodec | None = None) -> None:
+    def __init__(self, codec: AvroCodec | None = None, sealer: Sealer | None = None) -> None:
         self.codec = codec or AvroCodec()
+        self.sealer = sealer
 
     def encode(self, event: ProfileEvent, clock_ms: int) -> tuple[bytes, bytes, int]:
         """EncodeError when the envelope cannot carry the event."""
+        if self.sealer is not None:
+            seal = self.sealer.seal(event)
+            return (
+                seal.message_key,
+                self.codec.encode(event, seal),
+                kafka_timestamp_ms(event.timestamp_us, clock_ms),
+            )
         return (
             event.partition_key().encode(),
             self.codec.encode(event),
@@ -161,6 +173,7 @@ class EventProducer:
         linger_ms: int = DEFAULT_LINGER_MS,
         batch_size: int = DEFAULT_BATCH_SIZE,
         delivery_timeout_ms: int = DEFAULT_DELIVERY_TIMEOUT_MS,
+        sealing: SealingConfig | None = None,
         **producer_config: Any,
     ) -> None:
         self.topic = topic
@@ -168,6 +181,12 @@ class EventProducer:
         self.phone_region = phone_region
         self.codec = codec or AvroCodec()
         self.sent = 0
+        # Sealed events: data keys go to the key store before the events sealed under them.
+        self._keys: KeyStore | None = None
+        self._sealer: Sealer | None = None
+        if sealing is not None:
+            self._keys = KeyStore(sealing.bootstrap_servers, sealing.key_topic).load()
+            self._sealer = Sealer(SealingPlan.new(sealing.master, self._keys.live_keys()))
         self._failures = DeliveryFailures()
         config: dict[str, Any] = {
             "acks": "all",
@@ -209,12 +228,14 @@ class EventProducer:
     def send(self, item: EventInput) -> Any:
         """Validate, encode and queue one event; returns kafka-python's future."""
         event = self.to_event(item)
-        return self.send_encoded(
-            event.partition_key().encode(),
-            self.codec.encode(event),
-            event.timestamp_us // 1000,  # capped at the clock by send_encoded
-            event.event_id,
-        )
+        if self._sealer is not None and self._keys is not None:
+            seal = self._sealer.seal(event)
+            self._keys.publish(self._sealer.take_new_keys())  # acknowledged first
+            key, value = seal.message_key, self.codec.encode(event, seal)
+        else:
+            key, value = event.partition_key().encode(), self.codec.encode(event)
+        # The timestamp is capped at the clock by send_encoded.
+        return self.send_encoded(key, value, event.timestamp_us // 1000, event.event_id)
 
     def send_encoded(self, key: bytes, value: bytes, timestamp_ms: int, event_id: str) -> Any:
         """Queue an already encoded message; ``timestamp_ms`` is capped at the clock."""
@@ -248,6 +269,8 @@ class EventProducer:
             self.flush(timeout)
         finally:
             self._producer.close(timeout)
+            if self._keys is not None:
+                self._keys.close()
 
     def __enter__(self) -> EventProducer:
         return self
@@ -262,3 +285,5 @@ class EventProducer:
             self.close()
         else:  # already failing: release the connection without masking the first error
             self._producer.close(timeout=5)
+            if self._keys is not None:
+                self._keys.close()

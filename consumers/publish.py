@@ -27,8 +27,10 @@ from consumers.codec import EncodeError
 from consumers.producer import EventEncoder, now_ms
 from consumers.record_batches import Batcher, BuiltBatch, KeyPartitioner, RecordTooLarge
 from profile_engine.contract import ContractError, TraitValidator, parse_event
+from profile_engine.errors import ProfileEngineError
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
 from profile_engine.rules import load_json_text, window_at_publish
+from profile_engine.sealing import Sealer, SealingPlan
 
 # Input per unit of work: big enough that a block's batches are worth a request and the
 # inter-process traffic is a few large pickles, small enough to keep memory flat.
@@ -40,6 +42,8 @@ PARALLEL_MIN_BYTES = 4 * 1024 * 1024
 CONTENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "profile-engine:publish:line")
 
 ValidatorFactory = Callable[[], TraitValidator | None]
+# Writes key records and returns once the key store acknowledged them (KeyStore.publish).
+KeySink = Callable[[list[tuple[str, bytes]]], object]
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class EncodedBlock(NamedTuple):
     batches: list[BuiltBatch]
     rejects: list[Reject]
     size: int  # input bytes the block covered (for progress)
+    # Sealed publishing: (key ref, wrapped key) of the data keys the block's events need
+    # that the key store may not hold yet; they are written before the block's batches.
+    keys: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass
@@ -96,12 +103,14 @@ class LineEncoder:
         phone_region: str,
         partitions: int,
         max_batch_bytes: int,
+        sealing: SealingPlan | None = None,
     ) -> None:
         self.trait_validator = trait_validator
         self.phone_region = phone_region
         self.partitioner = KeyPartitioner(partitions)
         self.max_batch_bytes = max_batch_bytes
-        self.encoder = EventEncoder()
+        self.sealer = Sealer(sealing) if sealing is not None else None
+        self.encoder = EventEncoder(sealer=self.sealer)
 
     def encode_block(self, first_line: int, block: bytes) -> EncodedBlock:
         batcher = Batcher(self.partitioner, self.max_batch_bytes)
@@ -133,7 +142,8 @@ class LineEncoder:
                 rejects.append(Reject(number, reason, raw))
             except ValueError as error:  # invalid JSON or UTF-8, or an unencodable value
                 rejects.append(Reject(number, f"event: {_first_line(error)}", raw))
-        return EncodedBlock(batcher.take(), rejects, len(block))
+        keys = tuple(self.sealer.take_new_keys()) if self.sealer is not None else ()
+        return EncodedBlock(batcher.take(), rejects, len(block), keys)
 
 
 class BlockReader:
@@ -209,10 +219,11 @@ def _init_worker(
     phone_region: str,
     partitions: int,
     max_batch_bytes: int,
+    sealing: SealingPlan | None = None,
 ) -> None:
     global _WORKER_ENCODER
     validator = validator_factory() if validator_factory is not None else None
-    _WORKER_ENCODER = LineEncoder(validator, phone_region, partitions, max_batch_bytes)
+    _WORKER_ENCODER = LineEncoder(validator, phone_region, partitions, max_batch_bytes, sealing)
 
 
 def _encode_in_worker(first_line: int, block: bytes) -> EncodedBlock:
@@ -253,22 +264,32 @@ def publish_lines(
     workers: int = 0,
     on_reject: Callable[[Reject], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    sealing: SealingPlan | None = None,
+    key_sink: KeySink | None = None,
 ) -> PublishResult:
     """Validate every line, send the valid ones, report the invalid ones; wait for the broker.
 
     ``workers`` > 0 validates and encodes in that many processes while this one only sends.
     ``on_progress`` gets the number of input bytes handled so far. The result accounts for
     every line (``PublishResult.complete`` is False when some were not confirmed).
+    ``sealing`` seals every event (README "Erasure that reaches the log"); ``key_sink``
+    writes the data keys the sealed events need, acknowledged before their batches are sent.
     """
     result = PublishResult(delivery=producer.delivery)
     started = time.perf_counter()
     reader = BlockReader(stream)
-    init_args = (validator_factory, phone_region, producer.partitions, producer.max_batch_bytes)
+    init_args = (
+        validator_factory, phone_region, producer.partitions, producer.max_batch_bytes, sealing
+    )  # fmt: skip
+    written: set[str] = set()
     for encoded in _encoded_blocks(reader, workers, init_args):
         for reject in encoded.rejects:
             result.rejected += 1
             if on_reject is not None:
                 on_reject(reject)
+        if not _keys_written(encoded, key_sink, written, result):
+            reader.stop()
+            continue
         for batch in encoded.batches:
             if not producer.send(batch):  # gave up: what is already encoded stays unsent
                 reader.stop()
@@ -279,3 +300,21 @@ def publish_lines(
     result.unread = reader.unread()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _keys_written(
+    encoded: EncodedBlock, key_sink: KeySink | None, written: set[str], result: PublishResult
+) -> bool:
+    """Write the block's new data keys first; when the key store refuses them, the block's
+    lines are not sent (they are listed as unconfirmed) and publishing stops."""
+    fresh = [(ref, wrapped) for ref, wrapped in encoded.keys if ref not in written]
+    if not fresh or key_sink is None:
+        return True
+    try:
+        key_sink(fresh)
+    except ProfileEngineError as error:
+        for batch in encoded.batches:
+            result.delivery.fail(batch.lines, f"not sent: the key store refused: {error}", True)
+        return False
+    written.update(ref for ref, _ in fresh)
+    return True

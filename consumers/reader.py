@@ -26,7 +26,8 @@ from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, TopicPartition
 
-from consumers.codec import AvroCodec, DecodeError
+from consumers.codec import DecodeError
+from consumers.event_preparer import EventPreparer
 from consumers.kafka_client import (
     BrokerUnavailable,
     BrokerWait,
@@ -35,9 +36,11 @@ from consumers.kafka_client import (
     kafka_errors,
     topic_partitions,
 )
+from consumers.key_store import KeyStoreError, SealingConfig
 from consumers.ordering import PartitionMerger
 from consumers.records import RawRecord, block_consumer
-from profile_engine.batch_fold import Prepared, prepare
+from profile_engine.batch_fold import Prepared
+from profile_engine.crypto import KeyMaterialError
 from profile_engine.errors import NeedsOperator, ProfileEngineError, first_line
 from profile_engine.rules import EventTimePolicy
 
@@ -87,6 +90,7 @@ class ReadPlan:
     required_topics: tuple[str, ...] = ()  # must exist as well (e.g. the dead-letter topic)
     give_up_after: float | None = None  # seconds without the broker before failing; None: wait
     time_policy: EventTimePolicy = DEFAULT_TIME_POLICY  # the event-time window's bounds
+    sealing: SealingConfig | None = None  # a keyed projection: blind indexes, sealed events
 
 
 def _send(conn: Connection, kind: str, payload: Any = None) -> None:
@@ -94,20 +98,23 @@ def _send(conn: Connection, kind: str, payload: Any = None) -> None:
 
 
 def _decoded(
-    records: Iterator[RawRecord], codec: AvroCodec, policy: EventTimePolicy
+    records: Iterator[RawRecord], preparer: EventPreparer, policy: EventTimePolicy
 ) -> Iterator[DecodedRecord]:
     """Each record decoded and prepared for the fold, or why it cannot be: any failure of one
     message (a contract break, or anything a hostile message makes the decoder raise) is a
-    dead letter of that message, never a stop."""
-    decode = codec.decode
+    dead letter of that message, never a stop. Only a key store that cannot be read, or key
+    material that does not fit the master key, stops the reader: every message would fail."""
+    message = preparer.message
     for partition, offset, timestamp, key, value in records:
         if value is None:
             yield partition, offset, Undecodable(timestamp, key, b"", "null value: not an event")
             continue
         try:
-            yield partition, offset, prepare(decode(value, policy.for_record(timestamp)))
+            yield partition, offset, message(value, policy.for_record(timestamp))
         except DecodeError as error:
             yield partition, offset, Undecodable(timestamp, key, value, str(error))
+        except (KeyMaterialError, KeyStoreError, BrokerUnavailable):
+            raise
         except Exception as error:  # a poison message: kept with the reason, never a stop
             reason = f"cannot fold: {type(error).__name__}: {first_line(error)}"
             yield partition, offset, Undecodable(timestamp, key, value, reason)
@@ -143,16 +150,18 @@ class _Reading:
     def __init__(self, plan: ReadPlan, conn: Connection) -> None:
         self.plan = plan
         self.conn = conn
-        self.codec = AvroCodec()
+        self.preparer: EventPreparer | None = None
         self.broker = BrokerWait(plan.bootstrap_servers, plan.give_up_after)
         self._parent = os.getppid()
 
     def run(self) -> None:
+        self.preparer = EventPreparer(self.plan.sealing)  # a keyed fold reads its keys first
         consumer, tps, merger = self._start()
         try:
             self._follow(consumer, tps, merger)
         finally:
             consumer.close()
+            self.preparer.close()
 
     # -- start: topics, positions and targets, retried while the broker does not answer --
     def _start(self) -> tuple[KafkaConsumer, list[TopicPartition], PartitionMerger]:
@@ -261,7 +270,9 @@ class _Reading:
 
     def _release(self, merger: PartitionMerger) -> None:
         chunk: list[DecodedRecord] = []
-        for item in _decoded(merger.drain(), self.codec, self.plan.time_policy):
+        assert self.preparer is not None
+        self.preparer.begin_chunk()
+        for item in _decoded(merger.drain(), self.preparer, self.plan.time_policy):
             chunk.append(item)
             if len(chunk) >= CHUNK:
                 _send(self.conn, _RECORDS, _to_wire(chunk))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from consumers.key_store import KeyStore, SealingConfig
 from consumers.pipeline import (
     DEFAULT_BATCH_SIZE,
     FoldStats,
@@ -42,7 +43,10 @@ def _rebuild(
     registry: AttributeRegistry | None,
     force: bool,
     time_policy: EventTimePolicy | None,
+    sealing: SealingConfig | None = None,
 ) -> FoldStats:
+    from projections.sealed import check_keying
+
     with ProjectionLock(db_path, "rebuild"):
         user = read_user_state(Path(db_path))
         if topic is not None and user.source_topic not in (None, topic) and not force:
@@ -54,9 +58,21 @@ def _rebuild(
             if registry is not None:
                 refresh_typed_traits_view(store.con, registry)
             fold_config = store.fold_config(None)
-            options = PipelineOptions(batch_size=batch_size, max_wait_s=None, progress=progress)
+            check_keying(store, None if sealing is None else sealing.ring)
+            # Erasures replayed by a rebuild destroy the keys again (a key store restored from
+            # a backup older than an erasure forgets the person again).
+            keys = None
+            if sealing is not None:
+                keys = KeyStore(sealing.bootstrap_servers, sealing.key_topic).load()
+            options = PipelineOptions(
+                batch_size=batch_size, max_wait_s=None, progress=progress, key_eraser=keys
+            )
             pipeline = Pipeline(store, fold_config, options)
-            return pipeline.run(source_for(store.time_policy(None)))
+            try:
+                return pipeline.run(source_for(store.time_policy(None)))
+            finally:
+                if keys is not None:
+                    keys.close()
 
 
 def rebuild_from_kafka(
@@ -69,14 +85,17 @@ def rebuild_from_kafka(
     registry: AttributeRegistry | None = None,
     force: bool = False,
     time_policy: EventTimePolicy | None = None,
+    sealing: SealingConfig | None = None,
 ) -> FoldStats:
     def source_for(policy: EventTimePolicy) -> Source:
         # A rebuild re-reads dead letters too; they are already on the dead-letter topic.
-        return KafkaSource(ReadPlan(bootstrap_servers, topic, {}, True, time_policy=policy))
+        plan = ReadPlan(bootstrap_servers, topic, {}, True, time_policy=policy, sealing=sealing)
+        return KafkaSource(plan)
 
     return _rebuild(
         db_path, source_for, topic, batch_size=batch_size, progress=progress,
         config=config, registry=registry, force=force, time_policy=time_policy,
+        sealing=sealing,
     )  # fmt: skip
 
 
@@ -88,12 +107,15 @@ def rebuild_from_file(
     config: FoldConfig | None = None,
     registry: AttributeRegistry | None = None,
     time_policy: EventTimePolicy | None = None,
+    sealing: SealingConfig | None = None,
 ) -> FoldStats:
+    """``sealing``: a keyed rebuild; sealed archive records are opened with the key store on
+    Kafka (an archive never holds keys, so it forgets erased people with the log)."""
     source = Path(file_path)
     if not source.is_file():
         raise BadInput(f"no such file: {file_path}")
     return _rebuild(
-        db_path, lambda policy: FileSource(source, policy), None, batch_size=batch_size,
-        progress=progress, config=config, registry=registry, force=True,
-        time_policy=time_policy,
+        db_path, lambda policy: FileSource(source, policy, sealing=sealing), None,
+        batch_size=batch_size, progress=progress, config=config, registry=registry,
+        force=True, time_policy=time_policy, sealing=sealing,
     )  # fmt: skip

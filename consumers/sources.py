@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from consumers.codec import DecodeError
+from consumers.event_preparer import EventPreparer
+from consumers.key_store import SealingConfig
 from consumers.pipeline import Record, prepared_record
 from consumers.process_stream import ProcessStream
 from consumers.reader import KafkaReader, ReadPlan, Undecodable
 from consumers.wire import records_from_wire, records_to_wire
 from profile_engine.contract import ContractError, parse_event_line
 from profile_engine.events import ProfileEvent
+from profile_engine.keys import IdentifierHashes
 from profile_engine.rules import EventTimePolicy, EventTimeWindow
 from projections.store import DeadLetter
 
@@ -25,14 +29,20 @@ CHUNK = 2_000
 class ListSource:
     """Events from memory, in the given order (tests and benchmarks)."""
 
-    def __init__(self, events: Iterable[ProfileEvent], name: str = "memory") -> None:
+    def __init__(
+        self,
+        events: Iterable[ProfileEvent],
+        name: str = "memory",
+        hashes: IdentifierHashes | None = None,
+    ) -> None:
         self.name = name
         self._events = events
+        self._hashes = hashes
 
     def chunks(self) -> Iterator[list[Record] | None]:
         chunk: list[Record] = []
         for number, event in enumerate(self._events, start=1):
-            chunk.append(prepared_record(self.name, None, None, number, event))
+            chunk.append(prepared_record(self.name, None, None, number, event, None, self._hashes))
             if len(chunk) >= CHUNK:
                 yield chunk
                 chunk = []
@@ -51,20 +61,26 @@ class FileSource:
     parsed and prepared in a child process while this one folds."""
 
     def __init__(
-        self, path: Path, policy: EventTimePolicy | None = None, *, in_child: bool = True
+        self,
+        path: Path,
+        policy: EventTimePolicy | None = None,
+        *,
+        in_child: bool = True,
+        sealing: SealingConfig | None = None,
     ) -> None:
         self.path = path
         self.name = str(path)
         self.policy = policy or EventTimePolicy()
         self._in_child = in_child
+        self._sealing = sealing
         self._stream: ProcessStream | None = None
 
     def chunks(self) -> Iterator[list[Record] | None]:
         window = self.policy.for_files()
         if not self._in_child:
-            yield from file_chunks(str(self.path), window)
+            yield from file_chunks(str(self.path), window, self._sealing)
             return
-        self._stream = ProcessStream(wire_file_chunks, str(self.path), window)
+        self._stream = ProcessStream(wire_file_chunks, str(self.path), window, self._sealing)
         for data in self._stream:
             yield records_from_wire(data)
 
@@ -76,41 +92,73 @@ class FileSource:
             self._stream.close()
 
 
-def wire_file_chunks(path_text: str, window: EventTimeWindow) -> Iterator[bytes]:
+def wire_file_chunks(
+    path_text: str, window: EventTimeWindow, sealing: SealingConfig | None = None
+) -> Iterator[bytes]:
     """``file_chunks`` as wire bytes (module level: it runs in the child process)."""
-    for chunk in file_chunks(path_text, window):
+    for chunk in file_chunks(path_text, window, sealing):
         yield records_to_wire(chunk)
 
 
-def file_chunks(path_text: str, window: EventTimeWindow) -> Iterator[list[Record]]:
-    """The records of a file in chunks (module level: it runs in the child process)."""
+def file_chunks(
+    path_text: str, window: EventTimeWindow, sealing: SealingConfig | None = None
+) -> Iterator[list[Record]]:
+    """The records of a file in chunks (module level: it runs in the child process). With
+    ``sealing`` the fold is keyed and sealed archive records are opened with the key store."""
     path = Path(path_text)
     with path.open("rb") as handle:
         is_avro = handle.read(4) == AVRO_CONTAINER_MAGIC
-    records = _archive_records(path, window) if is_avro else _json_records(path, window)
+    preparer = EventPreparer(sealing) if sealing is not None else None
+    if is_avro:
+        records = _archive_records(path, window, preparer)
+    else:
+        hashes = None if preparer is None else preparer.ring
+        records = _json_records(path, window, hashes)
     chunk: list[Record] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= CHUNK:
+    try:
+        for record in records:
+            chunk.append(record)
+            if len(chunk) >= CHUNK:
+                yield chunk
+                chunk = []
+                if preparer is not None:
+                    preparer.begin_chunk()
+        if chunk:
             yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    finally:
+        if preparer is not None:
+            preparer.close()
 
 
-def _archive_records(path: Path, window: EventTimeWindow) -> Iterator[Record]:
-    from consumers.archive import iter_archive
+def _archive_records(
+    path: Path, window: EventTimeWindow, preparer: EventPreparer | None = None
+) -> Iterator[Record]:
+    from consumers.archive import iter_archive, iter_archive_records
 
     name = str(path)
-    for number, event, error in iter_archive(path, window):
-        if event is None:
-            letter = DeadLetter(name, None, None, number, None, None, error or "bad record")
-            yield Record(None, None, number, None, letter)
-        else:
-            yield prepared_record(name, None, None, number, event)
+    if preparer is None:
+        for number, event, error in iter_archive(path, window):
+            if event is None:
+                letter = DeadLetter(name, None, None, number, None, None, error or "bad record")
+                yield Record(None, None, number, None, letter)
+            else:
+                yield prepared_record(name, None, None, number, event)
+        return
+    preparer.begin_chunk()
+    for number, raw, error in iter_archive_records(path):
+        if raw is not None:
+            try:
+                yield Record(None, None, number, preparer.record(raw, window), None)
+                continue
+            except DecodeError as refused:
+                error = refused.reason
+        letter = DeadLetter(name, None, None, number, None, None, error or "bad record")
+        yield Record(None, None, number, None, letter)
 
 
-def _json_records(path: Path, window: EventTimeWindow) -> Iterator[Record]:
+def _json_records(
+    path: Path, window: EventTimeWindow, hashes: IdentifierHashes | None = None
+) -> Iterator[Record]:
     name = str(path)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -122,7 +170,7 @@ def _json_records(path: Path, window: EventTimeWindow) -> Iterator[Record]:
             except ContractError as error:
                 reason = str(error)
             else:
-                yield prepared_record(name, None, None, number, event, line)
+                yield prepared_record(name, None, None, number, event, line, hashes)
                 continue
             yield Record(
                 None, None, number, None, DeadLetter(name, None, None, number, None, line, reason)

@@ -8,6 +8,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import NoError, TopicAlreadyExistsError, for_code
 
 from consumers.kafka_client import kafka_errors
+from consumers.key_store import KEY_TOPIC_CONFIG, KEY_TOPIC_PARTITIONS, key_topic_for
 from profile_engine.errors import NeedsOperator
 
 DEAD_LETTER_PARTITIONS = 1  # dead letters are rare and read in order by a human
@@ -32,8 +33,13 @@ def create_topics(
     dead_letter_topic: str,
     partitions: int = 6,
     replication_factor: int = 1,
+    key_topic: str | None = None,
+    *,
+    with_key_topic: bool = False,
 ) -> TopicsReport:
-    """Make both topics; one that already exists is reported, not an error."""
+    """Make the topics: events, dead letters and, ``with_key_topic`` (a master key is
+    configured), the key store of sealed events (compacted, ``<topic>-keys`` unless
+    ``key_topic`` names it); one that exists is reported, not an error."""
     wanted = {
         topic: {
             "num_partitions": partitions,
@@ -46,6 +52,12 @@ def create_topics(
             "configs": KEEP_FOREVER,
         },
     }
+    if with_key_topic:
+        wanted[key_topic or key_topic_for(topic)] = {
+            "num_partitions": KEY_TOPIC_PARTITIONS,
+            "replication_factor": replication_factor,
+            "configs": KEY_TOPIC_CONFIG,
+        }
     report = TopicsReport()
     with kafka_errors(bootstrap):
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="profile-engine-topics")

@@ -43,7 +43,7 @@ from profile_engine.events import (
     Track,
 )
 from profile_engine.fold import SEEN_EVENT_TYPES, FoldConfig, profile_id_for
-from profile_engine.keys import content_fingerprint, event_key, identifier_key
+from profile_engine.keys import IdentifierHashes, content_fingerprint, event_key, identifier_key
 from profile_engine.state import OrderKey
 
 IdKey = str  # identifier_key(id_type, value): the 128-bit key the projections join on
@@ -73,18 +73,28 @@ class Prepared(NamedTuple):
     # None), consent (channel, status), bounce (channel, bounce type), subscription (list id,
     # channel, status, identifier value or None), ccpa (request,).
     detail: tuple[Any, ...]
+    # Sealed events only (profile_engine.sealing): the data key of each identifier's token, in
+    # the order of ``identifiers`` (the first also seals traits and properties), and the key
+    # as wrapped under the master key, or None when it was erased.
+    key_refs: tuple[str, ...] = ()
+    wrapped_keys: tuple[bytes | None, ...] = ()
 
 
-def prepare(event: ProfileEvent) -> Prepared:
+def prepare(event: ProfileEvent, hashes: IdentifierHashes | None = None) -> Prepared:
     """Derive what folding one event needs that depends on nothing else; raises for an event
-    whose values cannot be stored (the caller dead-letters it)."""
+    whose values cannot be stored (the caller dead-letters it). ``hashes``: the keyed
+    identifier keys and fingerprints of a projection with a master key."""
+    if hashes is not None:
+        key_of, fingerprint = hashes.identifier_key, hashes.content_fingerprint
+    else:
+        key_of, fingerprint = identifier_key, content_fingerprint
     return Prepared(
         event.event_id,
         event.timestamp_us,
         event.type,
         tuple((i.id_type, i.value, i.valid) for i in event.identifiers),
-        tuple(identifier_key(i.id_type, i.value) for i in event.identifiers),
-        content_fingerprint(event),
+        tuple(key_of(i.id_type, i.value) for i in event.identifiers),
+        fingerprint(event),
         event_key(event.event_id),
         timeline_payload(event),
         _detail(event),
@@ -116,8 +126,10 @@ class StoredProfile:
     """What identity resolution needs of a stored live profile."""
 
     created_key: OrderKey
-    # Values of the identifier types that have a per-profile limit (usually customer_id).
-    limited: Mapping[str, frozenset[str]]
+    # Keys of the identifiers of the types that have a per-profile limit (usually
+    # customer_id): keys, not values, so sealed values (whose tokens differ from event to
+    # event) count once per identifier.
+    limited: Mapping[str, frozenset[IdKey]]
 
 
 @dataclass
@@ -266,6 +278,9 @@ class BatchChanges:
     history: HistoryLog = field(default_factory=HistoryLog)
     # Every profile created in the batch (also those merged away or erased in it since).
     created_all: dict[str, OrderKey] = field(default_factory=dict)
+    # Keys of the identifiers the batch's erasures took that the batch carried (stored ones
+    # it never met are found by the store).
+    erased_keys: set[IdKey] = field(default_factory=set)
 
     @property
     def touched_profiles(self) -> set[str]:
@@ -304,6 +319,8 @@ class BatchFold:
         self._history = HistoryLog()
         self._incarnation: dict[IdKey, str] = {}  # attached in this batch -> to which profile
         self._now = 0  # event time of the event being committed
+        # Keys of identifiers erased so far in this batch (crypto-shredding destroys theirs).
+        self.erased_keys: set[IdKey] = set()
 
     # -- the fold ---------------------------------------------------------------------------
 
@@ -359,7 +376,7 @@ class BatchFold:
         dropped: list[tuple[int, str]] = []
         while True:
             owners = self._owners([keys[i] for i in candidates])
-            broken = self._broken_limit([idents[i] for i in candidates], owners)
+            broken = self._broken_limit([(idents[i][0], keys[i]) for i in candidates], owners)
             if broken is None:
                 break
             dropped.append((candidates.pop(), broken))
@@ -377,9 +394,9 @@ class BatchFold:
                 owners[owner] = None
         return list(owners)
 
-    def _broken_limit(self, candidates: list[IdentifierTuple], owners: list[str]) -> str | None:
+    def _broken_limit(self, candidates: list[tuple[str, IdKey]], owners: list[str]) -> str | None:
         for id_type, limit in self._limits.items():
-            values = {i[1] for i in candidates if i[0] == id_type}
+            values = {key for kind, key in candidates if kind == id_type}
             for owner in owners:
                 values.update(self._limited.get(owner, {}).get(id_type, ()))
             if len(values) > limit:
@@ -420,7 +437,7 @@ class BatchFold:
         self._members.setdefault(target, []).append(ikey)
         self._deltas[ikey] = IdentifierDelta(ident, fresh=True)
         if ident[0] in self._limits:
-            self._limited.setdefault(target, {}).setdefault(ident[0], set()).add(ident[1])
+            self._limited.setdefault(target, {}).setdefault(ident[0], set()).add(ikey)
 
     def _delta(self, ikey: IdKey, ident: IdentifierTuple) -> IdentifierDelta:
         delta = self._deltas.get(ikey)
@@ -479,6 +496,7 @@ class BatchFold:
                 del self._owner[ikey]
                 self._deltas.pop(ikey, None)
                 self._reset.add(ikey)
+                self.erased_keys.add(ikey)
         self._limited.pop(root, None)
 
     # -- the result -------------------------------------------------------------------------
@@ -518,6 +536,7 @@ class BatchFold:
             merges=merges,
             erased=erased,
             erased_roots=set(self._erased_roots),
+            erased_keys=set(self.erased_keys),
             created=created,
             identifiers=identifiers,
             conflicts=self._conflicts,

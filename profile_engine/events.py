@@ -356,7 +356,7 @@ FINGERPRINT_VERSION = 1
 FINGERPRINT_SIZE = 16
 
 
-def event_fingerprint(event: ProfileEvent) -> bytes:
+def event_fingerprint(event: ProfileEvent, key: bytes = b"") -> bytes:
     """16 bytes that differ when two events with the same event_id differ in content.
 
     The fold tells a redelivery (same event_id, same fingerprint: a duplicate) from a
@@ -370,6 +370,10 @@ def event_fingerprint(event: ProfileEvent) -> bytes:
     ``valid`` flag (validity is derived from the value, it is not content); ``payload`` is
     ``event.payload()``: traits, or event and properties, or the type's fields. Integers and
     floats stay apart (1 is not 1.0), and true is not 1.
+
+    With ``key`` (a projection with a master key, see profile_engine.crypto) the hash is
+    BLAKE2b keyed with it: the same canonical form, but no one without the key can compute
+    or test it against guessed personal values.
     """
     canonical = orjson.dumps(
         [
@@ -382,4 +386,4 @@ def event_fingerprint(event: ProfileEvent) -> bytes:
         ],
         option=orjson.OPT_SORT_KEYS,
     )
-    return hashlib.blake2b(canonical, digest_size=FINGERPRINT_SIZE).digest()
+    return hashlib.blake2b(canonical, digest_size=FINGERPRINT_SIZE, key=key).digest()

@@ -9,6 +9,7 @@ part of the stored format: changing one needs a rebuild.
 from __future__ import annotations
 
 from hashlib import blake2b
+from typing import Protocol
 
 from profile_engine.events import ProfileEvent, event_fingerprint
 
@@ -49,3 +50,13 @@ def content_fingerprint(event: ProfileEvent) -> str:
     """The event's content fingerprint (``events.event_fingerprint``) as UUID text: equal for
     a redelivery, different when an event_id is reused for other content."""
     return _uuid_text(event_fingerprint(event))
+
+
+class IdentifierHashes(Protocol):
+    """Where identifier keys and content fingerprints come from: this module's functions, or
+    a ``profile_engine.crypto.KeyRing`` in a projection with a master key (blind indexes and
+    keyed fingerprints, so old plaintext events and sealed ones resolve alike)."""
+
+    def identifier_key(self, id_type: str, value: str) -> str: ...
+
+    def content_fingerprint(self, event: ProfileEvent) -> str: ...

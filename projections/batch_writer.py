@@ -27,9 +27,10 @@ from profile_engine.batch_fold import (
     StoredProfile,
     StoredWorld,
 )
+from profile_engine.crypto import ref_blind
 from profile_engine.fold import FoldConfig
 from projections.history_writer import write_history
-from projections.rows import NEVER_US, TIMESTAMP
+from projections.rows import NEVER_US, TIMESTAMP, without_identifier
 from projections.store import DeadLetter, TopicOffset, arrow
 
 _STR = pa.string()
@@ -88,7 +89,7 @@ def _owner_profiles(
         ).fetchall()
         limited_rows = (
             con.execute(
-                "SELECT profile_id::VARCHAR, id_type, id_value FROM identifiers"
+                "SELECT profile_id::VARCHAR, id_type, id_key::VARCHAR FROM identifiers"
                 " WHERE id_type IN (SELECT unnest(?::VARCHAR[]))"
                 " AND profile_id IN (SELECT pid::UUID FROM _w_owners)",
                 [limited_types],
@@ -141,11 +142,15 @@ def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None
         _orders_and_profiles(con, batch)
         _reachability_inputs(con, batch)
         _timeline_and_identity(con, batch)
+        if batch.erased:
+            _scrub_batch_conflicts(con)
+        _data_keys(con, batch)
     for name in _TEMP_TABLES:
         con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-_TEMP_TABLES = ("_erased", "_moves", "_scope", "_ids", "_lww", "_order_rows", "_order_scope")
+_TEMP_TABLES = ("_erased", "_erased_ids", "_moves", "_scope", "_ids", "_lww", "_order_rows",
+                "_order_scope")  # fmt: skip
 
 
 class _BatchTables:
@@ -167,6 +172,7 @@ class _BatchTables:
         batch._events(changes)
         batch._identifiers(changes)
         batch._identity(changes)
+        batch._keys(changes)
         return batch
 
     def tables(self) -> dict[str, pa.Table]:
@@ -286,6 +292,23 @@ class _BatchTables:
             conflicts,
         )
 
+    def _keys(self, changes: BatchChanges) -> None:
+        """Sealed events: the data keys their tokens need (README "Erasure that reaches the
+        log"), and the identifiers the batch's erasures took."""
+        keys: dict[str, bytes] = {}
+        for applied in changes.applied:
+            refs = applied.prepared.key_refs
+            if refs:
+                for ref, wrapped in zip(refs, applied.prepared.wrapped_keys, strict=True):
+                    if wrapped is not None:
+                        keys.setdefault(ref, wrapped)
+        self.columns["_b_data_keys"] = {
+            "key_ref": pa.array(list(keys), _STR),
+            "blind": pa.array([ref_blind(ref) for ref in keys], _STR),
+            "wrapped": pa.array(list(keys.values()), pa.binary()),
+        }
+        self.columns["_b_erased_keys"] = {"id_key": pa.array(sorted(changes.erased_keys), _STR)}
+
 
 def _columns(
     names: tuple[str, ...], types: tuple[pa.DataType, ...], rows: Sequence[tuple[Any, ...]]
@@ -306,8 +329,16 @@ def _erase(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
         " UNION ALL SELECT merged_profile_id FROM profile_merges"
         "  WHERE survivor_profile_id IN (SELECT pid::UUID FROM _b_erased))"
     )
+    # The erased identifiers: stored ones of the erased profiles, and those the batch carried.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _erased_ids AS"
+        " SELECT id_key, id_type, id_value FROM identifiers"
+        " WHERE profile_id IN (SELECT pid FROM _erased)"
+        " UNION ALL SELECT id_key::UUID, NULL, NULL FROM _b_erased_keys"
+    )
     if not batch.erased:
         return
+    _scrub_other_profiles(con)
     for table in ("profiles", "identifiers", "traits", "trait_tombstones", "subscriptions",
                   "orders", "events", "profile_reachability_inputs"):  # fmt: skip
         con.execute(f"DELETE FROM {table} WHERE profile_id IN (SELECT pid FROM _erased)")
@@ -318,6 +349,109 @@ def _erase(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
     con.execute(
         "DELETE FROM identity_conflicts WHERE owner_profile_id IN (SELECT pid FROM _erased)"
         " OR event_profile_id IN (SELECT pid FROM _erased)"
+    )
+    # Crypto-shredding: the erased identifiers' data keys leave the projection, so every
+    # sealed copy of their values left in it (in other profiles' rows too) stays unreadable.
+    con.execute("DELETE FROM data_keys WHERE blind IN (SELECT id_key FROM _erased_ids)")
+
+
+# An erased identifier's clear value found in a dead letter's bytes: as a JSON string (JSON
+# lines, the JSON kept for events the fold refused), or anywhere when long enough not to be
+# found by chance (Avro messages hold strings without quotes).
+_IN_DEAD_LETTER = (
+    "contains(lower({column}::VARCHAR), '\"' || lower(e.id_value) || '\"')"
+    " OR (length(e.id_value) >= 8 AND contains(lower({column}::VARCHAR), lower(e.id_value)))"
+)
+
+
+def _scrub_other_profiles(con: duckdb.DuckDBPyConnection) -> None:
+    """What an erasure reaches beyond the erased profile's own rows (README "CCPA"): an
+    event that applied to another profile because an identity conflict kept one of its
+    identifiers on the erased one loses that identifier from its timeline payload and its
+    subscription row, and dead letters that hold an erased value in clear lose their raw
+    bytes (the reason and position stay). Sealed values need none of this to be unreadable
+    (their data keys are destroyed); it is done to them alike."""
+    _scrub_conflict_events(
+        con,
+        "SELECT event_id, dropped_id_type, dropped_id_value FROM identity_conflicts"
+        " WHERE owner_profile_id IN (SELECT pid FROM _erased)"
+        " AND event_profile_id NOT IN (SELECT pid FROM _erased)",
+    )
+    clear = "e.id_value IS NOT NULL AND NOT starts_with(e.id_value, 'pe1:')"
+    con.execute(
+        "UPDATE dead_letters SET raw = NULL, message_key = NULL,"
+        " reason = reason || ' [raw message removed by a ccpa delete]'"
+        f" WHERE EXISTS (SELECT 1 FROM _erased_ids AS e WHERE {clear} AND"
+        f" ({_IN_DEAD_LETTER.format(column='dead_letters.raw')}"
+        f" OR {_IN_DEAD_LETTER.format(column='dead_letters.message_key')}))"
+    )
+
+
+def _scrub_conflict_events(con: duckdb.DuckDBPyConnection, conflicts_sql: str) -> None:
+    """Take each (event_id, id_type, value) of ``conflicts_sql`` out of the event's timeline
+    payload and subscription row (a few rows: done in Python, with the writer's own JSON)."""
+    scrubbed = con.execute(conflicts_sql).fetchall()
+    if not scrubbed:
+        return
+    by_event: dict[str, list[tuple[str, str]]] = {}
+    for event_id, id_type, value in scrubbed:
+        by_event.setdefault(event_id, []).append((id_type, value))
+    wanted = pa.table({"event_id": pa.array(sorted(by_event), _STR)})
+    with _registered(con, _w_scrub=wanted):
+        payloads = con.execute(
+            "SELECT event_id, payload::VARCHAR FROM events"
+            " WHERE event_id IN (SELECT event_id FROM _w_scrub)"
+        ).fetchall()
+    updated: list[tuple[str, str]] = []
+    for event_id, payload in payloads:
+        for id_type, _ in by_event[event_id]:
+            payload = without_identifier(payload, id_type)
+        updated.append((event_id, payload))
+    rows = [(eid, value) for eid, taken in by_event.items() for _, value in taken]
+    changes = {
+        "_w_payloads": pa.table(
+            {
+                "event_id": pa.array([u[0] for u in updated], _STR),
+                "payload": pa.array([u[1] for u in updated], _STR),
+            }
+        ),
+        "_w_taken": pa.table(
+            {
+                "event_id": pa.array([r[0] for r in rows], _STR),
+                "value": pa.array([r[1] for r in rows], _STR),
+            }
+        ),
+    }
+    with _registered(con, **changes):
+        con.execute(
+            "UPDATE events SET payload = p.payload FROM _w_payloads AS p"
+            " WHERE events.event_id = p.event_id"
+        )
+        con.execute(
+            "UPDATE subscriptions SET identifier = NULL FROM _w_taken AS t"
+            " WHERE subscriptions.event_id = t.event_id AND subscriptions.identifier = t.value"
+        )
+
+
+def _scrub_batch_conflicts(con: duckdb.DuckDBPyConnection) -> None:
+    """The batch's own conflicts whose dropped identifier the batch then erased: their
+    events were written after the erasure step."""
+    _scrub_conflict_events(
+        con,
+        "SELECT event_id, id_type, id_value FROM _b_conflicts"
+        " WHERE owner::UUID IN (SELECT pid FROM _erased)"
+        " AND event_pid::UUID NOT IN (SELECT pid FROM _erased)",
+    )
+
+
+def _data_keys(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
+    """The data keys the batch's sealed values need, unless the batch erased them."""
+    if not len(batch.columns["_b_data_keys"]["key_ref"]):
+        return
+    con.execute(
+        "INSERT INTO data_keys SELECT b.key_ref, b.blind::UUID, b.wrapped FROM _b_data_keys AS b"
+        " WHERE b.blind::UUID NOT IN (SELECT id_key FROM _erased_ids)"
+        " AND b.key_ref NOT IN (SELECT key_ref FROM data_keys)"
     )
 
 

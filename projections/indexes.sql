@@ -10,3 +10,4 @@ CREATE INDEX IF NOT EXISTS events_by_profile ON events (profile_id);
 CREATE INDEX IF NOT EXISTS traits_by_profile ON traits (profile_id);
 CREATE INDEX IF NOT EXISTS subscriptions_by_profile ON subscriptions (profile_id);
 CREATE INDEX IF NOT EXISTS merges_by_merged_id ON profile_merges (merged_profile_id);
+CREATE INDEX IF NOT EXISTS data_keys_by_ref ON data_keys (key_ref);

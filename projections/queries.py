@@ -22,11 +22,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from profile_engine.crypto import KeyRing, is_token
 from profile_engine.errors import first_line
 from profile_engine.events import ID_PRIORITY, ID_RANK, ID_TYPE_CHANNEL
 from profile_engine.identifiers import normalise
 from profile_engine.keys import identifier_key
 from profile_engine.reachability import CHANNELS, IdentifierFacts, judge
+from projections.sealed import reading_keys, reveal_document
 from projections.settings import effective_settings
 from projections.sql_checks import (
     QueryError,
@@ -93,17 +95,30 @@ def parse_lookup_key(text: str) -> tuple[str, str]:
     return id_type, value
 
 
-def resolve_profile_id(con: duckdb.DuckDBPyConnection, id_type: str, value: str) -> str | None:
-    """The live profile an identifier (normalised first) or a profile id resolves to."""
+def resolve_profile_id(
+    con: duckdb.DuckDBPyConnection, id_type: str, value: str, ring: KeyRing | None = None
+) -> str | None:
+    """The live profile an identifier (normalised first) or a profile id resolves to;
+    ``ring``: the master key's, for a keyed projection (keys are blind indexes there)."""
     if id_type == "profile_id":
         return _resolve_profile_id_value(con, value.strip())
     identifier = normalise(id_type, value)
     if identifier is None:
         return None
-    # The 128-bit key of (type, value) is what the identifiers_by_key index holds.
+    # The 128-bit key of (type, value) is what the identifiers_by_key index holds: a hash,
+    # or in a keyed projection the blind index. Which one is asked only on a miss.
+    key_of = identifier_key if ring is None else ring.identifier_key
+    found = _owner(con, key_of(id_type, identifier.value))
+    if found is None:
+        keyed = reading_keys(con, ring)  # refuses a keyed projection without its key
+        if keyed is None and ring is not None:
+            found = _owner(con, identifier_key(id_type, identifier.value))
+    return found
+
+
+def _owner(con: duckdb.DuckDBPyConnection, id_key: str) -> str | None:
     row = con.execute(
-        "SELECT profile_id::VARCHAR FROM identifiers WHERE id_key = ?::UUID",
-        [identifier_key(id_type, identifier.value)],
+        "SELECT profile_id::VARCHAR FROM identifiers WHERE id_key = ?::UUID", [id_key]
     ).fetchone()
     return None if row is None else str(row[0])
 
@@ -126,16 +141,38 @@ def _resolve_profile_id_value(con: duckdb.DuckDBPyConnection, profile_id: str) -
     return survivor if live else None
 
 
-def profile_view(con: duckdb.DuckDBPyConnection, lookup_key: str) -> dict[str, Any] | None:
+def profile_view(
+    con: duckdb.DuckDBPyConnection, lookup_key: str, ring: KeyRing | None = None
+) -> dict[str, Any] | None:
     """The profile document of ``TYPE:VALUE``, or None when it resolves to no live profile."""
     id_type, value = parse_lookup_key(lookup_key)
-    profile_id = resolve_profile_id(con, id_type, value)
+    profile_id = resolve_profile_id(con, id_type, value, ring)
     if profile_id is None:
         return None
-    return profile_document(con, profile_id)
+    return profile_document(con, profile_id, ring)
 
 
-def profile_document(con: duckdb.DuckDBPyConnection, profile_id: str) -> dict[str, Any] | None:
+def profile_document(
+    con: duckdb.DuckDBPyConnection, profile_id: str, ring: KeyRing | None = None
+) -> dict[str, Any] | None:
+    """The profile page's document; in a keyed projection its sealed values are opened with
+    the projection's data keys (an erased one reads as null)."""
+    document = _profile_document(con, profile_id)
+    if document is None:
+        return None
+    revealed: dict[str, Any] = reveal_document(con, document, ring)
+    if revealed is document:
+        return document
+    document = revealed
+    last_email = next(
+        (i["value"] for i in document["identifiers"] if i["type"] == "email" and i["is_last_seen"]),
+        None,
+    )
+    document["email_hash_number"] = email_hash_number(last_email)
+    return document
+
+
+def _profile_document(con: duckdb.DuckDBPyConnection, profile_id: str) -> dict[str, Any] | None:
     row = con.execute(
         "SELECT first_seen, ccpa_opted_out, order_count, revenue, last_purchase_at"
         " FROM profiles WHERE profile_id = ?::UUID",
@@ -144,7 +181,7 @@ def profile_document(con: duckdb.DuckDBPyConnection, profile_id: str) -> dict[st
     if row is None:
         return None
     first_seen, ccpa_opted_out, order_count, revenue, last_purchase_at = row
-    identifiers = identifier_rows(con, profile_id, ccpa_opted_out)
+    identifiers = _identifier_rows(con, profile_id, ccpa_opted_out)
     last_email = next(
         (i["value"] for i in identifiers if i["type"] == "email" and i["is_last_seen"]), None
     )
@@ -181,7 +218,10 @@ _IDENTIFIER_FACTS = (
 
 
 def identifier_rows(
-    con: duckdb.DuckDBPyConnection, profile_id: str, ccpa_opted_out: bool
+    con: duckdb.DuckDBPyConnection,
+    profile_id: str,
+    ccpa_opted_out: bool,
+    ring: KeyRing | None = None,
 ) -> list[dict[str, Any]]:
     """Every identifier with its tags plus channel/eligible/reason.
 
@@ -189,6 +229,15 @@ def identifier_rows(
     planning the SQL view stack would cost more than the lookup itself. They are the rules of
     the identifier_status view, and the tests fold the same logs through both.
     """
+    records: list[dict[str, Any]] = reveal_document(
+        con, _identifier_rows(con, profile_id, ccpa_opted_out), ring
+    )
+    return records
+
+
+def _identifier_rows(
+    con: duckdb.DuckDBPyConnection, profile_id: str, ccpa_opted_out: bool
+) -> list[dict[str, Any]]:
     rows = con.execute(
         f"SELECT {_IDENTIFIER_FACTS} FROM identifiers WHERE profile_id = ?::UUID", [profile_id]
     ).fetchall()
@@ -252,6 +301,8 @@ def typed_trait(text: str | None, value_type: str) -> Any:
     """The JSON value of a stored trait: numbers as numbers, booleans as booleans."""
     if text is None:
         return None
+    if is_token(text):
+        return text  # sealed: its value and JSON kind come out when it is revealed
     try:
         if value_type in ("long", "epoch"):
             return int(text)
@@ -376,7 +427,11 @@ def _checked_where(
 
 
 def export_profiles(
-    con: duckdb.DuckDBPyConnection, out_path: str, output_format: str, where: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    out_path: str,
+    output_format: str,
+    where: str | None = None,
+    ring: KeyRing | None = None,
 ) -> int:
     """Write profiles to ``out_path`` as CSV (header row) or JSON Lines; returns the row count.
 
@@ -388,9 +443,11 @@ def export_profiles(
     target = Path(out_path)
     partial = target.with_name(f".{target.name}.partial")
     written = 0
+    keyed = reading_keys(con, ring)  # refuses a keyed projection without its key
+    revealer = None if keyed is None else ExportRevealer(con, keyed)
     try:
         with partial.open("wb") as out:
-            for rows, chunk in encode_export(con, select, output_format):
+            for rows, chunk in encode_export(con, select, output_format, None, revealer):
                 out.write(chunk)
                 written += rows
         os.replace(partial, target)
@@ -412,28 +469,36 @@ def encode_export(
     select: str,
     output_format: str,
     params: list[Any] | None = None,
+    revealer: ExportRevealer | None = None,
 ) -> Iterator[tuple[int, bytes]]:
     """(rows, bytes) of an export statement, a record batch at a time: CSV with its header
-    first (even with no rows), or JSON Lines."""
+    first (even with no rows), or JSON Lines. ``revealer``: a keyed projection's sealed
+    identifier values are written in clear."""
     try:
         with con.sql(select, params=params or None).to_arrow_reader(EXPORT_BATCH_ROWS) as reader:
             if output_format == "csv":
-                yield from _csv_chunks(reader)
+                yield from _csv_chunks(reader, revealer)
             else:
                 for batch in reader:
                     lines = batch.column(0).to_pylist()
+                    if revealer is not None:
+                        lines = revealer.json_lines(lines)
                     yield len(lines), "".join(f"{line}\n" for line in lines).encode()
     except (duckdb.Error, pa.ArrowException) as error:
         raise QueryError(f"export failed: {first_line(error)}") from None
 
 
-def _csv_chunks(reader: pa.RecordBatchReader) -> Iterator[tuple[int, bytes]]:
+def _csv_chunks(
+    reader: pa.RecordBatchReader, revealer: ExportRevealer | None = None
+) -> Iterator[tuple[int, bytes]]:
     # quoting "needed" quotes every text value and nothing else, so an empty text and a NULL
     # (an empty cell) stay apart.
     sink = io.BytesIO()
     options = pa_csv.WriteOptions(quoting_style="needed")
     with pa_csv.CSVWriter(sink, reader.schema, write_options=options) as writer:
         for batch in reader:
+            if revealer is not None:
+                batch = revealer.csv_batch(batch)
             writer.write_batch(batch)
             yield batch.num_rows, _take(sink)
     rest = _take(sink)  # the header alone when there were no rows
@@ -446,3 +511,64 @@ def _take(sink: io.BytesIO) -> bytes:
     sink.seek(0)
     sink.truncate()
     return data
+
+
+# The export columns that hold identifier values (sealed in a keyed projection).
+_EXPORT_VALUE_COLUMNS = ("customer_id", "email", "phone")
+
+
+class ExportRevealer:
+    """Opens a keyed projection's sealed identifier values in export batches (one data-key
+    lookup a batch); an erased value is written as empty (null), and left out of
+    ``identifiers``."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, ring: KeyRing) -> None:
+        from projections.sealed import Revealer
+
+        self._revealer = Revealer(con, ring)
+
+    def _values(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        tokens = [r[c] for r in records for c in _EXPORT_VALUE_COLUMNS if r.get(c)]
+        tokens += [item.partition(":")[2] for r in records for item in r.get("identifiers") or ()]
+        revealed = self._revealer.reveal(tokens)
+        for record in records:
+            for column in _EXPORT_VALUE_COLUMNS:
+                value = record.get(column)
+                if value in revealed:
+                    record[column] = revealed[value]
+            items = []
+            for item in record.get("identifiers") or ():
+                id_type, _, value = item.partition(":")
+                if value in revealed:
+                    if revealed[value] is None:
+                        continue
+                    value = revealed[value]
+                items.append(f"{id_type}:{value}")
+            if "identifiers" in record:
+                record["identifiers"] = sorted(items)
+        return records
+
+    def json_lines(self, lines: list[str]) -> list[str]:
+        records = self._values([json.loads(line) for line in lines])
+        return [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in records]
+
+    def csv_batch(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        columns = {name: batch.column(name).to_pylist() for name in batch.schema.names}
+        records = [
+            {
+                **{c: columns[c][i] for c in _EXPORT_VALUE_COLUMNS if c in columns},
+                "identifiers": json.loads(columns["identifiers"][i] or "[]"),
+            }
+            for i in range(batch.num_rows)
+        ]
+        self._values(records)
+        arrays = []
+        for name in batch.schema.names:
+            if name in _EXPORT_VALUE_COLUMNS:
+                arrays.append(pa.array([r[name] for r in records], batch.schema.field(name).type))
+            elif name == "identifiers":
+                texts = [json.dumps(r["identifiers"], ensure_ascii=False) for r in records]
+                arrays.append(pa.array(texts, batch.schema.field(name).type))
+            else:
+                arrays.append(batch.column(name))
+        return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)

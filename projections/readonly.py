@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import duckdb
 
+from profile_engine.crypto import KeyRing
 from projections.connection import (
     DatabaseBusy,
     ProjectionLock,
@@ -40,12 +41,21 @@ QUERY_VIEWS = ("profile_reachability", "reachability_counts", "identifier_status
 T = TypeVar("T")
 
 
-def open_readonly(db_path: str) -> duckdb.DuckDBPyConnection:
-    """A read-only, sandboxed connection to an existing projection that has the query views."""
+def open_readonly(db_path: str, ring: KeyRing | None = None) -> duckdb.DuckDBPyConnection:
+    """A read-only, sandboxed connection to an existing projection that has the query views.
+
+    With ``ring`` and a keyed projection, the connection also has ``pe_open``/``pe_reveal``
+    and the ``*_plain`` views (projections.sealed.register_sql), made before the sandbox."""
     if not Path(db_path).is_file():
         raise ProjectionUnavailable(f"no projection database at {db_path} (fold events first)")
     con = connect(db_path, read_only=True)
     try:
+        if ring is not None:
+            from projections.sealed import reading_keys, register_sql
+
+            with duckdb_errors(db_path):
+                if reading_keys(con, ring) is not None:
+                    register_sql(con, ring)
         sandbox(con)
         check_schema_version(con, db_path)
     except ProjectionConfigError as error:
@@ -80,9 +90,11 @@ def open_writable(db_path: str) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def read_projection(db_path: str, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+def read_projection(
+    db_path: str, work: Callable[[duckdb.DuckDBPyConnection], T], ring: KeyRing | None = None
+) -> T:
     """``work`` on a read-only sandboxed connection; DuckDB failures become error kinds."""
-    con = open_readonly(db_path)
+    con = open_readonly(db_path, ring)
     try:
         with duckdb_errors(db_path):
             return work(con)

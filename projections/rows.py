@@ -8,11 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from profile_engine.batch_fold import timeline_payload, trait_text
 
-__all__ = ["NEVER_US", "TIMESTAMP", "timeline_payload", "trait_text", "trait_value"]
+__all__ = [
+    "NEVER_US",
+    "TIMESTAMP",
+    "timeline_payload",
+    "trait_text",
+    "trait_value",
+    "without_identifier",
+]
 
 TIMESTAMP = pa.timestamp("us")
 NEVER_US = -(2**63)  # sorts below every real time: "never seen" in last-seen comparisons
@@ -26,3 +34,13 @@ def trait_value(text: str, value_type: str) -> Any:
     if value_type == "double":
         return float(text)
     return text
+
+
+def without_identifier(payload: str, id_type: str) -> str:
+    """A timeline payload without the identifier of ``id_type`` (an erasure took it from an
+    event that applied to another profile)."""
+    document = orjson.loads(payload)
+    identifiers = document.get("identifiers")
+    if isinstance(identifiers, dict):
+        identifiers.pop(id_type, None)
+    return orjson.dumps(document).decode()

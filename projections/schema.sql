@@ -255,6 +255,15 @@ CREATE TABLE IF NOT EXISTS settings (
     value  VARCHAR NOT NULL
 );
 
+-- The data keys the sealed values of this projection need (README "Erasure that reaches the
+-- log"), wrapped under the master key: reads decrypt without Kafka. An erasure deletes the
+-- keys of the erased identifiers. Empty in a projection folded without a master key.
+CREATE TABLE IF NOT EXISTS data_keys (
+    key_ref  VARCHAR NOT NULL,  -- 40 hex digits: the identifier's blind index and a version
+    blind    UUID NOT NULL,     -- the blind index (= identifiers.id_key of the identifier)
+    wrapped  BLOB NOT NULL      -- the data key, encrypted under the master key
+);
+
 -- Small bookkeeping values of the projection (schema version, fold counters).
 CREATE TABLE IF NOT EXISTS projection_meta (
     key    VARCHAR NOT NULL,

@@ -21,6 +21,7 @@ from profile_engine.cli.common import (
     topic_option,
     waiting_notice,
 )
+from profile_engine.cli.keys import key_file_option, sealing_config
 from profile_engine.errors import first_line
 from profile_engine.events import ID_PRIORITY, datetime_to_us
 
@@ -174,6 +175,7 @@ def _parse_timestamp(text: str | None) -> int:
 @bootstrap_option
 @topic_option
 @delivery_timeout_option
+@key_file_option
 def import_cmd(
     file: Path,
     id_column: str,
@@ -184,6 +186,7 @@ def import_cmd(
     bootstrap_servers: str,
     topic: str,
     delivery_timeout: float,
+    key_file: Path | None,
 ) -> None:
     """Import FILE (CSV) as identify events: one per row, traits typed by the registry.
 
@@ -196,7 +199,8 @@ def import_cmd(
     file content and line). Exits 1 if any row was rejected. When the broker confirms nothing
     for --delivery-timeout seconds (or refuses rows), the import stops and lists the lines it
     did not confirm (all in FILE.unconfirmed.txt); importing the file again is safe. Exit code
-    75 when a retry may succeed, 78 when the broker refused rows.
+    75 when a retry may succeed, 78 when the broker refused rows. With a master key
+    (--key-file or PROFILE_ENGINE_MASTER_KEY) the events are sealed, as `publish` seals.
     """
     from consumers.importer import CsvImport, ImportRecord, append_history, history_path_for
     from profile_engine.csv_import import HeaderError
@@ -231,7 +235,10 @@ def import_cmd(
     id_type = plan.columns.id_type
     counts: ImportCounts | None = None
     try:
-        counts = _send(plan, bootstrap_servers, topic, timestamp_us, phone_region, delivery_timeout)
+        sealing = sealing_config(key_file, bootstrap_servers, topic)
+        counts = _send(
+            plan, bootstrap_servers, topic, timestamp_us, phone_region, delivery_timeout, sealing
+        )
         if not counts.complete:
             raise _unconfirmed(plan, counts)
     except Exception as error:
@@ -266,8 +273,10 @@ def _send(
     timestamp_us: int,
     phone_region: str,
     delivery_timeout: float,
+    sealing: Any = None,
 ) -> ImportCounts:
     from consumers.batch_producer import BatchProducer
+    from consumers.key_store import producer_sealing
 
     printed = 0
 
@@ -278,12 +287,15 @@ def _send(
             click.echo(f"{plan.path}: {reject.message}", err=True)
 
     with (
+        producer_sealing(sealing) as (sealing_plan, key_sink),
         _progress(plan.total_lines) as on_progress,
         BatchProducer(
             bootstrap_servers, topic, delivery_timeout_s=delivery_timeout, on_wait=waiting_notice
         ) as sink,
     ):
-        counts = plan.run(sink, timestamp_us, phone_region, on_progress, show_reject)
+        counts = plan.run(
+            sink, timestamp_us, phone_region, on_progress, show_reject, sealing_plan, key_sink
+        )
     if printed > MAX_PRINTED_REJECTS:
         click.echo(
             f"... and {printed - MAX_PRINTED_REJECTS} more rejected rows "

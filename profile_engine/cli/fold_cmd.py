@@ -23,6 +23,7 @@ from profile_engine.cli.common import (
     group_id_option,
     topic_option,
 )
+from profile_engine.cli.keys import key_file_option, sealing_config
 from profile_engine.events import ID_PRIORITY, datetime_to_us
 from profile_engine.fold import FoldConfig
 from profile_engine.rules import EventTimePolicy
@@ -195,6 +196,7 @@ summary_format = click.option(
 @time_window_options
 @batch_option
 @attributes_option
+@key_file_option
 @summary_format
 def consume(
     db_path: str,
@@ -209,6 +211,7 @@ def consume(
     max_ahead_hours: float | None,
     batch_size: int,
     attributes_path: Path,
+    key_file: Path | None,
     output_format: str,
 ) -> None:
     """Follow the log and fold it into the projection database at --db.
@@ -216,7 +219,9 @@ def consume(
     Offsets are stored in the database with the rows they produced, so the consumer can be
     stopped or killed at any point and resumes exactly where the projections are. Only
     committed data is read (records of aborted transactions are skipped). SIGTERM or Ctrl-C
-    stops it within seconds: the batch in hand commits, then it exits 0.
+    stops it within seconds: the batch in hand commits, then it exits 0. With a master key
+    (--key-file or PROFILE_ENGINE_MASTER_KEY) sealed events are opened with the key store, and
+    a CCPA delete destroys the erased person's data keys before its batch commits.
     """
     from consumers.consumer import ConsumeOptions
     from consumers.consumer import consume as run_consume
@@ -241,6 +246,7 @@ def consume(
                 give_up_after=give_up_after,
                 group_id=group_id or None,
                 time_policy=_parse_time_policy(earliest_event_time, max_ahead_hours),
+                sealing=sealing_config(key_file, bootstrap_servers, topic),
             ),
         )
     _report(stats, output_format)
@@ -265,6 +271,7 @@ def consume(
     is_flag=True,
     help="Replace a projection that was built from another topic.",
 )
+@key_file_option
 @summary_format
 def rebuild(
     db_path: str,
@@ -277,27 +284,32 @@ def rebuild(
     batch_size: int,
     attributes_path: Path,
     force: bool,
+    key_file: Path | None,
     output_format: str,
 ) -> None:
     """Build fresh projections from the start of the log and swap them in atomically.
 
     The new database is written beside --db and renamed over it when caught up; the old
-    file serves readers until then. Settings are carried over.
+    file serves readers until then. Settings are carried over. With a master key the
+    projection is keyed and sealed events are opened with the key store on Kafka
+    (--bootstrap-servers; with --from-file too: an archive holds no keys).
     """
     from consumers.rebuild import rebuild_from_file, rebuild_from_kafka
 
     config = _parse_limits(id_limits)
     policy = _parse_time_policy(earliest_event_time, max_ahead_hours)
     registry = load_registry(attributes_path)
+    sealing = sealing_config(key_file, bootstrap_servers, topic)
     with _running("rebuild") as progress:
         if from_file:
             stats = rebuild_from_file(
-                db_path, from_file, batch_size, progress, config, registry, time_policy=policy
-            )
+                db_path, from_file, batch_size, progress, config, registry, time_policy=policy,
+                sealing=sealing,
+            )  # fmt: skip
         else:
             stats = rebuild_from_kafka(
                 db_path, bootstrap_servers, topic, batch_size, progress, config, registry, force,
-                time_policy=policy,
+                time_policy=policy, sealing=sealing,
             )  # fmt: skip
     _report(stats, output_format)
 

@@ -20,6 +20,7 @@ from profile_engine.cli.common import (
     topic_option,
     waiting_notice,
 )
+from profile_engine.cli.keys import key_file_option, sealing_config
 from profile_engine.contract import TraitValidator
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
 
@@ -136,6 +137,7 @@ def _open_input(source: str) -> tuple[IO[bytes], int | None]:
     "[default: CPU count up to 4 for inputs over 4 MB, else 0 = in process].",
 )
 @delivery_timeout_option
+@key_file_option
 def publish(
     file: str,
     bootstrap_servers: str,
@@ -144,6 +146,7 @@ def publish(
     phone_region: str,
     workers: int | None,
     delivery_timeout: float,
+    key_file: Path | None,
 ) -> None:
     """Validate a JSON Lines FILE of events (- for stdin) and publish the valid ones.
 
@@ -154,8 +157,13 @@ def publish(
     says how many lines were confirmed and which were not (all their numbers go to
     FILE.unconfirmed.txt); publishing the file again is safe, events are deduplicated by
     event_id. Exit code 75 when a retry may succeed, 78 when the broker refused lines.
+
+    With a master key (--key-file or PROFILE_ENGINE_MASTER_KEY) every event is sealed:
+    identifier values, traits and properties travel encrypted under per-identifier data
+    keys kept in the topic's key store (<topic>-keys), so an erasure reaches the log.
     """
     from consumers.batch_producer import BatchProducer, unconfirmed_error
+    from consumers.key_store import producer_sealing
     from consumers.publish import PARALLEL_MIN_BYTES, publish_lines
 
     try:
@@ -167,8 +175,10 @@ def publish(
         large = size is None or size >= PARALLEL_MIN_BYTES
         workers = _default_workers() if large else 0
     rejects = _Rejects(companion_path(file, "rejects.jsonl"))
+    sealing = sealing_config(key_file, bootstrap_servers, topic)
     try:
         with (
+            producer_sealing(sealing) as (plan, key_sink),
             _progress(size) as on_progress,
             BatchProducer(
                 bootstrap_servers,
@@ -185,6 +195,8 @@ def publish(
                 workers=workers,
                 on_reject=rejects,
                 on_progress=on_progress,
+                sealing=plan,
+                key_sink=key_sink,
             )
     finally:
         rejects.close()
@@ -215,7 +227,7 @@ def publish(
 
 @click.group("topics")
 def topics() -> None:
-    """Manage the profile-events topic and its dead-letter topic."""
+    """Manage the profile-events topic, its dead-letter topic and its key store."""
 
 
 @topics.command("create")
@@ -236,20 +248,27 @@ def topics() -> None:
     show_default=True,
     help="Replicas of each partition.",
 )
+@key_file_option
 def create(
     bootstrap_servers: str,
     topic: str,
     dead_letter_topic: str,
     partitions: int,
     replication_factor: int,
+    key_file: Path | None,
 ) -> None:
-    """Create both topics; ones that already exist are left as they are."""
+    """Create the events topic and its dead-letter topic; with a master key (--key-file or
+    PROFILE_ENGINE_MASTER_KEY) also its key store (<topic>-keys, a compacted topic for the
+    data keys of sealed events). Existing ones are left as they are."""
     from consumers.topics import TopicError, create_topics
+    from profile_engine.cli.keys import load_master_key
 
+    sealed = load_master_key(key_file) is not None
     try:
         report = create_topics(
-            bootstrap_servers, topic, dead_letter_topic, partitions, replication_factor
-        )
+            bootstrap_servers, topic, dead_letter_topic, partitions, replication_factor,
+            with_key_topic=sealed,
+        )  # fmt: skip
     except TopicError as error:
         raise UserError(str(error)) from None
     for name in report.created:

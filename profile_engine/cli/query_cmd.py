@@ -16,19 +16,24 @@ from typing import Any
 import click
 
 from profile_engine.cli.common import UserError, db_option, format_option, print_rows
+from profile_engine.cli.keys import key_file_option, key_ring
 from profile_engine.errors import ProfileEngineError
 from profile_engine.reachability import CHANNELS, SETTINGS, parse_value
 
 
 def _with_readonly(
-    db_path: str, work: Callable[[Any], Any], remote: Callable[[Any], Any] | None = None
+    db_path: str,
+    work: Callable[[Any], Any],
+    remote: Callable[[Any], Any] | None = None,
+    ring: Any = None,
 ) -> Any:
     """``work`` on a read-only sandboxed connection; when `serve` holds the database,
-    ``remote`` asks the server (a ServerClient) for the same answer instead."""
+    ``remote`` asks the server (a ServerClient) for the same answer instead. ``ring``: the
+    master key's, to read a keyed projection's sealed values (and give SQL pe_open)."""
     from projections.readonly import DatabaseBusy, read_projection
 
     try:
-        return read_projection(db_path, work)
+        return read_projection(db_path, work, ring)
     except DatabaseBusy as busy:
         return _through_server(db_path, remote, busy)
 
@@ -223,24 +228,29 @@ def _print_counts_table(result: dict[str, Any], as_of: str | None = None) -> Non
     "orders and timeline then).",
 )
 @format_option("table", "json")
-def profile(db_path: str, lookup_key: str, as_of: str | None, output_format: str) -> None:
+@key_file_option
+def profile(
+    db_path: str, lookup_key: str, as_of: str | None, output_format: str, key_file: Any
+) -> None:
     """One customer profile by an identifier (email:ann@example.com) or profile_id:ID.
 
     TYPE is customer_id, email, phone, push_token, anonymous_id or profile_id; a merged-away
-    profile_id resolves to the profile it was merged into.
+    profile_id resolves to the profile it was merged into. A projection folded with a master
+    key needs it (--key-file or PROFILE_ENGINE_MASTER_KEY); erased values read as null.
     """
     from projections import queries
 
     if as_of is not None:
         _profile_as_of(db_path, lookup_key, as_of, output_format)
         return
+    ring = key_ring(key_file)
 
     def load(con: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        document = queries.profile_view(con, lookup_key)
+        document = queries.profile_view(con, lookup_key, ring)
         if document is None or output_format == "json":
             return document, []
         pid, ccpa_opted_out = document["profile_id"], document["ccpa_opted_out"]
-        return document, queries.identifier_rows(con, pid, ccpa_opted_out)
+        return document, queries.identifier_rows(con, pid, ccpa_opted_out, ring)
 
     def ask(server: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         document = server.profile(lookup_key)
@@ -261,9 +271,18 @@ def _profile_as_of(db_path: str, lookup_key: str, as_of: str, output_format: str
     from projections import history
 
     day = history.parse_day(as_of, "--as-of")
+
+    def load(con: Any) -> Any:
+        from projections.sealed import PLAIN, stored_keying
+
+        if stored_keying(con) != PLAIN:
+            # The history resolves identifiers by their plain keys and shows stored values.
+            raise UserError("--as-of does not read a projection folded with a master key yet")
+        return history.profile_and_identifiers_as_of(con, lookup_key, day)
+
     found = _with_readonly(
         db_path,
-        lambda con: history.profile_and_identifiers_as_of(con, lookup_key, day),
+        load,
         lambda server: _ask_profile_as_of(server, lookup_key, day.isoformat()),
     )
     if found is None:
@@ -383,7 +402,8 @@ def _print_section(console: Any, title: str, columns: list[str], rows: list[list
 @db_option
 @click.argument("query")
 @format_option("table", "json", "csv")
-def sql(db_path: str, query: str, output_format: str) -> None:
+@key_file_option
+def sql(db_path: str, query: str, output_format: str, key_file: Any) -> None:
     """Run one SQL statement that only reads the projections.
 
     \b
@@ -395,12 +415,18 @@ def sql(db_path: str, query: str, output_format: str) -> None:
 
     Views for SQL users: profile_reachability, reachability_counts, identifier_reachability,
     identifier_status, monthly_active_users, mau_for_month('YYYY-MM'), effective_settings,
-    profile_export, profile_traits.
+    profile_export, profile_traits. In a projection folded with a master key (given with
+    --key-file or PROFILE_ENGINE_MASTER_KEY) personal columns hold sealed values; then
+    identifiers_plain, traits_plain, subscriptions_plain, identity_conflicts_plain and
+    events_plain show them in clear (NULL once erased), and pe_open(value, wrapped) opens one.
     """
     from projections import queries
 
     columns, rows = _with_readonly(
-        db_path, lambda con: queries.run_sql(con, query), lambda server: _ask_sql(server, query)
+        db_path,
+        lambda con: queries.run_sql(con, query),
+        lambda server: _ask_sql(server, query),
+        key_ring(key_file),
     )
     print_rows(columns, rows, output_format)
 
@@ -432,12 +458,17 @@ def _ask_sql(server: Any, query: str) -> tuple[list[str], list[list[Any]]]:
     help="csv (header row; identifiers as a JSON array) or json (JSON Lines: one object a line).",
 )
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="File.")
-def export(db_path: str, where: str | None, output_format: str, out_path: str) -> None:
+@key_file_option
+def export(
+    db_path: str, where: str | None, output_format: str, out_path: str, key_file: Any
+) -> None:
     """Export profiles with their identifiers and reachability per channel (streamed).
 
     Columns: profile_id, first_seen, last_seen, ccpa_opted_out, customer_id, email, phone
     (the last-seen ones), identifiers (every one as type:value), email_reachable,
     sms_reachable, push_reachable, reachable_any, order_count, revenue, last_purchase_at.
+    A projection folded with a master key needs it: values are written in clear (--where
+    sees them sealed, so conditions on customer_id, email, phone and identifiers do not work).
     """
     from rich.console import Console
 
@@ -445,9 +476,11 @@ def export(db_path: str, where: str | None, output_format: str, out_path: str) -
 
     console = Console(stderr=True)
 
+    ring = key_ring(key_file)
+
     def write(con: Any) -> int:
         with console.status(f"exporting profiles to {out_path} ..."):
-            return queries.export_profiles(con, out_path, output_format, where)
+            return queries.export_profiles(con, out_path, output_format, where, ring)
 
     def ask(server: Any) -> int:
         with console.status(f"exporting profiles to {out_path} (through the server) ..."):

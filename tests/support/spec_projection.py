@@ -19,7 +19,13 @@ from profile_engine.fold import Changes, FoldConfig, ProfileFold
 from profile_engine.keys import content_fingerprint, event_key, identifier_key
 from profile_engine.state import IdentifierState, ProfileState
 from projections.batch_writer import REACHABILITY_INPUTS
-from projections.rows import NEVER_US, TIMESTAMP, timeline_payload, trait_text
+from projections.rows import (
+    NEVER_US,
+    TIMESTAMP,
+    timeline_payload,
+    trait_text,
+    without_identifier,
+)
 from projections.store import ProjectionStore
 
 _STR = pa.string()
@@ -67,6 +73,12 @@ def _tables(
         for c in conflicts
         if c.owner_profile_id not in erased and c.event_profile_id not in erased
     ]
+    # An erasure also takes the erased profile's identifiers out of the events that applied
+    # elsewhere because a conflict kept them on it (their payloads and subscription rows).
+    scrubbed: dict[str, list[tuple[str, str]]] = {}
+    for c in conflicts:
+        if c.owner_profile_id in erased and c.event_profile_id not in erased:
+            scrubbed.setdefault(c.event_id, []).append((c.dropped.id_type, c.dropped.value))
     entries = []
     for entry in timeline:
         pid = fold.resolve_profile_id(entry.profile_id)
@@ -101,7 +113,10 @@ def _tables(
         "subscriptions": _rows(
             [("profile_id", _STR), ("list_id", _STR), ("channel", _STR), ("status", _STR),
              ("identifier", _STR), ("updated_at", TIMESTAMP), ("event_id", _STR)],
-            [(p.profile_id, lst, ch, status, ident, key[0], key[1])
+            [(p.profile_id, lst, ch, status,
+              None if (ident is not None and any(
+                  ident == value for _, value in scrubbed.get(key[1], ()))) else ident,
+              key[0], key[1])
              for p in profiles for (lst, ch), (status, ident, key) in p.subscriptions.items()],
         ),
         "orders": _rows(
@@ -127,7 +142,8 @@ def _tables(
             [("event_id", _STR), ("profile_id", _STR), ("type", _STR), ("timestamp", TIMESTAMP),
              ("event_name", _STR), ("payload", _STR)],
             [(e.event_id, pid, e.type, e.timestamp_us,
-              e.event if e.type == "track" else None, timeline_payload(e))  # type: ignore[attr-defined]
+              e.event if e.type == "track" else None,  # type: ignore[attr-defined]
+              _scrubbed_payload(timeline_payload(e), scrubbed.get(e.event_id, ())))
              for e, pid in entries],
         ),
         "applied_events": _rows(
@@ -135,6 +151,12 @@ def _tables(
             [(eid, event_key(eid), fingerprints[eid]) for eid in applied],
         ),
     }  # fmt: skip
+
+
+def _scrubbed_payload(payload: str, taken: Any) -> str:
+    for id_type, _ in taken:
+        payload = without_identifier(payload, id_type)
+    return payload
 
 
 def _rows(schema: list[tuple[str, pa.DataType]], rows: list[tuple[Any, ...]]) -> pa.Table:

@@ -1,0 +1,458 @@
+"""Sealing events for the log, and opening them for the fold (crypto-shredding).
+
+A *sealed* event carries no personal value in clear: each identifier value is a token under
+that identifier's data key, and the traits (one token per value) or the track properties (one
+token) are tokens under the data key of the event's first (highest-priority) identifier; the
+envelope's ``sealed`` field holds the event's keyed fingerprint. Event ids, types, times,
+event names, channels and statuses stay in clear (see README "Erasure that reaches the log").
+
+``Sealer`` is the producer's side: it picks (or makes) the data key of every identifier it
+meets and seals events. ``open_sealed`` is the consumer's side: it turns a sealed envelope
+record into the fold's ``Prepared`` tuple. The tokens themselves go to the projections as
+they came, so what the fold stores never depends on whether the keys could still be read;
+when they could, the consumer opens every token, validates the event with the rule book as
+for any event, and checks that the blind indexes and the keyed fingerprint match what it
+opened (a tampered, swapped or forged value makes the event a dead letter). When a key was
+erased, the event folds by its blind indexes, its personal values unreadable for good.
+
+Pure: keys and key lookups are handed in (consumers/key_store.py keeps them on Kafka).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from profile_engine.batch_fold import Prepared, order_of
+from profile_engine.crypto import (
+    BLIND_BYTES,
+    ERASED,
+    PROPERTIES_FIELD,
+    AeadCache,
+    KeyRing,
+    NoncePool,
+    SealError,
+    identifier_field,
+    identifier_of_field,
+    key_ref,
+    open_token,
+    ref_blind,
+    run_data_key,
+    seal,
+    token_field,
+    token_ref,
+    trait_field,
+    trait_kind,
+    trait_plaintext,
+    trait_value,
+    uuid_text,
+)
+from profile_engine.errors import BadInput
+from profile_engine.events import CHANNEL_ID_TYPE, Identify, ProfileEvent, Track
+from profile_engine.keys import event_key
+
+SEALED_WITHOUT_KEY = (
+    "sealed event: no master key is configured to open it "
+    "(set PROFILE_ENGINE_MASTER_KEY or PROFILE_ENGINE_KEY_FILE)"
+)
+# The envelope's id type for identifier types a reader does not know (schemas/README.md).
+UNRECOGNISED = "unrecognised"
+_CACHE_ENTRIES = 100_000
+
+
+class SealedFields(NamedTuple):
+    """What a sealed event carries instead of its personal values."""
+
+    message_key: bytes  # the Kafka key: hex of the first identifier's blind index
+    identifiers: tuple[str, ...]  # a token per identifier, in the event's order
+    traits: dict[str, str | None] | None  # identify: a token per trait value (None unsets)
+    properties: str | None  # track: the token of the properties JSON
+    fingerprint: bytes  # the keyed content fingerprint
+
+
+def seal_of(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The envelope record's seal, or None for an event in clear (a reader that keeps record
+    names gives a union's record branch as (name, fields))."""
+    sealed = record.get("sealed")
+    if isinstance(sealed, tuple):
+        sealed = sealed[1]
+    return sealed if isinstance(sealed, dict) else None
+
+
+class MissingKey(BadInput):
+    """A sealed value whose data key the key store does not hold at all (neither the key nor
+    an erased marker): the key store was lost or is incomplete."""
+
+
+# -- the producer's side ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SealingPlan:
+    """What every process of one publishing run seals with (picklable, sent to workers).
+
+    ``existing``: the live data key of identifiers the key store already holds (blind index
+    -> (version, wrapped key)); they are reused. Any other identifier gets the run's key:
+    version ``run_version``, derived from ``run_secret`` (see crypto.run_data_key), which
+    lives in memory for the run only.
+    """
+
+    master: bytes = field(repr=False)
+    run_secret: bytes = field(repr=False)
+    run_version: bytes
+    existing: Mapping[bytes, tuple[bytes, bytes]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def new(cls, master: bytes, existing: Mapping[bytes, tuple[bytes, bytes]]) -> SealingPlan:
+        return cls(master, os.urandom(32), os.urandom(4), dict(existing))
+
+
+class Sealer:
+    """Seals events; remembers the data keys it made so the caller publishes them first."""
+
+    def __init__(self, plan: SealingPlan) -> None:
+        self.ring = KeyRing.from_master(plan.master)
+        self._plan = plan
+        self._keys: dict[bytes, tuple[str, AESGCM]] = {}  # blind index -> (ref, cipher)
+        self._new: dict[str, bytes] = {}  # ref -> wrapped key, made since the last take
+        # A person's identifiers recur in event after event: sealed once per process.
+        self._identifiers: dict[tuple[str, str, bool], tuple[bytes, str]] = {}
+        self._trait_tokens: dict[tuple[str, type, Any], str] = {}
+        self._nonces = NoncePool()
+
+    def _key(self, blind: bytes) -> tuple[str, AESGCM]:
+        found = self._keys.get(blind)
+        if found is not None:
+            return found
+        existing = self._plan.existing.get(blind)
+        if existing is not None:
+            version, wrapped = existing
+            ref = key_ref(blind, version)
+            dek = self.ring.unwrap(ref, wrapped)
+        else:
+            ref = key_ref(blind, self._plan.run_version)
+            dek = run_data_key(self._plan.run_secret, blind)
+            self._new[ref] = self.ring.wrap(ref, dek, self._nonces.take())
+        found = self._keys[blind] = (ref, AESGCM(dek))
+        return found
+
+    def take_new_keys(self) -> list[tuple[str, bytes]]:
+        """(key ref, wrapped key) of the keys made since the last call: they must reach the
+        key store before any event sealed under them is sent."""
+        taken, self._new = list(self._new.items()), {}
+        return taken
+
+    def seal(self, event: ProfileEvent) -> SealedFields:
+        identifiers = self._identifiers
+        if len(identifiers) >= _CACHE_ENTRIES:
+            identifiers.clear()
+        blinds: list[bytes] = []
+        tokens: list[str] = []
+        for ident in event.identifiers:
+            cache_key = (ident.id_type, ident.value, ident.valid)
+            cached = identifiers.get(cache_key)
+            if cached is None:
+                blind = self.ring.blind_index(ident.id_type, ident.value)
+                ref, aead = self._key(blind)
+                code = identifier_field(ident.id_type, ident.valid)
+                token = seal(aead, ref, code, ident.value.encode(), self._nonces.take())
+                cached = identifiers[cache_key] = (blind, token)
+            blinds.append(cached[0])
+            tokens.append(cached[1])
+        if not blinds:
+            raise SealError("an event without identifiers cannot be sealed")
+        traits: dict[str, str | None] | None = None
+        properties: str | None = None
+        if isinstance(event, Identify):
+            ref, aead = self._key(blinds[0])
+            traits = {name: self._trait(ref, aead, value) for name, value in event.traits.items()}
+        elif isinstance(event, Track):
+            ref, aead = self._key(blinds[0])
+            plaintext = orjson.dumps(event.properties)
+            properties = seal(aead, ref, PROPERTIES_FIELD, plaintext, self._nonces.take())
+        return SealedFields(
+            blinds[0].hex().encode(),
+            tuple(tokens),
+            traits,
+            properties,
+            self.ring.fingerprint(event),
+        )
+
+    def _trait(self, ref: str, aead: AESGCM, value: Any) -> str | None:
+        if value is None:
+            return None
+        cache = self._trait_tokens
+        cache_key = (ref, type(value), value)
+        token = cache.get(cache_key)
+        if token is None:
+            if len(cache) >= _CACHE_ENTRIES:
+                cache.clear()
+            plaintext = trait_plaintext(value)
+            token = cache[cache_key] = seal(
+                aead, ref, trait_field(value), plaintext, self._nonces.take()
+            )
+        return token
+
+
+# -- the consumer's side ----------------------------------------------------------------------
+
+# ref -> wrapped key, crypto.ERASED, or None when the key store holds nothing for it.
+KeyLookup = Callable[[str], bytes | None]
+# A validated domain event from an envelope record (codec.from_record with its window).
+RecordReader = Callable[[dict[str, Any]], ProfileEvent]
+
+
+class Opener:
+    """Opens tokens with the data keys a key store holds (caching ciphers and values)."""
+
+    def __init__(self, ring: KeyRing, lookup: KeyLookup) -> None:
+        self.ring = ring
+        self._lookup = lookup
+        self._ciphers = AeadCache()
+        self._values: dict[str, tuple[int, bytes]] = {}
+
+    def wrapped(self, ref: str) -> bytes | None:
+        """The wrapped key of ``ref``, or None when it was erased; MissingKey when unknown."""
+        wrapped = self._lookup(ref)
+        if wrapped is None:
+            raise MissingKey(f"no key for {ref} (key store lost?)")
+        return None if wrapped == ERASED else wrapped
+
+    def open(self, token: str, wrapped: bytes) -> tuple[int, bytes]:
+        """(field code, plaintext) of a token whose key is ``wrapped``; SealError if it fails."""
+        known = self._values.get(token)
+        if known is not None:
+            return known
+        ref = token_ref(token)
+        cipher = self._ciphers.get(ref)
+        if cipher is None:
+            cipher = self._ciphers.put(ref, self.ring.unwrap(ref, wrapped))
+        opened = open_token(cipher, token)
+        if len(self._values) >= _CACHE_ENTRIES:
+            self._values.clear()
+        self._values[token] = opened
+        return opened
+
+
+class _Sealed(NamedTuple):
+    """A sealed record's tokens, checked for shape (not yet opened)."""
+
+    identifiers: list[tuple[str, str, bool]]  # (id_type, token, valid)
+    refs: list[str]  # the key of each identifier
+    traits: dict[str, str | None] | None
+    properties: str | None
+    fingerprint: bytes
+
+
+def open_sealed(record: dict[str, Any], opener: Opener, read: RecordReader) -> Prepared:
+    """The fold's view of a sealed envelope record; BadInput (a dead letter) when it is
+    damaged, forged or its keys are missing. ``read`` validates a (plaintext) record."""
+    sealed = _tokens(record)
+    wrapped = [opener.wrapped(ref) for ref in sealed.refs]
+    readable = all(key is not None for key in wrapped)
+    if readable:
+        event = _opened_event(record, sealed, wrapped, opener, read)
+        order = order_of(event) if isinstance(event, Track) else None
+    else:
+        # An erased key: nothing personal can be read or checked any more; the clear part
+        # is still validated, with the tokens left out of it.
+        event = read(_shell(record))
+        order = None
+    return _prepared(record, event, sealed, order, tuple(wrapped))
+
+
+def _tokens(record: dict[str, Any]) -> _Sealed:
+    identifiers: list[tuple[str, str, bool]] = []
+    refs: list[str] = []
+    for item in record["identifiers"]:
+        id_type, token, valid = item["id_type"], item["value"], bool(item["valid"])
+        if id_type == UNRECOGNISED:
+            continue  # a type added after this reader was built: ignored, as in clear
+        ref = token_ref(token)
+        if identifier_of_field(token_field(token)) != (id_type, valid):
+            raise SealError(f"identifiers.{id_type}: the sealed value belongs to another field")
+        identifiers.append((id_type, token, valid))
+        refs.append(ref)
+    if not identifiers:
+        raise SealError("identifiers: a sealed event without a usable identifier")
+    fields = record["payload"][1] if isinstance(record["payload"], tuple) else record["payload"]
+    traits: dict[str, str | None] | None = None
+    properties: str | None = None
+    if record["type"] == "identify":
+        traits = {}
+        for name, token in fields["traits"].items():
+            if token is not None:
+                _owned_by_first(token, refs, f"traits.{name}")
+                if trait_kind(token_field(token)) is None:
+                    raise SealError(f"traits.{name}: the sealed value is not a trait value")
+            traits[name] = token
+    elif record["type"] == "track":
+        properties = fields["properties_json"]
+        _owned_by_first(properties, refs, "properties")
+        if token_field(properties) != PROPERTIES_FIELD:
+            raise SealError("properties: the sealed value is not track properties")
+    seal = seal_of(record)
+    if seal is None:
+        raise SealError("sealed: the event is not sealed")
+    fingerprint = seal["fingerprint"]
+    if len(fingerprint) != BLIND_BYTES:
+        raise SealError(f"sealed.fingerprint: {len(fingerprint)} bytes instead of {BLIND_BYTES}")
+    return _Sealed(identifiers, refs, traits, properties, bytes(fingerprint))
+
+
+def _owned_by_first(token: Any, refs: list[str], where: str) -> None:
+    if not isinstance(token, str) or token_ref(token) != refs[0]:
+        raise SealError(f"{where}: not sealed under the first identifier's key")
+
+
+def _opened_event(
+    record: dict[str, Any],
+    sealed: _Sealed,
+    wrapped: list[bytes | None],
+    opener: Opener,
+    read: RecordReader,
+) -> ProfileEvent:
+    """Open every token, validate the event in clear, and check it against its seal."""
+    keys = dict(zip(sealed.refs, wrapped, strict=True))
+    ring = opener.ring
+    opened: list[tuple[str, str, bool]] = []
+    for (id_type, token, valid), ref in zip(sealed.identifiers, sealed.refs, strict=True):
+        code, plaintext = opener.open(token, keys[ref] or b"")
+        if identifier_of_field(code) != (id_type, valid):
+            raise SealError(f"identifiers.{id_type}: the sealed value belongs to another field")
+        value = plaintext.decode()
+        if ring.blind_index(id_type, value).hex() != ref[: 2 * BLIND_BYTES]:
+            raise SealError(f"identifiers.{id_type}: the value does not match its blind index")
+        opened.append((id_type, value, valid))
+    top = keys[sealed.refs[0]] or b""
+    plain = dict(record)
+    plain["sealed"] = None
+    plain["identifiers"] = [{"id_type": t, "value": v, "valid": ok} for t, v, ok in opened]
+    name, fields = record["payload"]
+    if sealed.traits is not None:
+        fields = {"traits": {n: _trait(opener, t, top) for n, t in sealed.traits.items()}}
+    elif sealed.properties is not None:
+        fields = {**fields, "properties_json": opener.open(sealed.properties, top)[1].decode()}
+    plain["payload"] = (name, fields)
+    try:
+        event = read(plain)
+    except BadInput as error:
+        raise type(error)(f"sealed event, once opened: {error}") from None
+    # Validity stays the producer's verdict (authenticated in each token): after an erasure
+    # nobody can judge the value again, and the fold must decide alike before and after.
+    if [(i.id_type, i.value) for i in event.identifiers] != [(t, v) for t, v, _ in opened]:
+        raise SealError("identifiers: the sealed identifiers are not as the rule book makes them")
+    if ring.fingerprint(event) != sealed.fingerprint:
+        raise SealError("sealed.fingerprint: does not match the opened event (tampered with?)")
+    return event
+
+
+def _trait(opener: Opener, token: str | None, wrapped: bytes) -> Any:
+    if token is None:
+        return None
+    code, plaintext = opener.open(token, wrapped)
+    value = trait_value(plaintext)
+    if trait_kind(code) != trait_kind(trait_field(value)):
+        raise SealError("traits: a sealed value of another kind than its field says")
+    return value
+
+
+def _shell(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its tokens left out, to validate what is in clear."""
+    shell = dict(record)
+    shell["sealed"] = None
+    name, fields = record["payload"]
+    if record["type"] == "identify":
+        fields = {"traits": {}}
+    elif record["type"] == "track":
+        # A purchase must name an order and a revenue; this one's are sealed for good.
+        purchase = fields["event"] == "purchase"
+        stand_in = '{"order_id": "sealed", "revenue": 0}' if purchase else "{}"
+        fields = {**fields, "properties_json": stand_in}
+    shell["payload"] = (name, fields)
+    # Stand-ins of each type that pass the identifier checks; only their presence matters.
+    shell["identifiers"] = [
+        {"id_type": i["id_type"], "value": _STAND_IN[i["id_type"]], "valid": True}
+        for i in record["identifiers"]
+        if i["id_type"] in _STAND_IN
+    ]
+    return shell
+
+
+_STAND_IN = {
+    "customer_id": "sealed",
+    "email": "sealed@example.com",
+    "phone": "+14155550100",
+    "push_token": "sealed",
+    "anonymous_id": "sealed",
+}
+
+
+def _prepared(
+    record: dict[str, Any],
+    event: ProfileEvent,
+    sealed: _Sealed,
+    order: tuple[str, float] | None,
+    wrapped: tuple[bytes | None, ...],
+) -> Prepared:
+    tokens = {id_type: token for id_type, token, _ in sealed.identifiers}
+    payload = event.payload()
+    detail: tuple[Any, ...]
+    if sealed.traits is not None:
+        payload["traits"] = dict(sealed.traits)
+        detail = tuple(
+            (n, t, None if t is None else trait_kind(token_field(t)))
+            for n, t in sealed.traits.items()
+        )
+    elif sealed.properties is not None:
+        payload["properties"] = sealed.properties
+        detail = (payload["event"], order)
+    elif event.type == "subscription":
+        detail = (
+            payload["list_id"], payload["channel"], payload["status"],
+            tokens.get(CHANNEL_ID_TYPE[payload["channel"]]),
+        )  # fmt: skip
+    else:
+        detail = _clear_detail(event.type, payload)
+    payload["identifiers"] = tokens
+    return Prepared(
+        event.event_id,
+        event.timestamp_us,
+        event.type,
+        tuple(sealed.identifiers),
+        tuple(ref_blind(ref) for ref in sealed.refs),
+        uuid_text(sealed.fingerprint),
+        event_key(event.event_id),
+        orjson.dumps(payload).decode(),
+        detail,
+        tuple(sealed.refs),
+        wrapped,
+    )
+
+
+def _clear_detail(event_type: str, payload: dict[str, Any]) -> tuple[Any, ...]:
+    if event_type == "consent":
+        return (payload["channel"], payload["status"])
+    if event_type == "bounce":
+        return (payload["channel"], payload["bounce_type"])
+    return (payload["request"],)  # ccpa
+
+
+def without_erased_keys(prepared: Prepared, erased: Callable[[str], bool]) -> Prepared:
+    """The event as the fold must see it once some of its keys are erased: no wrapped copy
+    of an erased key, and no order read from properties sealed under one (a rebuild, which
+    cannot open them, sees the same)."""
+    refs = prepared.key_refs
+    gone = [erased(ref) for ref in refs]
+    if not any(gone):
+        return prepared
+    wrapped = tuple(None if g else w for g, w in zip(gone, prepared.wrapped_keys, strict=True))
+    detail = prepared.detail
+    if prepared.type == "track" and gone[0]:
+        detail = (detail[0], None)
+    return prepared._replace(wrapped_keys=wrapped, detail=detail)
