@@ -238,18 +238,28 @@ def test_a_consumer_killed_mid_batch_resumes_to_the_same_projections_as_a_rebuil
 
 
 def test_a_follower_folds_new_events_and_stops_cleanly_on_sigterm(
-    kafka_bootstrap: str, fresh_topic: str, fresh_dead_letter_topic: str, db_path: Path
+    kafka_bootstrap: str,
+    fresh_topic: str,
+    fresh_dead_letter_topic: str,
+    db_path: Path,
+    kafka_admin: Any,
 ) -> None:
+    group = f"{fresh_topic}-follower"
     command = [
         sys.executable, "-m", "profile_engine.cli.main", "consume", "--db", str(db_path),
         "--topic", fresh_topic, "--dead-letter-topic", fresh_dead_letter_topic,
-        "--bootstrap-servers", kafka_bootstrap, "--format", "json",
+        "--bootstrap-servers", kafka_bootstrap, "--format", "json", "--group-id", group,
     ]  # fmt: skip
     follower = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(3)  # started and caught up with an empty topic
         publish(kafka_bootstrap, fresh_topic, small_log())
-        time.sleep(4)  # the tail is folded and committed when the follower is caught up
+        # The group mirror is committed after each committed batch: once it holds all 8
+        # offsets the follower has folded the tail (no fixed sleep: a loaded machine is slow).
+        deadline = time.monotonic() + 90
+        while _mirrored_offsets(kafka_admin, group) < 8 and time.monotonic() < deadline:
+            assert follower.poll() is None, follower.stderr.read() if follower.stderr else ""
+            time.sleep(0.5)
         assert follower.poll() is None, follower.stderr.read() if follower.stderr else ""
         follower.send_signal(signal.SIGTERM)
         out, err = follower.communicate(timeout=60)
@@ -261,6 +271,16 @@ def test_a_follower_folds_new_events_and_stops_cleanly_on_sigterm(
     state = dump(db_path, ("profiles", "consumer_offsets"))
     assert len(state["profiles"]) == 2
     assert sum(row[2] for row in state["consumer_offsets"]) == 8
+
+
+def _mirrored_offsets(kafka_admin: Any, group: str) -> int:
+    from kafka.errors import KafkaError
+
+    try:
+        committed = kafka_admin.list_group_offsets(group).get(group, {})
+    except KafkaError:  # the group's coordinator is not ready before the first commit
+        return 0
+    return sum(offset.offset for offset in committed.values())
 
 
 def test_a_tombstone_is_dead_lettered_with_its_reason(
