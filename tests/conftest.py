@@ -114,6 +114,15 @@ def kafka_admin(kafka_bootstrap: str) -> Iterator[Any]:
         admin.close()
 
 
+@pytest.fixture
+def small_messages_topic(kafka_admin: Any) -> Iterator[str]:
+    """A fresh topic that accepts record batches of at most 20,000 bytes."""
+    from tests.support.kafka import topic_with_message_limit
+
+    with topic_with_message_limit(kafka_admin, 20_000) as name:
+        yield name
+
+
 def _topic_name(request: pytest.FixtureRequest, role: str) -> str:
     # Kafka allows [a-zA-Z0-9._-]; the test name makes a leftover topic easy to trace.
     test_name = re.sub(r"[^a-zA-Z0-9._-]+", "-", request.node.name)[:60].strip("-")

@@ -7,10 +7,7 @@ import json
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -286,21 +283,6 @@ def test_a_missing_topic_fails_fast_and_is_recorded(
 
 
 # -- import: faults are told, nothing is lost -----------------------------------------------------
-
-
-@pytest.fixture
-def small_messages_topic(kafka_admin: Any) -> Iterator[str]:
-    """A topic that accepts record batches of at most 20,000 bytes."""
-    from kafka.admin import NewTopic
-
-    name = f"test-import-small-messages-{uuid.uuid4().hex[:8]}"
-    configs = {"retention.ms": "-1", "max.message.bytes": "20000"}
-    kafka_admin.create_topics([NewTopic(name, 3, 1, topic_configs=configs)])
-    kafka_admin.wait_for_topics([name], timeout_ms=30_000)
-    try:
-        yield name
-    finally:
-        kafka_admin.delete_topics([name], raise_errors=False)
 
 
 @pytest.mark.kafka

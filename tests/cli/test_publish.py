@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -190,21 +189,6 @@ def test_archive_command_writes_a_replayable_file(
 
 
 # --- faults: nothing lost, nothing hidden ------------------------------------------------------
-
-
-@pytest.fixture
-def small_messages_topic(kafka_admin: Any) -> Iterator[str]:
-    """A topic that accepts record batches of at most 20,000 bytes."""
-    from kafka.admin import NewTopic
-
-    name = f"test-cli-small-messages-{uuid.uuid4().hex[:8]}"
-    configs = {"retention.ms": "-1", "max.message.bytes": "20000"}
-    kafka_admin.create_topics([NewTopic(name, 3, 1, topic_configs=configs)])
-    kafka_admin.wait_for_topics([name], timeout_ms=30_000)
-    try:
-        yield name
-    finally:
-        kafka_admin.delete_topics([name], raise_errors=False)
 
 
 def test_a_line_larger_than_the_topic_accepts_is_rejected_and_later_lines_go(

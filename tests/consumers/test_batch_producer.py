@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from array import array
 from collections import defaultdict
 from collections.abc import Iterator
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka.admin import NewTopic
 
 from consumers.batch_producer import (
     BatchProducer,
@@ -23,7 +21,7 @@ from consumers.kafka_client import BrokerUnavailable, TopicMissingError
 from consumers.producer import DeliveryError, DeliveryRefused
 from consumers.record_batches import Batcher, BuiltBatch, KeyPartitioner
 from profile_engine.errors import ErrorKind
-from tests.support.kafka import consume_all
+from tests.support.kafka import consume_all, topic_with_message_limit
 
 T0_MS = 1_767_225_600_000
 
@@ -66,14 +64,8 @@ def test_batches_land_in_their_keys_partition_in_line_order_and_are_confirmed(
 @pytest.fixture
 def small_messages_topic(kafka_admin: Any) -> Iterator[str]:
     """A topic that accepts record batches of at most 10,000 bytes."""
-    name = f"test-small-messages-{uuid.uuid4().hex[:8]}"
-    configs = {"retention.ms": "-1", "max.message.bytes": "10000"}
-    kafka_admin.create_topics([NewTopic(name, 3, 1, topic_configs=configs)])
-    kafka_admin.wait_for_topics([name], timeout_ms=30_000)
-    try:
+    with topic_with_message_limit(kafka_admin, 10_000) as name:
         yield name
-    finally:
-        kafka_admin.delete_topics([name], raise_errors=False)
 
 
 @pytest.mark.kafka

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,3 +77,17 @@ def kill_broker(broker: Any) -> None:
     deadline = time.monotonic() + 30
     while broker.running_pid() is not None and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+@contextmanager
+def topic_with_message_limit(kafka_admin: Any, max_message_bytes: int) -> Iterator[str]:
+    from kafka.admin import NewTopic
+
+    name = f"test-small-messages-{uuid.uuid4().hex[:8]}"
+    configs = {"retention.ms": "-1", "max.message.bytes": str(max_message_bytes)}
+    kafka_admin.create_topics([NewTopic(name, 3, 1, topic_configs=configs)])
+    kafka_admin.wait_for_topics([name], timeout_ms=30_000)
+    try:
+        yield name
+    finally:
+        kafka_admin.delete_topics([name], raise_errors=False)
