@@ -85,6 +85,22 @@ def daily_columns(channel: str | None) -> list[str]:
             "unreachable_any", "mau"]  # fmt: skip
 
 
+def last_event_day(con: duckdb.DuckDBPyConnection) -> date | None:
+    """The UTC day of the newest event folded (by event time), None before any event: the
+    web page's chart ends there, since the data may be older than the wall clock."""
+    row = con.execute("SELECT max(timestamp)::DATE FROM events").fetchone()
+    return row[0] if row else None
+
+
+def latest_active_month(con: duckdb.DuckDBPyConnection) -> str | None:
+    """'YYYY-MM' of the newest month with activity (MAU > 0), None when there is none."""
+    row = con.execute(
+        "SELECT strftime(max(timestamp), '%Y-%m') FROM active_events"
+        " WHERE profile_id IN (SELECT profile_id FROM profiles)"
+    ).fetchone()
+    return row[0] if row else None
+
+
 def counts_as_of(
     con: duckdb.DuckDBPyConnection, day: date, channel: str | None = None
 ) -> dict[str, Any]:
