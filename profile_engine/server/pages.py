@@ -135,10 +135,18 @@ def overview(
     engine = engine_of(request)
     chosen = channel if channel in CHANNELS else None
     this_month = current_month()
-    with engine.projection.reading() as con:
-        months = sorted({this_month, *live.event_months(con)}, reverse=True)
-        active_month = history.latest_active_month(con)
-        newest_day = history.last_event_day(con)
+
+    def event_dates() -> tuple[list[str], str | None, date | None]:
+        with engine.projection.reading() as con:
+            return (
+                live.event_months(con),
+                history.latest_active_month(con),
+                history.last_event_day(con),
+            )
+
+    # Scans of the timeline: once per batch, not per page view.
+    event_months, active_month, newest_day = engine.answers.get(("event-dates",), event_dates)
+    months = sorted({this_month, *event_months}, reverse=True)
     chart = _history_chart(engine, chosen, first_day, last_day, view, newest_day)
     if fragment == "chart":
         return render(request, "_history_chart.html", 200, chart=chart)
