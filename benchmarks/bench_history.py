@@ -76,7 +76,7 @@ def history_table_mb(db_path: Path) -> dict[str, float]:
     """Estimated size of each history table (DuckDB's block counts per table)."""
     import duckdb
 
-    tables = ("profile_lineage", "identifier_attachments", "identifier_day_facts",
+    tables = ("profile_lineage", "identifier_attachments", "identifier_day_states",
               "profile_reachability_history", "activity_days", "event_landings")  # fmt: skip
     with duckdb.connect(str(db_path), read_only=True) as con:
         block = con.execute("SELECT block_size FROM pragma_database_size()").fetchone()

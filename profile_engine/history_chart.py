@@ -8,13 +8,15 @@ CLI, SVG for the web page); matplotlib's Agg backend needs no display.
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
 VIEWS = ("customers", "mau", "both")
 CHANNEL_TITLES = {None: "any channel", "email": "Email", "sms": "SMS", "push": "Push"}
-COLOURS = {"total": "#344054", "reachable": "#12b76a", "unreachable": "#f04438", "mau": "#6172f3"}
+COLOURS = {"total": "#344054", "reachable": "#4f46e5", "unreachable": "#98a2b3", "mau": "#0e9384"}
+_DRAWING = threading.Lock()
 
 
 def series(rows: Sequence[Mapping[str, Any]], channel: str | None) -> dict[str, list[Any]]:
@@ -36,29 +38,43 @@ def render_chart(
     channel: str | None = None,
     view: str = "both",
     image_format: str = "png",
+    titled: bool = True,
 ) -> bytes:
     """The chart as PNG or SVG bytes. ``view``: customers (total, reachable, unreachable),
-    mau (monthly active users, month to date) or both (two panels)."""
+    mau (monthly active users, month to date) or both (two panels). ``titled``: False leaves
+    out the titles and legends, for a page that states them itself (with the figures)."""
+    with _DRAWING:  # matplotlib's shared state (rcParams, font cache) is not thread-safe
+        return _render(rows, channel, view, image_format, titled)
+
+
+def _render(
+    rows: Sequence[Mapping[str, Any]], channel: str | None, view: str, image_format: str,
+    titled: bool,
+) -> bytes:  # fmt: skip
     import matplotlib
 
-    matplotlib.use("Agg")
+    # SVG text stays text, so the web page's font and zoom apply and the file stays small.
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    matplotlib.rcParams["svg.hashsalt"] = "profile-engine"  # same rows -> same bytes
     from matplotlib import dates as mdates
-    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
     if view not in VIEWS:
         raise ValueError(f"unknown chart view {view!r}")
     lines = series(rows, channel)
     panels = ["customers", "mau"] if view == "both" else [view]
-    height = 3.4 * len(panels) + 0.8
-    figure, axes = plt.subplots(len(panels), 1, figsize=(11, height), sharex=True, squeeze=False)
+    height = 3.4 * len(panels) + (0.8 if titled else 0.2)
+    figure = Figure(figsize=(11, height))
+    axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)
     days = lines["day"]
     first, last = (days[0], days[-1]) if days else (None, None)
-    figure.suptitle(
-        f"Customer profiles over time, {first} to {last} · {CHANNEL_TITLES[channel]}",
-        fontsize=13,
-        fontweight="bold",
-    )
+    if titled:
+        figure.suptitle(
+            f"Customer profiles over time, {first} to {last} · {CHANNEL_TITLES[channel]}",
+            fontsize=13,
+            fontweight="bold",
+        )
     thousands = FuncFormatter(lambda value, _: f"{value:,.0f}")
     for axis, panel in zip(axes[:, 0], panels, strict=True):
         if panel == "customers":
@@ -69,16 +85,18 @@ def render_chart(
             axis.plot(days, lines["unreachable"], label=f"Unreachable ({reach})",
                       color=COLOURS["unreachable"])  # fmt: skip
             axis.set_ylabel("Customers")
-            axis.set_title("Customers at the end of each day (UTC)", fontsize=10, loc="left")
+            subtitle = "Customers at the end of each day (UTC)"
         else:
             axis.plot(days, lines["mau"], label="Monthly active users (month to date)",
                       color=COLOURS["mau"])  # fmt: skip
             axis.set_ylabel("Active users")
-            axis.set_title("Monthly active users, month to date", fontsize=10, loc="left")
+            subtitle = "Monthly active users, month to date"
         axis.yaxis.set_major_formatter(thousands)
         axis.set_ylim(bottom=0)
         axis.grid(True, color="#eaecf0")
-        axis.legend(loc="upper left", frameon=False)
+        if titled:
+            axis.set_title(subtitle, fontsize=10, loc="left")
+            axis.legend(loc="upper left", frameon=False)
         for side in ("top", "right"):
             axis.spines[side].set_visible(False)
     bottom = axes[-1, 0]
@@ -89,7 +107,6 @@ def render_chart(
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format=image_format, dpi=110)
-    plt.close(figure)
     return buffer.getvalue()
 
 

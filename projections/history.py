@@ -85,6 +85,22 @@ def daily_columns(channel: str | None) -> list[str]:
             "unreachable_any", "mau"]  # fmt: skip
 
 
+def last_event_day(con: duckdb.DuckDBPyConnection) -> date | None:
+    """The UTC day of the newest event folded (by event time), None before any event: the
+    web page's chart ends there, since the data may be older than the wall clock."""
+    row = con.execute("SELECT max(timestamp)::DATE FROM events").fetchone()
+    return row[0] if row else None
+
+
+def latest_active_month(con: duckdb.DuckDBPyConnection) -> str | None:
+    """'YYYY-MM' of the newest month with activity (MAU > 0), None when there is none."""
+    row = con.execute(
+        "SELECT strftime(max(timestamp), '%Y-%m') FROM active_events"
+        " WHERE profile_id IN (SELECT profile_id FROM profiles)"
+    ).fetchone()
+    return row[0] if row else None
+
+
 def counts_as_of(
     con: duckdb.DuckDBPyConnection, day: date, channel: str | None = None
 ) -> dict[str, Any]:
@@ -226,67 +242,59 @@ def _identifiers_as_of(
     con: duckdb.DuckDBPyConnection, members: list[str], day: date
 ) -> list[tuple[Any, ...]]:
     """Rows in queries._IDENTIFIER_FACTS order, plus the CCPA request then, for every
-    identifier the members held at the end of ``day``."""
-    attachments = con.execute(
-        "SELECT a.id_key::VARCHAR, a.profile_id::VARCHAR, a.id_type, a.valid, i.id_value"
-        " FROM identifier_attachments AS a JOIN identifiers AS i USING (id_key)"
-        " WHERE a.profile_id IN (SELECT unnest(?::UUID[])) AND a.attached_at < ?::DATE",
-        [members, day_after(day)],
+    identifier the members held at the end of ``day``: each one's latest day state then."""
+    rows = con.execute(
+        """
+        WITH held AS (
+            SELECT a.id_key, a.profile_id, a.id_type, a.valid, i.id_value
+            FROM identifier_attachments AS a JOIN identifiers AS i USING (id_key)
+            WHERE a.profile_id IN (SELECT unnest(?::UUID[])) AND a.attached_at < ?::DATE
+        ), latest AS (
+            SELECT s.* FROM identifier_day_states AS s
+            SEMI JOIN held AS h ON s.id_key = h.id_key AND s.profile_id = h.profile_id
+            WHERE s.day <= ?::DATE
+            QUALIFY row_number() OVER (PARTITION BY s.id_key, s.profile_id ORDER BY s.day DESC) = 1
+        )
+        SELECT h.id_type, h.id_value, h.valid, s.first_seen_us, s.last_seen_us, s.last_seen_eid,
+            s.explicit_consent, s.explicit_us, s.explicit_eid, s.unknown_us, s.unknown_eid,
+            coalesce(s.hard_bounces, 0), coalesce(s.complaints, 0),
+            len(coalesce(s.recent_soft_bounces_us, [])), s.ccpa
+        FROM held AS h
+        LEFT JOIN latest AS s ON s.id_key = h.id_key AND s.profile_id = h.profile_id
+        """,
+        [members, day_after(day), day],
     ).fetchall()
-    if not attachments:
-        return []
-    facts: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-    for row in con.execute(
-        "SELECT id_key::VARCHAR, profile_id::VARCHAR, seen_first_us, seen_last_us, seen_last_eid,"
-        " explicit_consent, explicit_us, explicit_eid, unknown_us, unknown_eid, hard_bounces,"
-        " complaints, soft_bounces_us, ccpa, ccpa_us, ccpa_eid FROM identifier_day_facts"
-        " WHERE id_key IN (SELECT unnest(?::UUID[])) AND day <= ?::DATE",
-        [[a[0] for a in attachments], day],
-    ).fetchall():
-        facts.setdefault((row[0], row[1]), []).append(row[2:])
-    return [
-        _identifier_state(id_type, id_value, valid, facts.get((key, att), []))
-        for key, att, id_type, valid, id_value in attachments
-    ]
+    return [_identifier_state(*row) for row in rows]
 
 
 def _identifier_state(
-    id_type: str, value: str, valid: bool, days: list[tuple[Any, ...]]
+    id_type: str,
+    value: str,
+    valid: bool,
+    first: int | None,
+    last_us: int | None,
+    last_eid: str | None,
+    explicit: str | None,
+    explicit_us: int | None,
+    explicit_eid: str | None,
+    unknown_us: int | None,
+    unknown_eid: str | None,
+    hard: int,
+    complaints: int,
+    consecutive: int,
+    ccpa: str | None,
 ) -> tuple[Any, ...]:
-    """An identifier's state from its day facts: the fold's rules (profile_engine.state)."""
-    first: int | None = None
-    last: tuple[int, str] | None = None
-    explicit: tuple[int, str, str] | None = None
-    unknown: tuple[int, str] | None = None
-    ccpa: tuple[int, str, str] | None = None
-    hard = complaints = 0
-    soft: list[int] = []
-    for (seen_first, seen_us, seen_eid, exp, exp_us, exp_eid, unk_us, unk_eid, day_hard,
-         day_complaints, day_soft, request, ccpa_us, ccpa_eid) in days:  # fmt: skip
-        if seen_first is not None and (first is None or seen_first < first):
-            first = seen_first
-        if seen_us is not None and (last is None or (seen_us, seen_eid) > last):
-            last = (seen_us, seen_eid)
-        if exp_us is not None and (explicit is None or (exp_us, exp_eid, exp) > explicit):
-            explicit = (exp_us, exp_eid, exp)
-        if unk_us is not None and (unknown is None or (unk_us, unk_eid) > unknown):
-            unknown = (unk_us, unk_eid)
-        if ccpa_us is not None and (ccpa is None or (ccpa_us, ccpa_eid, request) > ccpa):
-            ccpa = (ccpa_us, ccpa_eid, request)
-        hard += day_hard
-        complaints += day_complaints
-        soft.extend(day_soft)
-    if explicit is None:
+    """An identifier's row from its day state: the fold's rules (profile_engine.state)."""
+    if explicit is None or explicit_us is None:
         consent = "unknown"
-    elif explicit[2] in ("opted_in", "opted_out") or unknown is None:
-        consent = explicit[2]
+    elif explicit in ("opted_in", "opted_out") or unknown_us is None:
+        consent = explicit
     else:
-        consent = "unknown" if unknown > explicit[:2] else explicit[2]
-    consecutive = sum(1 for t in soft if last is None or t > last[0])
+        newer = (unknown_us, unknown_eid or "") > (explicit_us, explicit_eid or "")
+        consent = "unknown" if newer else explicit
     return (
         id_type, value, valid, valid and hard == 0 and complaints == 0, consent, hard,
-        complaints, consecutive, _moment(last[0]) if last else None, last[1] if last else None,
-        _moment(first), ccpa[2] if ccpa else None,
+        complaints, consecutive, _moment(last_us), last_eid, _moment(first), ccpa,
     )  # fmt: skip
 
 

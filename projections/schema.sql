@@ -175,26 +175,27 @@ CREATE TABLE IF NOT EXISTS identifier_attachments (
     attached_at  TIMESTAMP NOT NULL
 );
 
--- What each UTC day's events did to an identifier of a live profile (several rows for one
--- day when the day's events came in several batches: readers combine them).
-CREATE TABLE IF NOT EXISTS identifier_day_facts (
-    id_key             UUID NOT NULL,
-    profile_id         UUID NOT NULL,  -- the attachment's profile
-    day                DATE NOT NULL,
-    seen_first_us      BIGINT,         -- identify/track/consent/subscription events (µs)
-    seen_last_us       BIGINT,
-    seen_last_eid      VARCHAR,
-    explicit_consent   VARCHAR,        -- the day's latest opted_in|opted_out|pending
-    explicit_us        BIGINT,
-    explicit_eid       VARCHAR,
-    unknown_us         BIGINT,         -- the day's latest "unknown"
-    unknown_eid        VARCHAR,
-    hard_bounces       BIGINT NOT NULL,
-    complaints         BIGINT NOT NULL,
-    soft_bounces_us    BIGINT[] NOT NULL,
-    ccpa               VARCHAR,        -- the day's latest opt_out|opt_in
-    ccpa_us            BIGINT,
-    ccpa_eid           VARCHAR
+-- Each identifier's state at the end of every UTC day on which events changed it, one row per
+-- (identifier, attachment, day): its state on any day is the row of the latest day on or
+-- before it. Soft bounces are those after its last seen event (consecutive = their number).
+CREATE TABLE IF NOT EXISTS identifier_day_states (
+    id_key                  UUID NOT NULL,
+    profile_id              UUID NOT NULL,  -- the attachment's profile
+    day                     DATE NOT NULL,
+    first_seen_us           BIGINT,         -- identify/track/consent/subscription events (µs)
+    last_seen_us            BIGINT,
+    last_seen_eid           VARCHAR,
+    explicit_consent        VARCHAR,        -- the latest opted_in|opted_out|pending
+    explicit_us             BIGINT,
+    explicit_eid            VARCHAR,
+    unknown_us              BIGINT,         -- the latest "unknown"
+    unknown_eid             VARCHAR,
+    hard_bounces            BIGINT NOT NULL,
+    complaints              BIGINT NOT NULL,
+    recent_soft_bounces_us  BIGINT[] NOT NULL,
+    ccpa                    VARCHAR,        -- the latest opt_out|opt_in
+    ccpa_us                 BIGINT,
+    ccpa_eid                VARCHAR
 );
 
 -- profile_reachability_inputs over time: a row per profile and UTC day on which its inputs

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+import re
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -17,14 +18,16 @@ from urllib.parse import parse_qs, quote, urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from profile_engine.errors import ProfileEngineError
 from profile_engine.events import EventType
+from profile_engine.history_chart import render_chart
 from profile_engine.reachability import CHANNELS
 from profile_engine.server.api import Engine, current_month, profile_document
 from profile_engine.server.runner import FoldStatus
 from profile_engine.server.security import COOKIE, token_matches
-from projections import live, queries
+from projections import history, live, queries
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(
@@ -34,6 +37,9 @@ templates = Jinja2Templates(
 DASH = "\u2013"  # en dash: "no value" in tables
 PAGE_SIZES = (10, 25, 50, 100)
 TIMELINE_PAGE = 25
+CHART_DAYS = 90  # the overview chart's default range, ending at the newest event
+CHART_VIEWS = ("customers", "mau")
+CHART_PRESETS = (30, 90, 365)  # days, ending at the range's last day
 SQL_PAGE_ROWS = 1_000
 TABS = ("identifiers", "events", "details", "subscriptions")
 ID_TYPE_LABELS = {
@@ -117,13 +123,36 @@ def error_page(request: Request, message: str, status_code: int) -> Response:
 
 
 @router.get("/", response_class=HTMLResponse)
-def overview(request: Request, channel: str | None = None, month: str | None = None) -> Response:
+def overview(
+    request: Request,
+    channel: str | None = None,
+    month: str | None = None,
+    first_day: Annotated[str | None, Query(alias="from")] = None,
+    last_day: Annotated[str | None, Query(alias="to")] = None,
+    view: str = "customers",
+    fragment: str | None = None,
+) -> Response:
     engine = engine_of(request)
     chosen = channel if channel in CHANNELS else None
     this_month = current_month()
-    with engine.projection.reading() as con:
-        months = sorted({this_month, *live.event_months(con)}, reverse=True)
-    counts = engine.counts(month if month in months else this_month, None)
+
+    def event_dates() -> tuple[list[str], str | None, date | None]:
+        with engine.projection.reading() as con:
+            return (
+                live.event_months(con),
+                history.latest_active_month(con),
+                history.last_event_day(con),
+            )
+
+    # Scans of the timeline: once per batch, not per page view.
+    event_months, active_month, newest_day = engine.answers.get(("event-dates",), event_dates)
+    months = sorted({this_month, *event_months}, reverse=True)
+    chart = _history_chart(engine, chosen, first_day, last_day, view, newest_day)
+    if fragment == "chart":
+        return render(request, "_history_chart.html", 200, chart=chart)
+    # Data may be old: the MAU card opens on the newest month with activity, not the clock's.
+    default_month = active_month if active_month in months else this_month
+    counts = engine.counts(month if month in months else default_month, None)
     return render(
         request,
         "overview.html",
@@ -132,7 +161,86 @@ def overview(request: Request, channel: str | None = None, month: str | None = N
         channel=chosen,
         channels=CHANNELS,
         months=months,
+        chart=chart,
     )
+
+
+def _history_chart(
+    engine: Engine,
+    channel: str | None,
+    first_text: str | None,
+    last_text: str | None,
+    view: str,
+    newest_day: date | None,
+) -> dict[str, Any]:
+    """What the "Customer profiles over time" panel shows: the range (by default the last
+    CHART_DAYS days of event time, ending at the newest event), the SVG drawn from the same
+    rows as `counts --daily`, and the link to those rows as CSV."""
+    chosen_view = view if view in CHART_VIEWS else "customers"
+    default_last = newest_day or datetime.now(UTC).date()
+    first, last, error = _chart_range(first_text, last_text, default_last)
+    rows: list[dict[str, Any]] = []
+    svg = ""
+    if error is None and newest_day is not None:
+        try:
+            rows = engine.daily(first, last, channel)
+        except ProfileEngineError as failure:
+            error = str(failure)
+        else:
+            svg = engine.answers.get(
+                ("chart-svg", first, last, channel, chosen_view),
+                lambda: render_chart(rows, channel, chosen_view, "svg", titled=False).decode(),
+            )
+    if error is not None:
+        first, last = default_last - timedelta(days=CHART_DAYS - 1), default_last
+    params = {"from": first.isoformat(), "to": last.isoformat(), "channel": channel}
+    return {
+        "first": first,
+        "last": last,
+        "view": chosen_view,
+        "channel": channel or "any",
+        "error": error,
+        "empty": newest_day is None,
+        "svg": Markup(_responsive(svg)) if svg else "",
+        "days": len(rows),
+        "latest": rows[-1] if rows else None,
+        "reachable_key": f"{channel}_reachable" if channel else "reachable_any",
+        "unreachable_key": f"{channel}_unreachable" if channel else "unreachable_any",
+        "csv_url": _url("/api/counts/daily", **params, format="csv"),
+        "view_urls": {v: _url("/", **params, view=v) for v in CHART_VIEWS},
+        "presets": [
+            {"days": days, "url": _url("/", **{**params, "from": start}, view=chosen_view)}
+            for days in CHART_PRESETS
+            for start in [(last - timedelta(days=days - 1)).isoformat()]
+        ],
+    }
+
+
+def _chart_range(
+    first_text: str | None, last_text: str | None, default_last: date
+) -> tuple[date, date, str | None]:
+    try:
+        last = history.parse_day(last_text, "to") if last_text else default_last
+        first = (
+            history.parse_day(first_text, "from")
+            if first_text
+            else last - timedelta(days=CHART_DAYS - 1)
+        )
+    except ProfileEngineError as failure:
+        return default_last, default_last, str(failure)
+    if last < first:
+        return first, last, f"the range ends ({last}) before it starts ({first})"
+    return first, last, None
+
+
+def _responsive(svg: str) -> str:
+    """matplotlib's SVG without its fixed size (the viewBox stays), so CSS sizes it."""
+    _prolog, _, rest = svg.partition("<svg ")  # the XML declaration and DOCTYPE go
+    if not rest:
+        return svg
+    tag, _, body = rest.partition(">")
+    tag = re.sub(r'\s(width|height)="[^"]*"', "", " " + tag).strip()
+    return f'<svg {tag} role="img" aria-hidden="true">{body}'
 
 
 # -- profiles ---------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ The oracle is the specification fold (profile_engine.fold) of only the events be
 of day D, in log order; the production fold keeps history batch by batch (random batch
 sizes) and answers for every D from it. Logs follow the documented condition (each person's
 events in time order, people interleaved), with merges, limit conflicts, erasures, consent
-flips, bounces, CCPA, equal timestamps and redeliveries.
+flips, bounces, CCPA, equal timestamps and redeliveries. The example counts suit CI (about
+a minute in all); PROFILE_ENGINE_PROPERTY_SCALE=10 runs ten times as many locally.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import duckdb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from profile_engine.events import Consent, Identify, ProfileEvent
+from profile_engine.events import Bounce, Consent, Identify, ProfileEvent, Track
 from profile_engine.fold import FoldConfig
 from profile_engine.identifiers import normalise_all
 from projections import history, queries
@@ -25,8 +26,10 @@ from projections.settings import set_setting
 from tests.support.folding import fold_into_db
 from tests.support.history_logs import (
     FIRST_DAY,
+    CutOracle,
     cut_us,
     days_to_ask,
+    examples,
     people_logs,
     read,
     rebuilt_counts,
@@ -53,40 +56,34 @@ def _as_of(path: Path, day: date) -> dict[str, Any]:
 
 
 @settings(
-    max_examples=25,
+    max_examples=examples(15),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(log=people_logs(), limits=LIMITS, batch=st.integers(1, 15))
-def test_counts_as_of_each_day_equal_a_rebuild_of_the_cut(
+def test_counts_as_of_each_day_and_the_daily_series_equal_a_rebuild_of_the_cut(
     tmp_path: Path, log: list[ProfileEvent], limits: dict[str, int], batch: int
 ) -> None:
     config = FoldConfig(id_limits=limits)
     production = _production(tmp_path, log, config, batch)
-    for day in days_to_ask():
-        expected = rebuilt_counts(rebuilt_cut(tmp_path, log, day, config), day)
-        assert _as_of(production, day) == expected, f"as of {day} (batch size {batch})"
-
-
-@settings(
-    max_examples=15,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(log=people_logs(), batch=st.integers(1, 15))
-def test_the_daily_series_is_the_as_of_counts_of_each_day(
-    tmp_path: Path, log: list[ProfileEvent], batch: int
-) -> None:
-    production = _production(tmp_path, log, FoldConfig(), batch)
     days = days_to_ask()
-    series = read(production, lambda con: history.daily_rows(con, days[0], days[-1]))
+
+    def answers(con: duckdb.DuckDBPyConnection) -> tuple[dict[date, Any], list[dict[str, Any]]]:
+        as_of = {day: history.counts_as_of(con, day) for day in days}
+        return as_of, history.daily_rows(con, days[0], days[-1])
+
+    as_of, series = read(production, answers)
+    with CutOracle(tmp_path, log, config) as rebuilt:
+        for day in days:
+            assert as_of[day] == rebuilt.counts(day), f"as of {day} (batch size {batch})"
+    # The daily series (the CSV, the chart) is the as-of answer of each of its days.
     assert [row["day"] for row in series] == days
     for row in series:
-        as_of = _as_of(production, row["day"])
+        counts = as_of[row["day"]]
         assert (row["total"], row["reachable_any"], row["mau"]) == (
-            as_of["total"], as_of["reachable_any"], as_of["mau"],
+            counts["total"], counts["reachable_any"], counts["mau"],
         )  # fmt: skip
-        for channel, figures in as_of["channels"].items():
+        for channel, figures in counts["channels"].items():
             assert row[f"{channel}_reachable"] == figures["reachable"]
             assert row[f"{channel}_unreachable"] == figures["unreachable"]
 
@@ -114,43 +111,171 @@ def test_a_settings_change_moves_every_past_day_at_once(tmp_path: Path) -> None:
     assert read(path, sms) == [2, 2]  # both days moved, no rebuild
 
 
-def _lookup_keys(log: list[ProfileEvent], path: Path) -> list[str]:
+def _lookup_keys(log: list[ProfileEvent], con: duckdb.DuckDBPyConnection) -> list[str]:
     """Every identifier of the log, and every profile id the rebuilt cut knows."""
     keys = {f"{i.id_type}:{i.value}" for e in log for i in e.identifiers}
-
-    def profile_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
-        rows = con.execute(
-            "SELECT profile_id::VARCHAR FROM profiles UNION ALL"
-            " SELECT merged_profile_id::VARCHAR FROM profile_merges"
-        ).fetchall()
-        return [f"profile_id:{row[0]}" for row in rows]
-
-    return sorted(keys | set(read(path, profile_ids)))
-
-
-def _still_live(whole: Path, profile_id: str) -> bool:
-    """Whether a profile (or the one it merged into) is live after the whole log."""
-    key = f"profile_id:{profile_id}"
-    return read(whole, lambda con: queries.profile_view(con, key)) is not None
+    rows = con.execute(
+        "SELECT profile_id::VARCHAR FROM profiles UNION ALL"
+        " SELECT merged_profile_id::VARCHAR FROM profile_merges"
+    ).fetchall()
+    return sorted(keys | {f"profile_id:{row[0]}" for row in rows})
 
 
 @settings(
-    max_examples=10,
+    max_examples=examples(10),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(log=people_logs(max_people=3), limits=LIMITS, batch=st.integers(1, 15))
-def test_a_profile_as_of_each_day_equals_the_profile_in_a_rebuild_of_the_cut(
-    tmp_path: Path, log: list[ProfileEvent], limits: dict[str, int], batch: int
+@given(
+    log=people_logs(max_people=3),
+    limits=LIMITS,
+    batch=st.integers(1, 15),
+    # A few of the days each time (every key is asked on each): across examples, all days.
+    days=st.lists(st.sampled_from(days_to_ask()), min_size=1, max_size=3, unique=True),
+)
+def test_a_profile_as_of_a_day_equals_the_profile_in_a_rebuild_of_the_cut(
+    tmp_path: Path, log: list[ProfileEvent], limits: dict[str, int], batch: int, days: list[date]
 ) -> None:
     config = FoldConfig(id_limits=limits)
     production = _production(tmp_path, log, config, batch)
     whole = rebuilt_cut(tmp_path, log, date(2100, 1, 1), config)
-    for day in days_to_ask():
-        cut = rebuilt_cut(tmp_path, log, day, config)
-        for key in _lookup_keys(log, cut):
-            expected = read(cut, lambda con, k=key: queries.profile_view(con, k))
-            if expected is not None and not _still_live(whole, expected["profile_id"]):
-                expected = None  # erased since: no history of it is kept
-            actual = read(production, lambda con, k=key, d=day: history.profile_as_of(con, k, d))
-            assert actual == expected, f"{key} as of {day} (batch size {batch})"
+
+    live: dict[str, bool] = {}
+
+    def still_live(profile_id: str) -> bool:
+        """Whether a profile (or the one it merged into) is live after the whole log."""
+        if profile_id not in live:
+            key = f"profile_id:{profile_id}"
+            live[profile_id] = read(whole, lambda con: queries.profile_view(con, key)) is not None
+        return live[profile_id]
+
+    def expected_profiles(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        return {key: queries.profile_view(con, key) for key in _lookup_keys(log, con)}
+
+    with CutOracle(tmp_path, log, config) as rebuilt:
+        cuts = {day: expected_profiles(rebuilt.at(day)) for day in days}
+    for day, expected in cuts.items():
+        actual = read(
+            production,
+            lambda con, d=day, keys=list(expected): {
+                k: history.profile_as_of(con, k, d) for k in keys
+            },
+        )
+        for key, then in expected.items():
+            if then is not None and not still_live(then["profile_id"]):
+                then = None  # erased since: no history of it is kept
+            assert actual[key] == then, f"{key} as of {day} (batch size {batch})"
+
+
+# -- hand-made: late events ---------------------------------------------------------------------
+
+DAY_US = 86_400_000_000
+MAR_1_US = cut_us(FIRST_DAY) - DAY_US  # midnight at the start of FIRST_DAY (2026-03-01)
+
+
+def _on(day: int, hour: int = 12) -> int:
+    """Event time on 2026-03-``day`` at ``hour`` (UTC), in µs."""
+    return MAR_1_US + (day - 1) * DAY_US + hour * 3_600_000_000
+
+
+def _march(day: int) -> date:
+    return date(2026, 3, day)
+
+
+def test_late_events_on_a_known_identifier_change_past_days_as_a_rebuild_of_the_cut(
+    tmp_path: Path,
+) -> None:
+    ann, bob = normalise_all({"email": "ann@x.io"}), normalise_all({"phone": "+14155552671"})
+    in_time = [
+        Identify(event_id="a1", timestamp_us=_on(1), traits={}, identifiers=ann),
+        Consent(event_id="a2", timestamp_us=_on(1, 13), channel="email", status="opted_in",
+                identifiers=ann),
+        Identify(event_id="b1", timestamp_us=_on(1), traits={}, identifiers=bob),
+        Consent(event_id="b2", timestamp_us=_on(1, 13), channel="sms", status="opted_in",
+                identifiers=bob),
+        Track(event_id="a3", timestamp_us=_on(4), event="page_viewed", properties={},
+              identifiers=ann),
+    ]  # fmt: skip
+    # Published after day 4's events, dated days 2 and 3: a rebuild of a cut at day 2 or 3
+    # holds them, so as of those days they must count.
+    late = [
+        Consent(event_id="a4", timestamp_us=_on(2), channel="email", status="opted_out",
+                identifiers=ann),
+        Bounce(event_id="b3", timestamp_us=_on(3), channel="sms", bounce_type="hard",
+               identifiers=bob),
+        Track(event_id="b4", timestamp_us=_on(2, 8), event="app_opened", properties={},
+              identifiers=bob),
+    ]  # fmt: skip
+    path = _fresh(tmp_path / "production.duckdb")
+    fold_into_db(path, in_time, FoldConfig(), batch_size=2)
+    days = [_march(d) for d in range(1, 6)]
+
+    def figures(con: duckdb.DuckDBPyConnection) -> list[tuple[int, int, int, int]]:
+        rows = history.daily_rows(con, days[0], days[-1])
+        return [(r["total"], r["email_reachable"], r["sms_reachable"], r["mau"]) for r in rows]
+
+    #                          total email sms mau
+    assert read(path, figures) == [(2, 1, 1, 0), (2, 1, 1, 0), (2, 1, 1, 0), (2, 1, 1, 1),
+                                   (2, 1, 1, 1)]  # fmt: skip
+    fold_into_db(path, late, FoldConfig(), batch_size=2)
+    assert read(path, figures) == [(2, 1, 1, 0), (2, 0, 1, 1), (2, 0, 0, 1), (2, 0, 0, 2),
+                                   (2, 0, 0, 2)]  # fmt: skip
+    for day in days:  # and each day is what a rebuild of the log cut there answers
+        expected = rebuilt_counts(rebuilt_cut(tmp_path, [*in_time, *late], day), day)
+        assert _as_of(path, day) == expected, f"as of {day}"
+    bob_then = read(path, lambda con: history.profile_as_of(con, "phone:+14155552671", days[1]))
+    assert bob_then is not None and [i["deliverable"] for i in bob_then["identifiers"]] == [True]
+    bob_after = read(path, lambda con: history.profile_as_of(con, "phone:+14155552671", days[2]))
+    assert bob_after is not None and [i["deliverable"] for i in bob_after["identifiers"]] == [False]
+
+
+def test_a_late_event_that_links_identifiers_resolves_as_the_full_fold_did_not_as_the_cut(
+    tmp_path: Path,
+) -> None:
+    """The documented divergence (README "Profiles over time"): customer_id C2 arrives first
+    (dated Mar 5) on the profile of email e; then a late event dated Mar 2 links e with C1.
+    With one customer_id per profile the engine keeps C1 out (a conflict: the event lands on
+    a profile of its own), so as of Mar 3 e's profile has neither C1 nor C2 and C1 is another
+    profile, whereas a fold of the log cut at Mar 3 links C1 to e's profile."""
+    e = {"email": "e@x.io"}
+    log = [
+        Identify(event_id="e1", timestamp_us=_on(1), traits={"tier": "a"},
+                 identifiers=normalise_all(e)),
+        Identify(event_id="e2", timestamp_us=_on(5), traits={},
+                 identifiers=normalise_all({**e, "customer_id": "C2"})),
+        Identify(event_id="e3", timestamp_us=_on(2), traits={"tier": "b"},
+                 identifiers=normalise_all({**e, "customer_id": "C1"})),  # late
+    ]  # fmt: skip
+    config = FoldConfig(id_limits={"customer_id": 1})
+    production = _production(tmp_path, log, config, batch=1)
+    cut = rebuilt_cut(tmp_path, log, _march(3), config)
+
+    def as_of(key: str, day: int) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = read(
+            production, lambda con: history.profile_as_of(con, key, _march(day))
+        )
+        return found
+
+    def summary(document: dict[str, Any] | None) -> tuple[list[str], Any]:
+        assert document is not None
+        ids = sorted(f"{i['type']}:{i['value']}" for i in document["identifiers"])
+        return ids, document["traits"]["tier"]["value"]
+
+    rebuilt = read(cut, lambda con: queries.profile_view(con, "email:e@x.io"))
+    assert summary(rebuilt) == (["customer_id:C1", "email:e@x.io"], "b")  # the cut: linked
+    e_then, c1_then = as_of("email:e@x.io", 3), as_of("customer_id:C1", 3)
+    assert summary(e_then) == (["email:e@x.io"], "a")  # the engine: neither C1 nor C2 then
+    assert summary(c1_then) == (["customer_id:C1"], "b")  # and C1 a profile of its own
+    assert e_then is not None and c1_then is not None
+    assert c1_then["profile_id"] != e_then["profile_id"]
+    assert _as_of(production, _march(3))["total"] == 2
+    assert rebuilt_counts(cut, _march(3))["total"] == 1
+    # Where identity did not diverge yet, the engine and the cut agree.
+    assert _as_of(production, _march(1)) == rebuilt_counts(
+        rebuilt_cut(tmp_path, log, _march(1), config), _march(1)
+    )
+    # After the last event the engine's answer is the full fold's (C2 on e's profile).
+    assert summary(as_of("email:e@x.io", 6)) == (["customer_id:C2", "email:e@x.io"], "a")
+    assert as_of("email:e@x.io", 6) == read(
+        production, lambda con: queries.profile_view(con, "email:e@x.io")
+    )

@@ -11,6 +11,7 @@ import io
 import json
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from projections import queries
+from projections import history, queries
 from projections.readonly import open_readonly
 from tests.profile_engine.builders import (
     bounce,
@@ -115,6 +116,64 @@ def test_counts_refuse_a_bad_month_with_a_json_error(server: Server) -> None:
         "error": "month 'March' is not YYYY-MM (e.g. 2026-01)",
         "kind": "bad_input",
     }
+
+
+# -- profiles over time: counts as of a day, the daily series, a profile as it was ----------------
+
+
+def as_json(value: Any) -> Any:
+    """What the API's JSON of ``value`` decodes to (the CLI's ``default=str``)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def test_counts_as_of_a_day_are_the_json_of_counts_as_of(
+    server: Server, reference: duckdb.DuckDBPyConnection
+) -> None:
+    for day in ("2026-02-28", "2026-03-01", "2026-03-02"):
+        for channel in (None, "sms"):
+            params = {"as_of": day} | ({"channel": channel} if channel else {})
+            expected = history.counts_as_of(reference, date.fromisoformat(day), channel)
+            assert get_json(server, "/api/counts", **params) == as_json(expected)
+    before = get_json(server, "/api/counts", as_of="2026-02-28")
+    assert (before["total"], before["reachable_any"], before["mau"]) == (0, 0, 0)
+    on_the_day = get_json(server, "/api/counts", as_of="2026-03-01")
+    assert on_the_day == get_json(server, "/api/counts", month=MONTH)  # the log is all that day
+    refused = server.get("/api/counts", params={"as_of": "2026-02-30"})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "as_of '2026-02-30' is not a real date"
+
+
+def test_the_daily_series_is_the_json_and_csv_of_counts_daily(
+    server: Server, reference: duckdb.DuckDBPyConnection
+) -> None:
+    first, last = date(2026, 2, 27), date(2026, 3, 3)
+    for channel in (None, "email"):
+        params = {"from": str(first), "to": str(last)} | ({"channel": channel} if channel else {})
+        rows = history.daily_rows(reference, first, last, channel)
+        answer = get_json(server, "/api/counts/daily", **params)
+        assert answer["columns"] == history.daily_columns(channel)
+        assert answer["days"] == as_json(rows)
+        assert [d["total"] for d in answer["days"]] == [0, 0, 4, 4, 4]
+        as_csv = server.get("/api/counts/daily", params=params | {"format": "csv"})
+        assert as_csv.status_code == 200
+        assert as_csv.headers["content-type"].startswith("text/csv")
+        assert as_csv.text == history.daily_csv(rows, history.daily_columns(channel))
+    backwards = server.get("/api/counts/daily", params={"from": "2026-03-02", "to": "2026-03-01"})
+    assert backwards.status_code == 400
+    assert "before" in backwards.json()["error"]
+
+
+def test_a_profile_as_of_a_day_is_the_json_of_profile_as_of(
+    server: Server, reference: duckdb.DuckDBPyConnection
+) -> None:
+    for key in ("email:ann@example.com", "customer_id:C1", "phone:+14155552671"):
+        expected = history.profile_as_of(reference, key, date(2026, 3, 1))
+        answer = get_json(server, f"/api/profiles/{key}", as_of="2026-03-01")
+        assert answer == as_json(expected)
+        assert answer["profile_id"] == get_json(server, f"/api/profiles/{key}")["profile_id"]
+    not_yet = server.get("/api/profiles/email:ann@example.com", params={"as_of": "2026-02-28"})
+    assert not_yet.status_code == 404
+    assert not_yet.json()["error"] == "no profile found for email:ann@example.com as of 2026-02-28"
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,13 @@ PROFILE_ENGINE_ARTIFACTS to put them elsewhere) so a person can look at them.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import shutil
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +129,90 @@ def test_overview_shows_live_counts_filtered_by_channel_and_the_stream(
     page.wait_for_function(  # no reload: the page follows the fold
         f"document.querySelector('[data-f=total]').textContent === '{grown}'", timeout=60_000
     )
+
+
+def sql_value(server: Server, query: str) -> Any:
+    with server.client() as client:
+        answer = client.post("/api/sql", json={"query": query})
+    answer.raise_for_status()
+    return answer.json()["rows"][0][0]
+
+
+def daily(server: Server, first: str, last: str, channel: str | None = None) -> list[Any]:
+    params = {"from": first, "to": last} | ({"channel": channel} if channel else {})
+    answer = server.get("/api/counts/daily", params=params)
+    answer.raise_for_status()
+    rows: list[Any] = answer.json()["days"]
+    return rows
+
+
+def chart_attribute(page: Any, name: str) -> str:
+    value: str = page.locator("[data-history-chart]").get_attribute(name)
+    return value
+
+
+def test_the_chart_of_profiles_over_time_follows_range_channel_view_and_exports_its_rows(
+    page: Any, server: Server
+) -> None:
+    newest = date.fromisoformat(str(sql_value(server, "SELECT max(timestamp)::DATE FROM events")))
+    first = newest - timedelta(days=89)  # default: the last 90 days of event time
+    page.goto("/")
+    chart = page.locator("[data-history-chart]")
+    assert (chart_attribute(page, "data-from"), chart_attribute(page, "data-to")) == (
+        str(first),
+        str(newest),
+    )
+    assert chart.locator("figure.chart svg").is_visible()
+    assert chart.locator("figure.chart svg").bounding_box()["width"] > 900
+    rows = daily(server, str(first), str(newest))
+    assert len(rows) == 90 and rows[-1]["total"] > 0
+    assert chart.locator("[data-k=total]").inner_text() == figure(rows[-1]["total"])
+    assert chart.locator("[data-k=reachable]").inner_text() == figure(rows[-1]["reachable_any"])
+    shoot(page, "overview-chart")
+
+    with page.expect_download() as download:  # the CSV holds exactly the plotted rows
+        chart.get_by_role("link", name="Export CSV").click()
+    exported = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert exported == [{k: str(v) for k, v in row.items()} for row in rows]
+
+    page.get_by_role("link", name="SMS", exact=True).click()
+    page.wait_for_function(
+        "document.querySelector('[data-history-chart]').dataset.chartChannel === 'sms'"
+    )
+    sms_rows = daily(server, str(first), str(newest), "sms")
+    chart = page.locator("[data-history-chart]")
+    assert chart.locator("[data-k=reachable]").inner_text() == figure(sms_rows[-1]["sms_reachable"])
+    assert "reachable on SMS" in chart.locator("[data-chart-caption]").inner_text()
+    assert "channel=sms" in chart.get_by_role("link", name="Export CSV").get_attribute("href")
+
+    page.get_by_role("link", name="Monthly active users").click()
+    page.wait_for_function("document.querySelector('[data-history-chart]').dataset.view === 'mau'")
+    assert page.locator("[data-k=mau]").inner_text() == figure(sms_rows[-1]["mau"])
+    shoot(page, "overview-chart-mau")
+
+    page.locator("[data-chart-range] input[name=from]").fill("2026-01-01")
+    page.locator("[data-chart-range] input[name=to]").fill("2026-01-31")
+    page.get_by_role("button", name="Show").click()
+    page.wait_for_function(
+        "document.querySelector('[data-history-chart]').dataset.from === '2026-01-01'"
+    )
+    assert chart_attribute(page, "data-days") == "31"
+    assert chart_attribute(page, "data-view") == "mau"
+    assert "from=2026-01-01" in page.url and "channel=sms" in page.url
+    january = daily(server, "2026-01-01", "2026-01-31", "sms")
+    assert page.locator("[data-k=mau]").inner_text() == figure(january[-1]["mau"])
+    page.reload()  # the address holds the whole choice
+    assert chart_attribute(page, "data-days") == "31"
+    assert chart_attribute(page, "data-chart-channel") == "sms"
+    shoot(page, "overview-chart-range")
+
+
+def test_the_mau_card_opens_on_the_newest_month_with_activity(page: Any, server: Server) -> None:
+    newest_active = sql_value(server, "SELECT max(month) FROM monthly_active_users")
+    page.goto("/")
+    assert page.locator("[data-overview]").get_attribute("data-month") == newest_active
+    mau = server.get("/api/counts", params={"month": newest_active}).json()["mau"]
+    assert mau > 0 and page.locator("[data-f=mau]").inner_text() == figure(mau)
 
 
 def test_slash_focuses_search_and_search_finds_a_profile_as_you_type(page: Any) -> None:

@@ -9,10 +9,12 @@ rebuild from the events before the end of D (README "Profiles over time").
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 from hypothesis import strategies as st
 
 from profile_engine.events import (
@@ -29,11 +31,19 @@ from profile_engine.fold import FoldConfig
 from profile_engine.identifiers import normalise_all
 from projections import queries
 from projections.readonly import open_readonly
-from tests.support.spec_projection import spec_fold_into_db
+from projections.store import ProjectionStore
+from tests.support.spec_projection import spec_fold_into_db, write_spec_fold
 
 FIRST_DAY = date(2026, 3, 1)
 DAYS = 6  # events fall on FIRST_DAY .. FIRST_DAY + DAYS - 1
 CHANNEL_OF = {"email": "email", "phone": "sms", "push_token": "push"}
+# More examples for a longer local run: PROFILE_ENGINE_PROPERTY_SCALE=10 pytest ... (CI: 1).
+SCALE = float(os.environ.get("PROFILE_ENGINE_PROPERTY_SCALE") or 1)
+
+
+def examples(count: int) -> int:
+    """``count`` property-test examples, times PROFILE_ENGINE_PROPERTY_SCALE."""
+    return max(1, round(count * SCALE))
 
 
 def cut_us(day: date) -> int:
@@ -148,6 +158,37 @@ def rebuilt_cut(
     cut = cut_us(day)
     spec_fold_into_db(path, [e for e in log if e.timestamp_us < cut], config)
     return path
+
+
+class CutOracle:
+    """The specification fold of the log cut at each asked day, written one after another
+    into one projection (a projection per cut would cost more than the folds)."""
+
+    def __init__(self, directory: Path, log: list[ProfileEvent], config: FoldConfig | None) -> None:
+        path = directory / "cuts.duckdb"
+        for stale in (path, Path(f"{path}.wal")):
+            stale.unlink(missing_ok=True)
+        self.log, self.config = log, config
+        self.store = ProjectionStore(path)
+        self.store.fold_config(config)
+        self._loaded: int | None = None
+
+    def at(self, day: date) -> duckdb.DuckDBPyConnection:
+        """The projection holding the rebuild of the events before the end of ``day``."""
+        cut = [e for e in self.log if e.timestamp_us < cut_us(day)]
+        if len(cut) != self._loaded:  # the same size is the same cut (cuts only grow)
+            write_spec_fold(self.store, cut, self.config, replace=True)
+            self._loaded = len(cut)
+        return self.store.con
+
+    def counts(self, day: date) -> dict[str, Any]:
+        return queries.counts(self.at(day), day.strftime("%Y-%m"))
+
+    def __enter__(self) -> CutOracle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.close()
 
 
 def read(path: Path, work: Any) -> Any:

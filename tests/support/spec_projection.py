@@ -35,29 +35,45 @@ def spec_fold_into_db(
     db_path: str | Path, events: Iterable[ProfileEvent], config: FoldConfig | None = None
 ) -> None:
     """Fold ``events`` in the given order with the specification fold and write the tables."""
+    with ProjectionStore(db_path) as store:
+        store.fold_config(config)
+        write_spec_fold(store, events, config)
+
+
+def write_spec_fold(
+    store: ProjectionStore,
+    events: Iterable[ProfileEvent],
+    config: FoldConfig | None = None,
+    replace: bool = False,
+) -> None:
+    """Fold ``events`` with the specification fold into an open projection; ``replace``
+    empties the tables first (one projection for many logs: creating one costs more than
+    folding a small log)."""
     fold = ProfileFold(config)
     fingerprints: dict[str, str] = {}
     for event in events:
         if fold.apply(event):
             fingerprints[event.event_id] = content_fingerprint(event)
     changes = fold.drain_changes()
-    with ProjectionStore(db_path) as store:
-        store.fold_config(config)
-        con = store.con
-        tables = _tables(fold, changes, fingerprints)
+    con = store.con
+    tables = _tables(fold, changes, fingerprints)
+    if replace:
         with store.transaction():
-            for name, table in tables.items():
-                con.register("_rows", table)
-                columns = ", ".join(f'"{c}"' for c in table.column_names)
-                con.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM _rows")
-                con.unregister("_rows")
-            con.execute(
-                REACHABILITY_INPUTS.format(
-                    identifiers="identifiers",
-                    profiles="profiles",
-                    scope="SELECT profile_id FROM profiles",
-                )
+            for name in [*tables, "profile_reachability_inputs"]:
+                con.execute(f"DELETE FROM {name}")
+    with store.transaction():
+        for name, table in tables.items():
+            con.register("_rows", table)
+            columns = ", ".join(f'"{c}"' for c in table.column_names)
+            con.execute(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM _rows")
+            con.unregister("_rows")
+        con.execute(
+            REACHABILITY_INPUTS.format(
+                identifiers="identifiers",
+                profiles="profiles",
+                scope="SELECT profile_id FROM profiles",
             )
+        )
 
 
 def _tables(

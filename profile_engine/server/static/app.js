@@ -136,11 +136,70 @@
     });
   }
 
+  // -- overview: the "Customer profiles over time" chart ---------------------------------------
+  // The server draws it (the same rows as `counts --daily` and the CSV export); the script
+  // only swaps the panel for another channel, range or view, and redraws it after a batch.
+  let chartGeneration = 0;
+  async function showChart(url) {
+    const panel = $("[data-history-chart]");
+    if (!panel) return;
+    const target = new URL(url, window.location.href);
+    target.searchParams.set("month", overview.dataset.month);
+    const channel = overview.dataset.channel;
+    if (channel === "any") target.searchParams.delete("channel");
+    else target.searchParams.set("channel", channel);
+    const page = new URL(target);
+    target.searchParams.set("fragment", "chart");
+    const mine = ++chartGeneration;
+    panel.setAttribute("aria-busy", "true");
+    try {
+      const response = await fetch(target, { credentials: "same-origin" });
+      const html = await response.text();
+      if (mine !== chartGeneration) return;
+      panel.outerHTML = html;
+      history.replaceState(null, "", `${page.pathname}${page.search}`);
+    } catch (error) {
+      panel.removeAttribute("aria-busy"); /* the status poll reports the outage */
+    }
+  }
+
+  function chartURL(changes = {}) {
+    const panel = $("[data-history-chart]");
+    const url = new URL("/", window.location.href);
+    url.searchParams.set("from", changes.from || panel.dataset.from);
+    url.searchParams.set("to", changes.to || panel.dataset.to);
+    url.searchParams.set("view", changes.view || panel.dataset.view);
+    return url;
+  }
+
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest("[data-history-chart] a[data-chart-view], [data-history-chart] a[data-chart-preset]");
+    if (!link || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    showChart(link.href);
+  });
+  document.addEventListener("submit", (event) => {
+    const form = event.target.closest("[data-chart-range]");
+    if (!form) return;
+    event.preventDefault();
+    const fields = new FormData(form);
+    showChart(chartURL({ from: fields.get("from"), to: fields.get("to") }));
+  });
+
   let lastCounts = null;
+  let lastChartRedraw = 0;
   async function pollCounts() {
     try {
-      lastCounts = await getJSON(`/api/counts?month=${encodeURIComponent(overview.dataset.month)}`);
+      const counts = await getJSON(`/api/counts?month=${encodeURIComponent(overview.dataset.month)}`);
+      const changed = lastCounts !== null && JSON.stringify(counts) !== JSON.stringify(lastCounts);
+      lastCounts = counts;
       showCounts(lastCounts);
+      // A batch moved the figures (a late event may move past days too): redraw, at most
+      // every few seconds, so a fast fold does not redraw the chart all the time.
+      if (changed && Date.now() - lastChartRedraw > 5000) {
+        lastChartRedraw = Date.now();
+        showChart(chartURL());
+      }
     } catch (error) {
       /* the status poll reports a server that does not answer */
     }
@@ -167,6 +226,7 @@
         history.replaceState(null, "", url);
         if (lastCounts) showCounts(lastCounts);
         pollCounts();
+        showChart(chartURL());
       }),
     );
     pollCounts();
