@@ -65,6 +65,7 @@ QUERIES = [
     ("profile", f"email:{BOB_EMAIL}", "--format", "json"),
     ("profile", f"email:{ANN_EMAIL}"),
     ("sql", "SELECT id_type, id_value FROM identifiers_plain ORDER BY ALL", "--format", "csv"),
+    ("profile", f"email:{BOB_EMAIL}", "--as-of", "2026-03-02"),  # refused alike
 ]
 
 
@@ -113,10 +114,11 @@ def test_serve_with_a_master_key_reads_in_clear_and_erasure_destroys_the_keys(
         live = ask_all(db_path, tmp_path / "live.jsonl")
     stopped = ask_all(db_path, tmp_path / "stopped.jsonl")
     assert live == stopped
-    assert [answer[0] for answer in live[:3]] == [0, 1, 0]
+    assert [answer[0] for answer in live[:4]] == [0, 1, 0, 1]
+    assert "master key" in live[3][2]
     assert json.loads(live[0][1])["traits"]["first_name"]["value"] == "Bobrik"
     assert ANN_EMAIL not in live[2][1] and BOB_EMAIL in live[2][1]
-    assert BOB_EMAIL in live[3][0] and len(live[3]) == 1
+    assert BOB_EMAIL in live[4][0] and len(live[4]) == 1
 
     # The erasure destroyed Ann's data keys on the key topic before its batch committed.
     erased = {m.key.decode() for m in consume_all(kafka_bootstrap, key_topic_for(topic))
