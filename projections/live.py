@@ -26,11 +26,20 @@ from typing import Any
 
 import duckdb
 
+from profile_engine.crypto import KeyRing
 from profile_engine.errors import BadInput, first_line
+from profile_engine.events import ID_PRIORITY
+from profile_engine.identifiers import normalise
 from projections import queries
 from projections.connection import DatabaseBusy, ProjectionUnavailable, sandbox
+from projections.sealed import (
+    Revealer,
+    check_keying,
+    create_plaintext_views,
+    register_functions,
+)
 from projections.sql_checks import check_read_statement
-from projections.store import open_projection
+from projections.store import ProjectionStore, open_projection
 
 SEARCH_MAX_LIMIT = 200
 TIMELINE_MAX_LIMIT = 200
@@ -46,12 +55,23 @@ class CursorError(BadInput):
 class LiveProjection:
     """One projection file opened once: the fold's connection plus cursors for readers."""
 
-    def __init__(self, db_path: str | Path) -> None:
+    def __init__(self, db_path: str | Path, ring: KeyRing | None = None) -> None:
         self.db_path = str(db_path)
         self.connection = open_projection(db_path)
-        # After open_projection's own settings: nothing can be changed once sandboxed. The
-        # fold shares the instance and keeps registering Arrow tables and writing its file.
-        sandbox(self.connection)
+        try:
+            # As consume: a keyed projection is served only with its master key (and a plain
+            # one only without); ProjectionConfigError otherwise. With the key, readers open
+            # sealed values and SQL has pe_open/pe_reveal (projections.sealed).
+            check_keying(ProjectionStore(self.db_path, con=self.connection), ring)
+            if ring is not None:
+                register_functions(self.connection, ring)
+            # After open_projection's own settings: nothing can be changed once sandboxed.
+            # The fold shares the instance and keeps registering Arrow tables and writing.
+            sandbox(self.connection)
+        except BaseException:
+            self.connection.close()
+            raise
+        self.ring = ring  # the master key's ring of a keyed projection; None for a plain one
         # Readers' cursors are made from a connection the fold never uses, one at a time.
         self._spawner = self.connection.cursor()
         self._spawn_lock = threading.Lock()
@@ -73,11 +93,16 @@ class LiveProjection:
             return self._spawner.cursor()
 
     @contextmanager
-    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A cursor in a read-only transaction: one snapshot, writes refused by DuckDB."""
+    def reading(self, plaintext_views: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor in a read-only transaction: one snapshot, writes refused by DuckDB.
+
+        ``plaintext_views``: in a keyed projection the cursor also has the ``*_plain`` views
+        (temporary, this cursor's only), as `sql` has them."""
         cursor = self._cursor()
         try:
             with _translated(self.db_path):
+                if plaintext_views and self.ring is not None:
+                    create_plaintext_views(cursor)
                 cursor.execute("BEGIN TRANSACTION READ ONLY")
                 yield cursor
         finally:
@@ -120,14 +145,20 @@ class SearchPage:
 
 
 def search_profiles(
-    con: duckdb.DuckDBPyConnection, q: str = "", limit: int = 25, cursor: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    q: str = "",
+    limit: int = 25,
+    cursor: str | None = None,
+    ring: KeyRing | None = None,
 ) -> SearchPage:
     """Live profiles whose identifier value, first or last name (or both as "first last"), or
     profile id starts with ``q`` (case-insensitive), most recently seen first, ``limit`` at a
-    time; ``cursor`` continues after the previous page."""
+    time; ``cursor`` continues after the previous page. ``ring`` (a keyed projection): values
+    are sealed, so ``q`` matches an identifier exactly (by its blind index) or a profile id's
+    start, and the summaries are opened."""
     if not 1 <= limit <= SEARCH_MAX_LIMIT:
         raise BadInput(f"limit must be between 1 and {SEARCH_MAX_LIMIT}")
-    matching, params = _matching_profiles(q)
+    matching, params = _matching_profiles(q, ring)
     where, after = "", []
     if cursor is not None:
         seen, profile_id = _decode_cursor(cursor)
@@ -144,16 +175,39 @@ def search_profiles(
     total = int(counted.fetchone()[0])  # type: ignore[index]
     page = rows[:limit]
     next_cursor = _encode_cursor(page[-1][1], page[-1][0]) if len(rows) > limit else None
-    return SearchPage(profile_summaries(con, [row[0] for row in page]), total, next_cursor)
+    summaries = profile_summaries(con, [row[0] for row in page], ring)
+    return SearchPage(summaries, total, next_cursor)
 
 
-def _matching_profiles(q: str) -> tuple[str, list[Any]]:
+def _matching_profiles(q: str, ring: KeyRing | None = None) -> tuple[str, list[Any]]:
     """SQL (and its parameters) of the live profiles rows a search text matches."""
-    text = q.strip().lower()
-    if not text:
+    if not q.strip():
         return "SELECT * FROM profiles", []
-    hits, params = _hits(text)
+    hits, params = _search_hits(q, ring)
     return f"SELECT * FROM profiles WHERE profile_id IN ({hits})", params
+
+
+def _search_hits(q: str, ring: KeyRing | None) -> tuple[str, list[Any]]:
+    if ring is None:
+        return _hits(q.strip().lower())
+    return _keyed_hits(q.strip(), ring)
+
+
+def _keyed_hits(text: str, ring: KeyRing) -> tuple[str, list[Any]]:
+    """A keyed projection's matches: the identifier ``text`` is (of any type it normalises
+    to), by blind index, or a profile id starting with it. Sealed values have no prefixes."""
+    keys = []
+    for id_type in ID_PRIORITY:
+        identifier = normalise(id_type, text)
+        if identifier is not None:
+            keys.append(ring.identifier_key(id_type, identifier.value))
+    params: list[Any] = [text.lower()]
+    parts = ["SELECT profile_id FROM profiles WHERE starts_with(profile_id::VARCHAR, ?)"]
+    if keys:
+        marks = ", ".join(["?::UUID"] * len(keys))
+        parts.append(f"SELECT profile_id FROM identifiers WHERE id_key IN ({marks})")
+        params += keys
+    return " UNION ".join(parts), params
 
 
 def _hits(text: str) -> tuple[str, list[Any]]:
@@ -202,9 +256,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def profile_summaries(
-    con: duckdb.DuckDBPyConnection, profile_ids: Sequence[str]
+    con: duckdb.DuckDBPyConnection, profile_ids: Sequence[str], ring: KeyRing | None = None
 ) -> list[dict[str, Any]]:
-    """One row per profile for tables: name, last-seen identifiers, activity and orders."""
+    """One row per profile for tables: name, last-seen identifiers, activity and orders
+    (``ring``: a keyed projection's sealed names and identifiers opened)."""
     if not profile_ids:
         return []
     ids = list(profile_ids)
@@ -232,6 +287,8 @@ def profile_summaries(
         ids,
     ).fetchall():
         contacts.setdefault(pid, {})[id_type] = value
+    if ring is not None:
+        names, contacts = _opened(con, ring, names), _opened(con, ring, contacts)
     summaries = []
     for pid in ids:
         row = profiles.get(pid)
@@ -256,6 +313,24 @@ def profile_summaries(
     return summaries
 
 
+def _opened(
+    con: duckdb.DuckDBPyConnection, ring: KeyRing, values: dict[str, dict[str, str]]
+) -> dict[str, dict[str, str]]:
+    """Sealed values opened (an erased one is left out); a trait that opens to JSON other
+    than a string is shown as its JSON text, as pe_open shows it."""
+    revealed = Revealer(con, ring).reveal(v for inner in values.values() for v in inner.values())
+    opened: dict[str, dict[str, str]] = {}
+    for pid, inner in values.items():
+        for name, value in inner.items():
+            clear = revealed.get(value, value)
+            if clear is None:
+                continue
+            opened.setdefault(pid, {})[name] = (
+                clear if isinstance(clear, str) else json.dumps(clear, ensure_ascii=False)
+            )
+    return opened
+
+
 # -- timeline ---------------------------------------------------------------------------------
 
 
@@ -272,8 +347,10 @@ def timeline_page(
     types: Sequence[str] = (),
     limit: int = 25,
     offset: int = 0,
+    ring: KeyRing | None = None,
 ) -> TimelinePage:
-    """A page of one profile's timeline, newest first, optionally only some event types."""
+    """A page of one profile's timeline, newest first, optionally only some event types
+    (``ring``: a keyed projection's sealed payload values opened; erased ones null)."""
     if not 1 <= limit <= TIMELINE_MAX_LIMIT:
         raise BadInput(f"limit must be between 1 and {TIMELINE_MAX_LIMIT}")
     if offset < 0:
@@ -309,6 +386,8 @@ def timeline_page(
         }
         for event_id, kind, stamp, name, payload in rows
     ]
+    if ring is not None:
+        events = Revealer(con, ring).document(events)
     return TimelinePage(events, total, type_counts)
 
 
@@ -353,19 +432,22 @@ def export_chunks(
     output_format: str,
     where: str | None = None,
     q: str = "",
+    ring: KeyRing | None = None,
 ) -> Iterator[bytes]:
     """The bytes `export` writes (profile_export, optionally only a search's profiles), as
-    CSV with a header or JSON Lines, a record batch at a time so memory stays flat."""
+    CSV with a header or JSON Lines, a record batch at a time so memory stays flat
+    (``ring``: a keyed projection's identifier values written in clear, as `export` does)."""
     if output_format not in queries.EXPORT_FORMATS:
         raise queries.QueryError(f"unknown export format {output_format!r}; use csv or json")
     select = queries.export_select(con, where, output_format)
     params: list[Any] = []
     if q.strip():
-        hits, params = _hits(q.strip().lower())
+        hits, params = _search_hits(q, ring)
         # A JSON export is one column, each row's object as text.
         pid = "e.profile_id" if output_format == "csv" else "(e.line::JSON->>'profile_id')"
         select = f"SELECT e.* FROM ({select}) AS e WHERE {pid}::UUID IN ({hits})"
-    for _, chunk in queries.encode_export(con, select, output_format, params):
+    revealer = None if ring is None else queries.ExportRevealer(con, ring)
+    for _, chunk in queries.encode_export(con, select, output_format, params, revealer):
         yield chunk
 
 

@@ -525,12 +525,18 @@ class ExportRevealer:
     def __init__(self, con: duckdb.DuckDBPyConnection, ring: KeyRing) -> None:
         from projections.sealed import Revealer
 
+        self._con = con
         self._revealer = Revealer(con, ring)
 
     def _values(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         tokens = [r[c] for r in records for c in _EXPORT_VALUE_COLUMNS if r.get(c)]
         tokens += [item.partition(":")[2] for r in records for item in r.get("identifiers") or ()]
-        revealed = self._revealer.reveal(tokens)
+        # The export's own result is still open on its connection: the data keys are read on
+        # a cursor of their own (a server's: a snapshot at least as new, so an erasure
+        # committed meanwhile reads as erased, never the other way round).
+        with self._con.cursor() as cursor:
+            self._revealer.con = cursor
+            revealed = self._revealer.reveal(tokens)
         for record in records:
             for column in _EXPORT_VALUE_COLUMNS:
                 value = record.get(column)

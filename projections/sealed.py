@@ -258,6 +258,19 @@ PLAINTEXT_VIEWS = {
 def register_sql(con: duckdb.DuckDBPyConnection, ring: KeyRing) -> None:
     """``pe_open(token, wrapped_key)``, ``pe_reveal(json, keys)`` and the ``*_plain`` views,
     on this connection only. Call before the connection is sandboxed."""
+    register_functions(con, ring)
+    create_plaintext_views(con)
+
+
+def create_plaintext_views(con: duckdb.DuckDBPyConnection) -> None:
+    """The ``*_plain`` views, temporary: they live in this connection (a server makes them on
+    each SQL reader's cursor; the functions they call are the instance's)."""
+    for name, select in PLAINTEXT_VIEWS.items():
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")
+
+
+def register_functions(con: duckdb.DuckDBPyConnection, ring: KeyRing) -> None:
+    """``pe_open`` and ``pe_reveal`` under ``ring``; every cursor of the instance sees them."""
     ciphers = AeadCache()
 
     def cipher_for(ref: str, wrapped: bytes) -> Any:
@@ -307,5 +320,3 @@ def register_sql(con: duckdb.DuckDBPyConnection, ring: KeyRing) -> None:
         "VARCHAR",
         null_handling="special",
     )
-    for name, select in PLAINTEXT_VIEWS.items():
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {select}")

@@ -15,6 +15,7 @@ from profile_engine.cli.common import (
     topic_option,
 )
 from profile_engine.cli.fold_cmd import _parse_limits, batch_option, id_limit_option
+from profile_engine.cli.keys import key_file_option, sealing_config
 
 
 @click.command()
@@ -46,6 +47,7 @@ from profile_engine.cli.fold_cmd import _parse_limits, batch_option, id_limit_op
 @id_limit_option
 @batch_option
 @attributes_option
+@key_file_option
 def serve(
     db_path: str,
     host: str,
@@ -58,6 +60,7 @@ def serve(
     id_limits: tuple[str, ...],
     batch_size: int,
     attributes_path: Path,
+    key_file: Path | None,
 ) -> None:
     """Follow the log like `consume` and answer reads at the same time.
 
@@ -65,7 +68,9 @@ def serve(
     effect, same dead letters) and serves the JSON API (/api/...), Prometheus metrics
     (/metrics), the OpenAPI description (/openapi.json) and a web page (/). While it runs,
     `counts`, `profile`, `sql`, `export` and `settings` on the same --db go through it.
-    SIGTERM or Ctrl-C stop it cleanly.
+    SIGTERM or Ctrl-C stop it cleanly. With a master key (--key-file or
+    PROFILE_ENGINE_MASTER_KEY) it folds sealed events as `consume` does and its reads show
+    sealed values in clear; a projection folded with a master key is served only with it.
     """
     from profile_engine.server.fold_adapter import FoldOptions
     from profile_engine.server.serve import ServeOptions
@@ -84,6 +89,7 @@ def serve(
             batch_size=batch_size,
             config=_parse_limits(id_limits),
             registry=load_registry(attributes_path),
+            sealing=sealing_config(key_file, bootstrap_servers, topic),
         ),
     )
 

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
+from profile_engine.crypto import KeyRing
 from profile_engine.errors import BadInput
 from profile_engine.reachability import SETTINGS
 from profile_engine.server.cache import PerChangeCache
@@ -213,14 +214,14 @@ def search(
 ) -> Response:
     """Live profiles matching a prefix (case-insensitive), most recently seen first."""
     with engine.projection.reading() as con:
-        page = live.search_profiles(con, q, limit, cursor)
+        page = live.search_profiles(con, q, limit, cursor, engine.projection.ring)
     return JSONText(
         {"profiles": page.profiles, "total": page.total, "next_cursor": page.next_cursor}
     )
 
 
-def profile_document(con: Any, key: str) -> dict[str, Any]:
-    document = queries.profile_view(con, key)
+def profile_document(con: Any, key: str, ring: KeyRing | None = None) -> dict[str, Any]:
+    document = queries.profile_view(con, key, ring)
     if document is None:
         raise NotFound(f"no profile found for {key}")
     return document
@@ -231,7 +232,12 @@ AsOf = Annotated[
 ]
 
 
-def profile_as_of(con: Any, key: str, as_of: str) -> tuple[dict[str, Any], list[Any]]:
+def profile_as_of(
+    con: Any, key: str, as_of: str, ring: KeyRing | None = None
+) -> tuple[dict[str, Any], list[Any]]:
+    if ring is not None:
+        # As `profile --as-of`: the history resolves by plain keys and shows stored values.
+        raise BadInput("--as-of does not read a projection folded with a master key yet")
     found = history.profile_and_identifiers_as_of(con, key, history.parse_day(as_of, "as_of"))
     if found is None:
         raise NotFound(f"no profile found for {key} as of {as_of}")
@@ -242,10 +248,13 @@ def profile_as_of(con: Any, key: str, as_of: str) -> tuple[dict[str, Any], list[
 def get_identifiers(engine: EngineDep, key: Key, as_of: AsOf = None) -> Response:
     """Every identifier of the profile with its tags, channel, eligibility and the reason."""
     with engine.projection.reading() as con:
+        ring = engine.projection.ring
         if as_of is not None:
-            return JSONText(profile_as_of(con, key, as_of)[1])
-        document = profile_document(con, key)
-        rows = queries.identifier_rows(con, document["profile_id"], document["ccpa_opted_out"])
+            return JSONText(profile_as_of(con, key, as_of, ring)[1])
+        document = profile_document(con, key, ring)
+        rows = queries.identifier_rows(
+            con, document["profile_id"], document["ccpa_opted_out"], ring
+        )
     return JSONText(rows)
 
 
@@ -259,14 +268,15 @@ def get_timeline(
 ) -> Response:
     """The profile's events, newest first, a page at a time."""
     with engine.projection.reading() as con:
-        profile_id = resolve(con, key)
-        page = live.timeline_page(con, profile_id, type or (), limit, offset)
+        ring = engine.projection.ring
+        profile_id = resolve(con, key, ring)
+        page = live.timeline_page(con, profile_id, type or (), limit, offset, ring)
     return JSONText({"events": page.events, "total": page.total, "types": page.type_counts})
 
 
-def resolve(con: Any, key: str) -> str:
+def resolve(con: Any, key: str, ring: KeyRing | None = None) -> str:
     id_type, value = queries.parse_lookup_key(key)
-    profile_id = queries.resolve_profile_id(con, id_type, value)
+    profile_id = queries.resolve_profile_id(con, id_type, value, ring)
     if profile_id is None:
         raise NotFound(f"no profile found for {key}")
     return profile_id
@@ -277,15 +287,16 @@ def get_profile(engine: EngineDep, key: Key, as_of: AsOf = None) -> Response:
     """Exactly the JSON of `profile-engine profile TYPE:VALUE --format json` (with as_of: of
     `profile --as-of`); 404 when the key resolves to no live profile."""
     with engine.projection.reading() as con:
+        ring = engine.projection.ring
         if as_of is not None:
-            return JSONText(profile_as_of(con, key, as_of)[0])
-        return JSONText(profile_document(con, key))
+            return JSONText(profile_as_of(con, key, as_of, ring)[0])
+        return JSONText(profile_document(con, key, ring))
 
 
 @router.post("/api/sql", response_model=None, responses={200: {"model": SqlAnswer}, **ERRORS})
 def post_sql(engine: EngineDep, body: SqlQuery) -> Response:
     """One read-only statement, checked as `profile-engine sql` checks it; rows as JSON."""
-    with engine.projection.reading() as con:
+    with engine.projection.reading(plaintext_views=True) as con:
         result = live.run_sql_limited(con, body.query, body.limit, engine.sql_timeout_s)
     return JSONText({"columns": result.columns, "rows": result.rows, "truncated": result.truncated})
 
@@ -301,7 +312,7 @@ def get_export(
 
     def stream() -> Iterator[bytes]:
         with engine.projection.reading() as con:
-            yield from live.export_chunks(con, format, where, q)
+            yield from live.export_chunks(con, format, where, q, engine.projection.ring)
 
     chunks = stream()
     first = next(chunks)  # a refused --where fails here, as an error answer, not mid-stream

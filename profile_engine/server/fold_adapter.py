@@ -22,6 +22,7 @@ from pathlib import Path
 from consumers.consumer import ConsumeOptions, consume_into
 from consumers.group_offsets import DEFAULT_GROUP_ID, GroupOffsets
 from consumers.kafka_client import BrokerUnavailable
+from consumers.key_store import SealingConfig
 from consumers.pipeline import DEFAULT_BATCH_SIZE, FoldStats
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.errors import ProfileEngineError, Transient, first_line
@@ -55,6 +56,9 @@ class FoldOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     config: FoldConfig | None = None
     registry: AttributeRegistry | None = None
+    # A master key and the key store, as consume takes them: sealed events are opened, an
+    # erasure destroys data keys before its batch commits, the projection's key is checked.
+    sealing: SealingConfig | None = None
 
 
 class LogWatcher:
@@ -300,6 +304,7 @@ class ConsumerFoldRunner:
                     progress=keep,
                     should_stop=self._stop.is_set,
                     after_commit=after_commit,
+                    sealing=options.sealing,
                 ),
             )
         finally:

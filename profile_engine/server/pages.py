@@ -257,7 +257,7 @@ def profiles(
     engine = engine_of(request)
     size = limit if limit in PAGE_SIZES else 25
     with engine.projection.reading() as con:
-        page = live.search_profiles(con, q, size, cursor)
+        page = live.search_profiles(con, q, size, cursor, engine.projection.ring)
     context: dict[str, Any] = {
         "active": "profiles",
         "q": q,
@@ -287,12 +287,13 @@ def profile_page(
     engine = engine_of(request)
     chosen_tab = tab if tab in TABS else "identifiers"
     types = [t for t in (type or []) if t in set(EventType)]
+    ring = engine.projection.ring  # a keyed projection's sealed values are opened
     with engine.projection.reading() as con:
-        document = profile_document(con, key)
+        document = profile_document(con, key, ring)
         pid = document["profile_id"]
-        identifiers = queries.identifier_rows(con, pid, document["ccpa_opted_out"])
-        summary = live.profile_summaries(con, [pid])[0]
-        timeline = live.timeline_page(con, pid, types, TIMELINE_PAGE, max(0, offset))
+        identifiers = queries.identifier_rows(con, pid, document["ccpa_opted_out"], ring)
+        summary = live.profile_summaries(con, [pid], ring)[0]
+        timeline = live.timeline_page(con, pid, types, TIMELINE_PAGE, max(0, offset), ring)
     return render(
         request,
         "profile.html",
@@ -413,7 +414,7 @@ def _sql(request: Request, query: str) -> Response:
     result, error = None, None
     if query.strip():
         try:
-            with engine.projection.reading() as con:
+            with engine.projection.reading(plaintext_views=True) as con:
                 result = live.run_sql_limited(con, query, SQL_PAGE_ROWS, engine.sql_timeout_s)
         except ProfileEngineError as failure:
             error = str(failure)

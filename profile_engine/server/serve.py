@@ -111,7 +111,8 @@ def serve(options: ServeOptions, announce: Callable[[str], None]) -> None:
     lock = ProjectionLock(options.db_path, "serve")
     try:
         lock.acquire()
-        projection = LiveProjection(options.db_path)
+        sealing = options.fold.sealing
+        projection = LiveProjection(options.db_path, None if sealing is None else sealing.ring)
     except BaseException:
         lock.release()
         sock.close()

@@ -12,11 +12,7 @@ fold alike. A key store that was lost turns sealed events into dead letters that
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,15 +22,12 @@ import fastavro
 import pytest
 from kafka import KafkaProducer
 
-from profile_engine.contract import event_to_json
-from profile_engine.crypto import ERASED, KeyRing
+from profile_engine.crypto import ERASED
 from profile_engine.events import ProfileEvent
 from projections import queries
 from tests.profile_engine.builders import ccpa, consent, identify, purchase, track
 from tests.support.kafka import consume_all
-
-MASTER_KEY = base64.b64encode(bytes(range(32))).decode()
-RING = KeyRing.from_master(bytes(range(32)))
+from tests.support.sealed_cli import MASTER_KEY, RING, ok, run_cli, write_events
 
 # The erased person: values distinctive enough that a byte scan cannot meet them by chance.
 ANN_EMAIL = "ann.quixotic-erasure@example.com"
@@ -47,24 +40,6 @@ ANN_SECRETS = [ANN_EMAIL, ANN_PHONE, ANN_PHONE[2:], ANN_NAME, ANN_CUSTOMER, ANN_
 BOB_EMAIL = "bob.keeps@example.com"
 CAROL_EMAIL = "carol.keeps@example.com"
 DAN_EMAIL = "dan.imported@example.com"
-
-
-def run_cli(*args: str, key: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROFILE_ENGINE_")}
-    if key:
-        env["PROFILE_ENGINE_MASTER_KEY"] = MASTER_KEY
-    command = [sys.executable, "-m", "profile_engine.cli.main", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, result.stderr
-    return result
-
-
-def write_events(path: Path, events: list[ProfileEvent]) -> Path:
-    path.write_text("".join(json.dumps(event_to_json(e)) + "\n" for e in events))
-    return path
 
 
 def ann_events() -> list[ProfileEvent]:
