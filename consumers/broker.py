@@ -231,7 +231,7 @@ class LocalBroker:
             # The controller endpoint is written into the formatted quorum, so it is chosen
             # once per data dir; the client port may change from run to run.
             state = {
-                "cluster_id": _new_cluster_id(),
+                "cluster_id": new_cluster_id(),
                 "controller_port": self._controller_port or self._pick_controller_port(),
                 "kafka_version": self.jars.version,
             }
@@ -416,8 +416,13 @@ def _read_state(state_file: Path) -> dict[str, str | int]:
     return state
 
 
-def _new_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+def new_cluster_id() -> str:
+    # As Kafka's own Uuid.randomUuid: an id starting with "-" would be read as an option by
+    # kafka-storage's argument parser (about one id in 64), so draw again.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _last_error(log_path: Path) -> str:

@@ -53,3 +53,13 @@ def test_raw_message_round_trips(kafka_bootstrap: str, fresh_topic: str) -> None
 
     assert (record.key, record.value) == (key, value)
     assert (record.partition, record.offset) == (metadata.partition, metadata.offset)
+
+
+def test_a_new_cluster_id_is_never_read_as_an_option_by_kafka_storage() -> None:
+    from consumers.broker import new_cluster_id
+
+    # Without the redraw about one id in 64 starts with "-" and `kafka-storage format -t`
+    # refuses it ("expected one argument"): 2,000 draws would all but surely hit one.
+    drawn = [new_cluster_id() for _ in range(2_000)]
+    assert not [cluster_id for cluster_id in drawn if cluster_id.startswith("-")]
+    assert len(set(drawn)) == len(drawn) and {len(cluster_id) for cluster_id in drawn} == {22}
