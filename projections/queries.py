@@ -164,6 +164,7 @@ def profile_document(
     if revealed is document:
         return document
     document = revealed
+    document["identifiers"].sort(key=identifier_order)
     last_email = next(
         (i["value"] for i in document["identifiers"] if i["type"] == "email" and i["is_last_seen"]),
         None,
@@ -232,6 +233,7 @@ def identifier_rows(
     records: list[dict[str, Any]] = reveal_document(
         con, _identifier_rows(con, profile_id, ccpa_opted_out), ring
     )
+    records.sort(key=identifier_order)
     return records
 
 
@@ -267,8 +269,14 @@ def identifier_records(
         }
         for item, verdict, row in zip(facts, verdicts, rows, strict=True)
     ]
-    records.sort(key=lambda i: (ID_RANK.get(i["type"], 99), not i["is_last_seen"], i["value"]))
+    records.sort(key=identifier_order)
     return records
+
+
+def identifier_order(record: dict[str, Any]) -> tuple[int, bool, str]:
+    """The page's order of identifiers; sealed ones are sorted again once opened (their
+    tokens sort in another order than their values; an erased value reads as null)."""
+    return ID_RANK.get(record["type"], 99), not record["is_last_seen"], record["value"] or ""
 
 
 def public_identifier(record: dict[str, Any]) -> dict[str, Any]:
