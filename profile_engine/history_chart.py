@@ -102,7 +102,8 @@ def _render(
     bottom = axes[-1, 0]
     locator = mdates.AutoDateLocator(minticks=4, maxticks=12)
     bottom.xaxis.set_major_locator(locator)
-    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    # The range (with its years) is in the title or beside the chart: no offset label.
+    bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=False))
     bottom.set_xlabel("Day (UTC)")
     figure.tight_layout()
     buffer = io.BytesIO()
