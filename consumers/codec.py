@@ -25,6 +25,7 @@ from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 import schemas
 from consumers.envelope_reader import Corrupt, EnvelopeReader
+from consumers.record_batches import varint
 from profile_engine import rules
 from profile_engine.errors import BadInput
 from profile_engine.events import (
@@ -216,30 +217,12 @@ def _properties_json(properties: dict[str, Any]) -> bytes:
 # --- the envelope writer -----------------------------------------------------------------------
 
 
-def zigzag_varint(value: int) -> bytes:
-    """Avro's long (and Kafka's varint): zigzag, then 7 bits a byte, low bits first."""
-    zigzag = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while zigzag > 0x7F:
-        out.append((zigzag & 0x7F) | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)
-    return bytes(out)
-
-
-_SMALL_VARINTS = tuple(zigzag_varint(n) for n in range(1 << 14))
 _DOUBLE = struct.Struct("<d")
-
-
-def _long(value: int) -> bytes:
-    if 0 <= value < 16384:
-        return _SMALL_VARINTS[value]
-    return zigzag_varint(value)
 
 
 def _string(text: str) -> bytes:
     data = text.encode("utf-8")
-    return _long(len(data)) + data
+    return varint(len(data)) + data
 
 
 def _shape(node: Any) -> Any:
@@ -287,7 +270,7 @@ class EnvelopeWriter:
 
     def __init__(self, schema: Schema) -> None:
         enums = _enums(schema, {})
-        index = {name: {s: _long(i) for i, s in enumerate(syms)} for name, syms in enums.items()}
+        index = {name: {s: varint(i) for i, s in enumerate(syms)} for name, syms in enums.items()}
         self._event_type = index["EventType"]
         self._id_type = index["IdType"]
         self._channel = index["Channel"]
@@ -297,15 +280,15 @@ class EnvelopeWriter:
         self._ccpa = index["CcpaRequest"]
         branches = next(f["type"] for f in schema["fields"] if f["name"] == "payload")
         self._branch = {
-            _RECORD_TYPE[f"{NAMESPACE}.{b['name']}"]: _long(i) for i, b in enumerate(branches)
+            _RECORD_TYPE[f"{NAMESPACE}.{b['name']}"]: varint(i) for i, b in enumerate(branches)
         }
 
     def __call__(self, event: ProfileEvent, seal: SealedFields | None = None) -> bytes:
         event_type = event.type
-        parts = [_string(event.event_id), self._event_type[event_type], _long(event.timestamp_us)]
+        parts = [_string(event.event_id), self._event_type[event_type], varint(event.timestamp_us)]
         identifiers = event.identifiers
         if identifiers:
-            parts.append(_long(len(identifiers)))
+            parts.append(varint(len(identifiers)))
             id_type = self._id_type
             tokens = seal.identifiers if seal is not None else None
             for position, ident in enumerate(identifiers):
@@ -313,7 +296,7 @@ class EnvelopeWriter:
                 value = text.encode("utf-8")
                 parts += (
                     id_type[ident.id_type],
-                    _long(len(value)),
+                    varint(len(value)),
                     value,
                     b"\x01" if ident.valid else b"\x00",
                 )
@@ -325,7 +308,7 @@ class EnvelopeWriter:
                 properties = seal.properties.encode()
             else:
                 properties = _properties_json(event.properties)
-            parts.append(_long(len(properties)))
+            parts.append(varint(len(properties)))
             parts.append(properties)
         elif type(event) is Identify:
             self._traits(event.traits if seal is None else (seal.traits or {}), parts)
@@ -347,7 +330,7 @@ class EnvelopeWriter:
             parts.append(b"\x00")  # sealed: the null branch
         else:
             parts.append(b"\x02")  # sealed: the Seal branch
-            parts.append(_long(len(seal.fingerprint)))
+            parts.append(varint(len(seal.fingerprint)))
             parts.append(seal.fingerprint)
         return b"".join(parts)
 
@@ -355,7 +338,7 @@ class EnvelopeWriter:
     def _traits(traits: dict[str, Any], parts: list[bytes]) -> None:
         # map<union[null, boolean, long, double, string]>: the branch order of the schema.
         if traits:
-            parts.append(_long(len(traits)))
+            parts.append(varint(len(traits)))
             for name, value in traits.items():
                 parts.append(_string(name))
                 kind = type(value)
@@ -366,7 +349,7 @@ class EnvelopeWriter:
                 elif kind is int:
                     if not _LONG_MIN <= value <= _LONG_MAX:
                         raise EncodeError(f"traits.{name}: integer outside the 64-bit range")
-                    parts.append(b"\x04" + _long(value))
+                    parts.append(b"\x04" + varint(value))
                 elif kind is float:
                     parts.append(b"\x06" + _DOUBLE.pack(value))
                 elif kind is str:

@@ -13,8 +13,7 @@ event ids. Every rule is the one of profile_engine.fold; property tests compare 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -29,26 +28,13 @@ from profile_engine.batch_fold import (
 )
 from profile_engine.crypto import ref_blind
 from profile_engine.fold import FoldConfig
+from projections.connection import registered
 from projections.history_writer import write_history
 from projections.rows import NEVER_US, TIMESTAMP, without_identifier
 from projections.store import DeadLetter, TopicOffset, arrow
 
 _STR = pa.string()
 _I64 = pa.int64()
-
-
-@contextmanager
-def _registered(con: duckdb.DuckDBPyConnection, **tables: pa.Table) -> Iterator[None]:
-    for name, table in tables.items():
-        con.register(name, table)
-    try:
-        yield
-    finally:
-        for name in tables:
-            # After a failed statement the transaction refuses everything until ROLLBACK;
-            # the original error matters, and the rollback drops the views anyway.
-            with suppress(duckdb.Error):
-                con.unregister(name)
 
 
 # -- paging in -----------------------------------------------------------------------------
@@ -70,7 +56,7 @@ def load_world(
 
 def _owners(con: duckdb.DuckDBPyConnection, keys: list[IdKey]) -> dict[IdKey, str]:
     wanted = pa.table({"id_key": pa.array(keys, _STR)})
-    with _registered(con, _w_keys=wanted):
+    with registered(con, _w_keys=wanted):
         rows = con.execute(
             "SELECT id_key::VARCHAR, profile_id::VARCHAR FROM identifiers"
             " WHERE id_key IN (SELECT id_key::UUID FROM _w_keys)"
@@ -82,7 +68,7 @@ def _owner_profiles(
     con: duckdb.DuckDBPyConnection, owners: pa.Table, config: FoldConfig
 ) -> dict[str, StoredProfile]:
     limited_types = sorted(config.id_limits)
-    with _registered(con, _w_owners=owners):
+    with registered(con, _w_owners=owners):
         created = con.execute(
             "SELECT profile_id::VARCHAR, epoch_us(created_at), created_event_id FROM profiles"
             " WHERE profile_id IN (SELECT pid::UUID FROM _w_owners)"
@@ -118,7 +104,7 @@ def _applied(con: duckdb.DuckDBPyConnection, batch: Sequence[Prepared]) -> dict[
     )
     if not len(batch):
         return {}
-    with _registered(con, _w_events=wanted):
+    with registered(con, _w_events=wanted):
         rows = con.execute(
             "SELECT b.event_id, a.event_id, a.fingerprint::VARCHAR FROM applied_events AS a"
             " JOIN (SELECT DISTINCT event_id, event_key::UUID AS event_key FROM _w_events) AS b"
@@ -134,7 +120,7 @@ def _applied(con: duckdb.DuckDBPyConnection, batch: Sequence[Prepared]) -> dict[
 def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None:
     write_history(con, changes)  # first: it reads the stored state from before the batch
     batch = _BatchTables.build(changes)
-    with _registered(con, **batch.tables()):
+    with registered(con, **batch.tables()):
         _erase(con, batch)
         _move_merged_rows(con, batch)
         _last_writer_wins(con, batch)
@@ -397,7 +383,7 @@ def _scrub_conflict_events(con: duckdb.DuckDBPyConnection, conflicts_sql: str) -
     for event_id, id_type, value in scrubbed:
         by_event.setdefault(event_id, []).append((id_type, value))
     wanted = pa.table({"event_id": pa.array(sorted(by_event), _STR)})
-    with _registered(con, _w_scrub=wanted):
+    with registered(con, _w_scrub=wanted):
         payloads = con.execute(
             "SELECT event_id, payload::VARCHAR FROM events"
             " WHERE event_id IN (SELECT event_id FROM _w_scrub)"
@@ -422,7 +408,7 @@ def _scrub_conflict_events(con: duckdb.DuckDBPyConnection, conflicts_sql: str) -
             }
         ),
     }
-    with _registered(con, **changes):
+    with registered(con, **changes):
         con.execute(
             "UPDATE events SET payload = p.payload FROM _w_payloads AS p"
             " WHERE events.event_id = p.event_id"
@@ -532,7 +518,7 @@ def _last_writer_wins(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> No
         stored_sql = stored.format(
             stored="SELECT * REPLACE (profile_id::UUID AS profile_id) FROM _stored"
         )
-        with _registered(con, _stored=stored_rows):
+        with registered(con, _stored=stored_rows):
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _lww AS SELECT * FROM ({stored_sql}"
                 f" UNION ALL {fresh})"
@@ -578,7 +564,7 @@ def _identifiers(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
         " epoch_us(consent_unknown_at) AS unknown_us, consent_unknown_event_id AS unknown_eid,"
         " ccpa, epoch_us(ccpa_updated_at) AS ccpa_us, ccpa_event_id AS ccpa_eid",
     )
-    with _registered(con, _s=stored):
+    with registered(con, _s=stored):
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _ids AS
@@ -676,7 +662,7 @@ def _orders_and_profiles(con: duckdb.DuckDBPyConnection, batch: _BatchTables) ->
         " event_count, order_count, revenue, epoch_us(last_purchase_at) AS last_purchase_us",
     )
     revenue = _revenue_by_profile(con)
-    with _registered(con, _p=old, _revenue=revenue):
+    with registered(con, _p=old, _revenue=revenue):
         con.execute(
             """
             INSERT INTO profiles BY NAME
@@ -834,7 +820,7 @@ def write_dead_letters(con: duckdb.DuckDBPyConnection, letters: Sequence[DeadLet
             "logged_at": pa.array([x.timestamp_us for x in d], TIMESTAMP),
         }
     )
-    with _registered(con, _b_dead=table):
+    with registered(con, _b_dead=table):
         con.execute("INSERT INTO dead_letters SELECT * FROM _b_dead")
 
 
@@ -848,7 +834,7 @@ def write_offsets(con: duckdb.DuckDBPyConnection, offsets: Sequence[TopicOffset]
             "next_offset": pa.array([o.next_offset for o in offsets], _I64),
         }
     )
-    with _registered(con, _offsets=rows):
+    with registered(con, _offsets=rows):
         con.execute(
             "DELETE FROM consumer_offsets USING _offsets"
             " WHERE consumer_offsets.topic = _offsets.topic"

@@ -20,7 +20,7 @@ import fcntl
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
@@ -217,3 +217,18 @@ class ProjectionLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, **tables: pa.Table) -> Iterator[None]:
+    """Arrow tables visible to ``con``'s statements by name for the block, then unregistered."""
+    for name, table in tables.items():
+        con.register(name, table)
+    try:
+        yield
+    finally:
+        for name in tables:
+            # After a failed statement the transaction refuses everything until ROLLBACK;
+            # the original error matters, and the rollback drops the views anyway.
+            with suppress(duckdb.Error):
+                con.unregister(name)

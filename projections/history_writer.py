@@ -36,14 +36,14 @@ deleted with it; what stays holds no identifier value or trait.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from profile_engine.batch_fold import BatchChanges, HistoryLog
+from projections.connection import registered
 from projections.rows import NEVER_US
 
 _STR = pa.string()
@@ -63,7 +63,7 @@ def write_history(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None
     """Bring the history tables up to date with one batch (inside its transaction)."""
     log = changes.history
     tables = _tables(changes, log)
-    with _registered(con, **tables):
+    with registered(con, **tables):
         _lineage(con, log)
         _activity(con)
         _landings(con, log)
@@ -82,18 +82,6 @@ def write_history(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None
             _forget_erased(con)
     for name in _TEMP_TABLES:
         con.execute(f"DROP TABLE IF EXISTS {name}")
-
-
-@contextmanager
-def _registered(con: duckdb.DuckDBPyConnection, **tables: pa.Table) -> Iterator[None]:
-    for name, table in tables.items():
-        con.register(name, table)
-    try:
-        yield
-    finally:
-        for name in tables:
-            with suppress(duckdb.Error):  # after a failed statement only ROLLBACK is allowed
-                con.unregister(name)
 
 
 def _columns(
