@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -33,13 +34,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import psutil
+from bench_history import query_figures  # type: ignore[import-not-found]
 from read_path import measure_read_path
 
 MB = 1024 * 1024
+GENERATE_START = "2026-01-01"  # the generated window's first day (UTC)
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,12 @@ TARGETS = (
     Target("rebuild of 2M events <= 50 s", 2_000_000, ("rebuild_seconds",), 50),
     Target("counts p50 at 10M events <= 100 ms", 10_000_000, ("counts", "p50_ms"), 100),
     Target("lookup p99 at 10M events <= 5 ms", 10_000_000, ("profile_lookup", "p99_ms"), 5),
-)
+    # Issue 13 (profiles over time), on the same projection: its history covers --days.
+    Target("counts --as-of p50 at 10M events <= 500 ms", 10_000_000,
+           ("history", "as_of_p50_ms"), 500),
+    Target("counts --daily for the year at 10M events <= 3 s", 10_000_000,
+           ("history", "daily_p50_s"), 3),
+)  # fmt: skip
 # Memory must not grow with the number of profiles: the peak at 2M events at most 20% above
 # the peak at 500k.
 RATIO_TARGET = "peak RSS at 2M <= 1.2 x peak RSS at 500k"
@@ -160,7 +169,8 @@ def measure_size(events: int, root: Path, options: argparse.Namespace) -> dict[s
     try:
         log(f"{events:,} events: generating")
         generate_args = ["generate", "-n", str(events), "--seed", str(options.seed)]
-        generate_args += ["--days", str(options.days), "--out", str(events_file)]
+        generate_args += ["--days", str(options.days), "--start", f"{GENERATE_START}T00:00:00Z"]
+        generate_args += ["--out", str(events_file)]
         generate_seconds = run_cli(generate_args, work)
         events_file_mb = file_mb(events_file)
         log(f"{events:,} events: rebuilding")
@@ -179,6 +189,11 @@ def measure_size(events: int, root: Path, options: argparse.Namespace) -> dict[s
         db_mb = file_mb(db_path, db_path.with_name(db_path.name + ".wal"))
         log(f"{events:,} events: querying")
         reads = measure_read_path(db_path, options.lookups, options.counts_runs, options.seed)
+        if options.history_runs:
+            log(f"{events:,} events: asking the past")
+            first = date.fromisoformat(GENERATE_START)
+            last = first + timedelta(days=max(0, math.ceil(options.days) - 1))
+            reads["history"] = query_figures(db_path, first, last, options.history_runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -287,6 +302,12 @@ def main() -> None:
         "--sample-interval", dest="interval", type=float, default=0.1, help="seconds"
     )
     parser.add_argument("--work-dir", type=Path, help="where the temporary files go")
+    parser.add_argument(
+        "--history-runs",
+        type=int,
+        default=20,
+        help="counts --as-of runs over the generated window, and --daily for all of it (0: skip)",
+    )
     options = parser.parse_args()
     results = []
     with scratch_dir(options.work_dir) as root:
