@@ -2,8 +2,9 @@
 
 Every way of folding (``consume`` from Kafka, ``rebuild`` from Kafka or a file, the tests'
 in-memory lists, the benchmarks) runs this loop; only the source differs (consumers/sources.py).
-A batch is cut by size, or by time in follow mode (at most ``max_wait_s`` after its first
-record, so a quiet topic's events reach the tables within about a second). Each batch:
+A batch is cut by size, or by time in follow mode (``max_wait_s`` after its first record when
+caught up, so a quiet topic's events reach the tables within about a second; longer while
+behind the log, see BatchCut). Each batch:
 
 1. pages in what it can reach from the projection (profile_engine.batch_fold.StoredWorld);
 2. folds its events in the log's order; an event that raises is a dead letter, and the
@@ -127,6 +128,63 @@ class PipelineOptions:
     key_eraser: KeyEraser | None = None
 
 
+# Behind the log, a batch waits at least this many times as long as the last commit took,
+# so that the fixed cost of a commit (joins that scan the stored tables) stays a small part
+# of the fold's time however large the projection grows (see BatchCut).
+COMMIT_AMORTISATION = 2.0
+
+
+class BatchCut:
+    """When the pending records make a batch: ``batch_size`` of them, or, in follow mode, a
+    time after the first of them.
+
+    Caught up with the log, that time is ``max_wait_s``, so a quiet topic's events reach the
+    tables within about a second. Behind it (the source has not been idle since the batch
+    began), it is also at least COMMIT_AMORTISATION times the last commit: each commit
+    costs about the same whatever its size on a large projection, and a time cut of one
+    second there would spend most of the fold committing small batches and never catch up.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        max_wait_s: float | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self._clock = clock
+        self._first_at = 0.0
+        self._idle = False
+        self._last_commit_s = 0.0
+
+    def started(self) -> None:
+        """The first record of a new batch arrived."""
+        self._first_at = self._clock()
+        self._idle = False
+
+    def caught_up(self) -> None:
+        """The source had nothing more to read for now."""
+        self._idle = True
+
+    def committed(self, seconds: float) -> None:
+        self._last_commit_s = seconds
+
+    def wait_s(self) -> float | None:
+        """How long after its first record the current batch is cut by time (None: never)."""
+        if self.max_wait_s is None:
+            return None
+        if self._idle:
+            return self.max_wait_s
+        return max(self.max_wait_s, COMMIT_AMORTISATION * self._last_commit_s)
+
+    def due(self, pending: int) -> bool:
+        if pending >= self.batch_size:
+            return True
+        wait = self.wait_s()
+        return wait is not None and self._clock() - self._first_at >= wait
+
+
 class Pipeline:
     """Folds one source into one projection store, batch by batch."""
 
@@ -147,27 +205,25 @@ class Pipeline:
     def _run(self, source: Source) -> FoldStats:
         options = self.options
         pending: list[Record] = []
-        first_at = 0.0
+        cut = BatchCut(options.batch_size, options.max_wait_s)
         try:
             for chunk in source.chunks():
                 if chunk:
                     if not pending:
-                        first_at = time.monotonic()
+                        cut.started()
                     pending.extend(chunk)
                     self.stats.received += len(chunk)
+                elif chunk is None:
+                    cut.caught_up()
                 waiting = getattr(source, "waiting_since", None)
                 self.stats.waiting_since = waiting
-                due = bool(pending) and (
-                    len(pending) >= options.batch_size
-                    or (
-                        options.max_wait_s is not None
-                        and time.monotonic() - first_at >= options.max_wait_s
-                    )
-                )
+                due = bool(pending) and cut.due(len(pending))
                 if due and waiting is not None and _needs_the_broker(pending, options):
                     due = False  # its dead letters go to their topic before it commits
                 if due:
+                    started = time.monotonic()
                     self._flush(source, pending)
+                    cut.committed(time.monotonic() - started)
                     pending = []
                 if chunk is None and not pending:
                     self.stats.lag = 0

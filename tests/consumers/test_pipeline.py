@@ -1,0 +1,74 @@
+"""When the pipeline cuts a batch (consumers.pipeline.BatchCut), on a clock the test moves."""
+
+from __future__ import annotations
+
+from consumers.pipeline import COMMIT_AMORTISATION, BatchCut
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_full_batch_is_due_at_once_in_every_mode() -> None:
+    for max_wait_s in (None, 1.0):
+        cut = BatchCut(batch_size=10, max_wait_s=max_wait_s, clock=Clock())
+        cut.started()
+        assert not cut.due(9)
+        assert cut.due(10)
+
+
+def test_without_a_time_cut_only_size_makes_a_batch() -> None:
+    clock = Clock()
+    cut = BatchCut(batch_size=10, max_wait_s=None, clock=clock)
+    cut.started()
+    clock.now += 3600
+    assert not cut.due(1)
+
+
+def test_caught_up_a_batch_is_cut_max_wait_after_its_first_record() -> None:
+    clock = Clock()
+    cut = BatchCut(batch_size=1000, max_wait_s=1.0, clock=clock)
+    cut.committed(30.0)  # however slow the last commit was
+    cut.started()
+    cut.caught_up()
+    clock.now += 0.9
+    assert not cut.due(5)
+    clock.now += 0.1
+    assert cut.due(5)
+
+
+def test_behind_the_log_a_batch_waits_longer_than_the_last_commit_took() -> None:
+    clock = Clock()
+    cut = BatchCut(batch_size=100_000, max_wait_s=1.0, clock=clock)
+    cut.committed(3.0)
+    cut.started()  # records keep coming: the source is never idle
+    clock.now += 1.0
+    assert not cut.due(5_000)
+    clock.now += COMMIT_AMORTISATION * 3.0 - 1.0 - 0.01
+    assert not cut.due(20_000)
+    clock.now += 0.01
+    assert cut.due(20_000)
+
+
+def test_behind_the_log_quick_commits_keep_the_one_second_cut() -> None:
+    clock = Clock()
+    cut = BatchCut(batch_size=100_000, max_wait_s=1.0, clock=clock)
+    cut.committed(0.1)
+    cut.started()
+    clock.now += 1.0
+    assert cut.due(1)
+
+
+def test_a_new_batch_forgets_that_the_last_one_was_caught_up() -> None:
+    clock = Clock()
+    cut = BatchCut(batch_size=100_000, max_wait_s=1.0, clock=clock)
+    cut.caught_up()
+    cut.committed(5.0)
+    cut.started()  # a burst arrives after the quiet spell
+    clock.now += 1.0
+    assert not cut.due(10)
+    assert cut.wait_s() == COMMIT_AMORTISATION * 5.0
