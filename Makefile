@@ -11,6 +11,8 @@ CLI := $(BIN)/profile-engine
 # Re-install only when the project's metadata changes.
 STAMP := $(VENV)/.install-stamp
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); each starts its own broker when a test needs one.
+TEST_WORKERS ?= 2
 DEMO_DIR := .cache
 BENCHMARKS := benchmarks/bench_publish.py benchmarks/bench_fold.py \
               benchmarks/bench_queries.py benchmarks/bench_import.py benchmarks/bench_scale.py \
@@ -86,7 +88,7 @@ duckdb-clients: install ## Virtualenvs with DuckDB 1.x clients for the storage-c
 	done
 
 test: install kafka browser duckdb-clients ## Run the test suite; pytest starts its own real Kafka broker
-	@$(BIN)/pytest -q $(PYTEST_ARGS); status=$$?; \
+	@$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=25 $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 
