@@ -76,6 +76,7 @@ class LiveProjection:
         self._spawner = self.connection.cursor()
         self._spawn_lock = threading.Lock()
         self._version = 0
+        self._exact_since = 0
         self._version_lock = threading.Lock()
 
     @property
@@ -83,10 +84,19 @@ class LiveProjection:
         """Moves after every committed batch and settings change (see ``changed``)."""
         return self._version
 
-    def changed(self) -> None:
-        """Called by whoever commits to the projection, after the commit."""
+    @property
+    def exact_since(self) -> int:
+        """The version of the last settings change: answers from before it are never served
+        (a batch's answers may be, for the moment the next batch's are computed)."""
+        return self._exact_since
+
+    def changed(self, exact: bool = False) -> None:
+        """Called by whoever commits to the projection, after the commit; ``exact`` when
+        earlier answers must not be served any more (a settings change)."""
         with self._version_lock:
             self._version += 1
+            if exact:
+                self._exact_since = self._version
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         with self._spawn_lock:
@@ -117,7 +127,7 @@ class LiveProjection:
                 yield cursor
         finally:
             cursor.close()
-            self.changed()
+            self.changed(exact=True)
 
     def close(self) -> None:
         self._spawner.close()

@@ -48,7 +48,9 @@ class Engine:
     answers: PerChangeCache = field(init=False)
 
     def __post_init__(self) -> None:
-        self.answers = PerChangeCache(lambda: self.projection.version)
+        self.answers = PerChangeCache(
+            lambda: self.projection.version, lambda: self.projection.exact_since
+        )
 
     def counts(self, month: str, channel: str | None) -> dict[str, Any]:
         """`counts` as of the last committed batch, computed once per batch."""

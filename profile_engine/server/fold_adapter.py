@@ -3,9 +3,9 @@ through the live projection's connection so that readers share its DuckDB instan
 
 The server sees only ``FoldRunner``. The fold is exactly ``consume``'s (same offsets table,
 same dead letters); the lookup indexes stay in place (the fold keeps them valid, readers use
-them while it writes); after each committed batch ``LiveProjection.changed`` recomputes cached
-answers and ``LogWatcher.committed`` records the projection's next offsets (status, consumer
-group).
+them while it writes); after each committed batch ``LiveProjection.changed`` moves the version
+cached answers are checked against, and ``LogWatcher.committed`` records the projection's next
+offsets (status, consumer group).
 """
 
 from __future__ import annotations

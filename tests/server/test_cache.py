@@ -67,3 +67,46 @@ def test_a_failed_computation_is_not_kept() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         cache.get("k", fails)
     assert cache.get("k", lambda: "fine") == "fine"
+
+
+def _asked_while_computing(cache: PerChangeCache, blocker: threading.Event) -> tuple[str, float]:
+    """Another asker's answer and wait while a first asker computes the new answer."""
+    started = threading.Event()
+
+    def slow() -> str:
+        started.set()
+        blocker.wait(5)
+        return "new"
+
+    first = threading.Thread(target=lambda: cache.get("k", slow))
+    first.start()
+    assert started.wait(5)
+    asked = time.monotonic()
+    threading.Timer(0.3, blocker.set).start()
+    answer = cache.get("k", lambda: "computed twice")
+    waited = time.monotonic() - asked
+    first.join()
+    return answer, waited
+
+
+def test_after_a_batch_askers_get_the_last_answer_while_the_new_one_is_computed() -> None:
+    version = [0]
+    cache = PerChangeCache(lambda: version[0])
+    assert cache.get("k", lambda: "old") == "old"
+    version[0] = 1  # a batch committed
+
+    answer, waited = _asked_while_computing(cache, threading.Event())
+
+    assert answer == "old" and waited < 0.2  # not held behind the computation
+    assert cache.get("k", lambda: "computed twice") == "new"
+
+
+def test_after_a_settings_change_askers_wait_for_the_new_answer() -> None:
+    version, exact_since = [0], [0]
+    cache = PerChangeCache(lambda: version[0], lambda: exact_since[0])
+    assert cache.get("k", lambda: "old") == "old"
+    version[0] = exact_since[0] = 1  # a setting changed: the old answer is wrong now
+
+    answer, waited = _asked_while_computing(cache, threading.Event())
+
+    assert answer == "new" and waited >= 0.25
