@@ -138,7 +138,7 @@ class KeyRing:
 
     def wrap(self, ref: str, dek: bytes, nonce: bytes) -> bytes:
         """The data key ``dek`` of ``ref`` encrypted under the key-wrapping key."""
-        sealed = AESGCM(self.wrapping_key).encrypt(nonce, dek, _wrap_aad(ref))
+        sealed = _wrapper(self.wrapping_key).encrypt(nonce, dek, _wrap_aad(ref))
         return WRAPPED_VERSION + nonce + sealed
 
     def unwrap(self, ref: str, wrapped: bytes) -> bytes:
@@ -146,11 +146,25 @@ class KeyRing:
             raise KeyMaterialError(f"the data key {ref} is not a wrapped key of this version")
         nonce, sealed = wrapped[1 : 1 + NONCE_BYTES], wrapped[1 + NONCE_BYTES :]
         try:
-            return AESGCM(self.wrapping_key).decrypt(nonce, sealed, _wrap_aad(ref))
+            return _wrapper(self.wrapping_key).decrypt(nonce, sealed, _wrap_aad(ref))
         except InvalidTag:
             raise KeyMaterialError(
                 f"the data key {ref} does not unwrap: it was wrapped under another master key"
             ) from None
+
+
+# The cipher of each key-wrapping key (a KeyRing stays picklable; building one per data key
+# cost more than the wrapping).
+_WRAPPERS: dict[bytes, AESGCM] = {}
+
+
+def _wrapper(wrapping_key: bytes) -> AESGCM:
+    cipher = _WRAPPERS.get(wrapping_key)
+    if cipher is None:
+        if len(_WRAPPERS) >= 16:
+            _WRAPPERS.clear()
+        cipher = _WRAPPERS[wrapping_key] = AESGCM(wrapping_key)
+    return cipher
 
 
 def _wrap_aad(ref: str) -> bytes:
@@ -285,6 +299,12 @@ def token_ref(token: str) -> str:
 def token_field(token: str) -> int:
     """The field code of a token (readable without its key; authenticated when opened)."""
     return _parse(token)[1][0]
+
+
+def token_head(token: str) -> tuple[str, int]:
+    """(key reference, field code) of a token, parsed once; SealError when it is not one."""
+    ref, body = _parse(token)
+    return ref, body[0]
 
 
 def open_token(aead: AESGCM, token: str) -> tuple[int, bytes]:
