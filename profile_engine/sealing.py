@@ -40,12 +40,11 @@ from profile_engine.crypto import (
     identifier_field,
     identifier_of_field,
     key_ref,
-    open_token,
+    open_body,
+    parse_token,
     ref_blind,
     run_data_key,
     seal,
-    token_head,
-    token_ref,
     trait_field,
     trait_kind,
     trait_plaintext,
@@ -248,11 +247,11 @@ class Opener:
 
     def open(self, token: str, wrapped: bytes) -> tuple[int, bytes]:
         """(field code, plaintext) of a token whose key is ``wrapped``; SealError if it fails."""
-        ref = token_ref(token)
+        ref, code, body = parse_token(token)
         cipher = self._ciphers.get(ref)
         if cipher is None:
             cipher = self._ciphers.put(ref, self.ring.unwrap(ref, wrapped))
-        return open_token(cipher, token)
+        return code, open_body(cipher, ref, body)
 
     def verified(self, ref: str, wrapped: bytes) -> dict[str, Any]:
         """The values already opened and verified under ``ref``'s key ``wrapped`` (token ->
@@ -309,7 +308,7 @@ def _tokens(record: dict[str, Any]) -> _Sealed:
         id_type, token, valid = item["id_type"], item["value"], bool(item["valid"])
         if id_type == UNRECOGNISED:
             continue  # a type added after this reader was built: ignored, as in clear
-        ref, code = token_head(token)
+        ref, code, _ = parse_token(token)
         if identifier_of_field(code) != (id_type, valid):
             raise SealError(f"identifiers.{id_type}: the sealed value belongs to another field")
         identifiers.append((id_type, token, valid))
@@ -344,7 +343,7 @@ def _owned_by_first(token: Any, refs: list[str], where: str) -> int:
     """The field code of a token that must be sealed under the first identifier's key."""
     if not isinstance(token, str):
         raise SealError(f"{where}: not sealed under the first identifier's key")
-    ref, code = token_head(token)
+    ref, code, _ = parse_token(token)
     if ref != refs[0]:
         raise SealError(f"{where}: not sealed under the first identifier's key")
     return code
@@ -460,7 +459,7 @@ def _prepared(
     if sealed.traits is not None:
         payload["traits"] = dict(sealed.traits)
         detail = tuple(
-            (n, t, None if t is None else trait_kind(token_head(t)[1]))
+            (n, t, None if t is None else trait_kind(parse_token(t)[1]))
             for n, t in sealed.traits.items()
         )
     elif sealed.properties is not None:
@@ -479,7 +478,7 @@ def _prepared(
         event.timestamp_us,
         event.type,
         tuple(sealed.identifiers),
-        tuple(ref_blind(ref) for ref in sealed.refs),
+        tuple(_blind_of(ref) for ref in sealed.refs),
         uuid_text(sealed.fingerprint),
         event_key(event.event_id),
         orjson.dumps(payload).decode(),
@@ -487,6 +486,19 @@ def _prepared(
         tuple(sealed.refs),
         wrapped,
     )
+
+
+# ref -> its blind index as UUID text (the fold's id_key), formatted once per key.
+_BLINDS: dict[str, str] = {}
+
+
+def _blind_of(ref: str) -> str:
+    blind = _BLINDS.get(ref)
+    if blind is None:
+        if len(_BLINDS) >= _CACHE_ENTRIES:
+            _BLINDS.clear()
+        blind = _BLINDS[ref] = ref_blind(ref)
+    return blind
 
 
 def _clear_detail(event_type: str, payload: dict[str, Any]) -> tuple[Any, ...]:
