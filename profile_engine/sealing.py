@@ -509,12 +509,15 @@ def _clear_detail(event_type: str, payload: dict[str, Any]) -> tuple[Any, ...]:
     return (payload["request"],)  # ccpa
 
 
-def without_erased_keys(prepared: Prepared, erased: Callable[[str], bool]) -> Prepared:
+def without_erased_keys(prepared: Prepared, erased: Callable[[str, str], bool]) -> Prepared:
     """The event as the fold must see it once some of its keys are erased: no wrapped copy
     of an erased key, and no order read from properties sealed under one (a rebuild, which
-    cannot open them, sees the same)."""
+    cannot open them, sees the same). ``erased(ref, id_key)``: whether the key ``ref`` of
+    the identifier ``id_key`` (its blind index, ``Prepared.id_keys``) was erased."""
     refs = prepared.key_refs
-    gone = [erased(ref) for ref in refs]
+    if not refs:  # an event that came in clear
+        return prepared
+    gone = [erased(ref, id_key) for ref, id_key in zip(refs, prepared.id_keys, strict=True)]
     if not any(gone):
         return prepared
     wrapped = tuple(None if g else w for g, w in zip(gone, prepared.wrapped_keys, strict=True))
