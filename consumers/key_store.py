@@ -204,7 +204,7 @@ class KeyStore:
 
         The records go out as prebuilt record batches (consumers.record_batches), as events do:
         a publishing run writes one key per new identifier, and a kafka-python ``send`` per
-        record would cost more than sealing the events that need them."""
+        record costs about as much as sealing the events that need them."""
         pending = list(records)
         if not pending:
             return 0

@@ -266,9 +266,10 @@ class Opener:
         return values
 
     def keep(self, values: dict[str, Any], token: str, value: Any) -> None:
+        """Add a verified value to ``values`` (from ``verified``); when the opener holds
+        ``max_entries`` values it first drops all it holds, of every key."""
         if self._held >= self._max_entries:
-            for _, held in self._opened.values():
-                held.clear()
+            self._opened.clear()  # ``values`` may now be orphaned: it is dropped with the event
             self._held = 0
         values[token] = value
         self._held += 1

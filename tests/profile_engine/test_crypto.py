@@ -177,3 +177,17 @@ def test_a_kept_value_is_served_again_without_another_decryption() -> None:
     one, two = preparer.message(first), preparer.message(second)
     assert len(opened) == 2  # the email and the trait, once each
     assert (one.id_keys, one.detail) == (two.id_keys, two.detail)
+
+
+def test_the_openers_values_stay_bounded_across_many_keys() -> None:
+    keys = MemoryKeyStore()
+    events = [identify(i, {"plan": "pro"}, eid=f"e{i}", email=f"p{i}@x.io") for i in range(12)]
+    messages = [v for _, v in seal_events(events, MASTER, keys)]
+    preparer = EventPreparer(SealingConfig(MASTER, "", "memory"), key_store=keys)
+    opener = preparer._opener
+    assert opener is not None
+    opener._max_entries = 5
+    for value in messages:
+        preparer.message(value)
+        held = sum(len(values) for _, values in opener._opened.values())
+        assert held <= 5 and len(opener._opened) <= 5
