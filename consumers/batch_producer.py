@@ -36,9 +36,8 @@ from kafka.record.memory_records import MemoryRecords
 from kafka.structs import TopicPartition
 
 from consumers.kafka_client import TopicMissingError, kafka_errors
-from consumers.producer import DeliveryError, DeliveryRefused
 from consumers.record_batches import BuiltBatch
-from profile_engine.errors import NeedsOperator, first_line
+from profile_engine.errors import NeedsOperator, Transient, first_line
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +52,14 @@ WAIT_NOTICE_AFTER_S = 5.0
 _POLL_S = 0.2
 
 WaitCallback = Callable[[float], None]  # wall-clock time since when we wait for the broker
+
+
+class DeliveryError(Transient):
+    """Some events were not acknowledged by the broker (it may accept them on a retry)."""
+
+
+class DeliveryRefused(NeedsOperator):
+    """The broker refused some events for a reason a retry will not change."""
 
 
 @dataclass(frozen=True)

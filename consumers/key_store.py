@@ -21,9 +21,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
+from consumers.batch_producer import BatchProducer
 from consumers.kafka_client import TopicMissingError, kafka_errors
+from consumers.record_batches import Batcher, KeyPartitioner, RecordTooLarge
 from profile_engine.crypto import BLIND_BYTES, ERASED, MASTER_KEY_BYTES, KeyRing, is_key_ref
 from profile_engine.errors import NeedsOperator
 from profile_engine.sealing import SealingPlan
@@ -86,7 +88,7 @@ class KeyStore:
         self._keys: dict[str, bytes] = {}
         self._versions: dict[str, list[str]] | None = None  # blind hex -> refs, when needed
         self._consumer: KafkaConsumer | None = None
-        self._producer: KafkaProducer | None = None
+        self._producer: BatchProducer | None = None
         self._partitions: list[TopicPartition] = []
         self._last_refresh = float("-inf")
         self._chunk_started = 0.0
@@ -198,34 +200,48 @@ class KeyStore:
     # -- writing -------------------------------------------------------------------------------
 
     def publish(self, records: Iterable[tuple[str, bytes]]) -> int:
-        """Write key records and wait until the broker acknowledged every one (acks=all)."""
+        """Write key records and wait until the broker acknowledged every one (acks=all).
+
+        The records go out as prebuilt record batches (consumers.record_batches), as events do:
+        a publishing run writes one key per new identifier, and a kafka-python ``send`` per
+        record costs about as much as sealing the events that need them."""
         pending = list(records)
         if not pending:
             return 0
         with kafka_errors(self.bootstrap_servers):
             if self._producer is None:
-                self._producer = KafkaProducer(
-                    bootstrap_servers=self.bootstrap_servers,
-                    acks="all",
-                    enable_idempotence=True,
-                    client_id="profile-engine-keys",
-                    linger_ms=5,
+                self._producer = BatchProducer(
+                    self.bootstrap_servers, self.topic, client_id="profile-engine-keys"
                 )
-            futures = [
-                self._producer.send(self.topic, key=ref.encode(), value=value)
-                for ref, value in pending
-            ]
-            self._producer.flush()
-            for future in futures:
-                try:
-                    future.get(timeout=30)
-                except Exception as error:
-                    raise KeyStoreError(
-                        f"the key topic {self.topic!r} refused a key record: {error}"
-                    ) from error
+            producer = self._producer
+            delivery = producer.delivery
+            confirmed, refused = delivery.confirmed, len(delivery.unconfirmed)
+            batcher = Batcher(KeyPartitioner(producer.partitions), producer.max_batch_bytes)
+            now_ms = int(time.time() * 1000)
+            try:
+                for line, (ref, value) in enumerate(pending):
+                    batcher.add(ref.encode(), value, now_ms, line)
+            except RecordTooLarge as error:
+                raise KeyStoreError(f"a key record of {error.size} bytes is too large") from None
+            for built in batcher.take():
+                if not producer.send(built):
+                    break
+            producer.finish()
+        if delivery.gave_up is not None or len(delivery.unconfirmed) > refused:
+            reasons = ", ".join(delivery.reasons) or delivery.gave_up
+            self._drop_producer()
+            raise KeyStoreError(f"the key topic {self.topic!r} refused a key record: {reasons}")
+        if delivery.confirmed - confirmed != len(pending):
+            self._drop_producer()
+            raise KeyStoreError(f"the key topic {self.topic!r} did not confirm every key record")
         for ref, value in pending:
             self._put(ref.encode(), value)
         return len(pending)
+
+    def _drop_producer(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None
 
     def erase(self, blind_indexes: Iterable[str]) -> set[str]:
         """Destroy the data keys of these identifiers (blind indexes as UUID text): an erased
@@ -248,9 +264,7 @@ class KeyStore:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
-        if self._producer is not None:
-            self._producer.close(timeout=10)
-            self._producer = None
+        self._drop_producer()
 
 
 class MemoryKeyStore(KeyStore):

@@ -35,7 +35,6 @@ from profile_engine.batch_fold import (
     prepare,
 )
 from profile_engine.contract import event_to_json
-from profile_engine.crypto import ref_blind
 from profile_engine.errors import BadInput
 from profile_engine.events import ProfileEvent, iso_from_us
 from profile_engine.fold import FoldConfig
@@ -297,7 +296,7 @@ class Pipeline:
 
         erased_refs, erased_now = self._erased_refs, fold.erased_keys
         return without_erased_keys(
-            event, lambda ref: ref in erased_refs or ref_blind(ref) in erased_now
+            event, lambda ref, id_key: ref in erased_refs or id_key in erased_now
         )
 
     def _destroy_keys(self, changes: BatchChanges) -> None:

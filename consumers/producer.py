@@ -27,6 +27,7 @@ from kafka import KafkaProducer
 from kafka.partitioner.abc import Partitioner
 from pydantic import BaseModel
 
+from consumers.batch_producer import DeliveryError
 from consumers.codec import AvroCodec
 from consumers.kafka_client import kafka_errors
 from consumers.key_store import KeyStore, SealingConfig
@@ -38,7 +39,6 @@ from profile_engine.contract import (
     parse_event,
     to_domain,
 )
-from profile_engine.errors import NeedsOperator, Transient
 from profile_engine.events import ProfileEvent
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
 from profile_engine.sealing import Sealer, SealingPlan
@@ -51,14 +51,6 @@ DEFAULT_BATCH_SIZE = 512 * 1024
 # How long a record may wait for a broker (retries included) before it counts as failed.
 DEFAULT_DELIVERY_TIMEOUT_MS = 60_000
 MAX_REPORTED_FAILURES = 5
-
-
-class DeliveryError(Transient):
-    """Some events were not acknowledged by the broker (it may accept them on a retry)."""
-
-
-class DeliveryRefused(NeedsOperator):
-    """The broker refused some events for a reason a retry will not change."""
 
 
 def kafka_timestamp_ms(event_time_us: int, now_ms: int) -> int:

@@ -138,7 +138,7 @@ class KeyRing:
 
     def wrap(self, ref: str, dek: bytes, nonce: bytes) -> bytes:
         """The data key ``dek`` of ``ref`` encrypted under the key-wrapping key."""
-        sealed = AESGCM(self.wrapping_key).encrypt(nonce, dek, _wrap_aad(ref))
+        sealed = _wrapper(self.wrapping_key).encrypt(nonce, dek, _wrap_aad(ref))
         return WRAPPED_VERSION + nonce + sealed
 
     def unwrap(self, ref: str, wrapped: bytes) -> bytes:
@@ -146,11 +146,25 @@ class KeyRing:
             raise KeyMaterialError(f"the data key {ref} is not a wrapped key of this version")
         nonce, sealed = wrapped[1 : 1 + NONCE_BYTES], wrapped[1 + NONCE_BYTES :]
         try:
-            return AESGCM(self.wrapping_key).decrypt(nonce, sealed, _wrap_aad(ref))
+            return _wrapper(self.wrapping_key).decrypt(nonce, sealed, _wrap_aad(ref))
         except InvalidTag:
             raise KeyMaterialError(
                 f"the data key {ref} does not unwrap: it was wrapped under another master key"
             ) from None
+
+
+# The cipher of each key-wrapping key (a KeyRing stays picklable; building one per data key
+# cost more than the wrapping).
+_WRAPPERS: dict[bytes, AESGCM] = {}
+
+
+def _wrapper(wrapping_key: bytes) -> AESGCM:
+    cipher = _WRAPPERS.get(wrapping_key)
+    if cipher is None:
+        if len(_WRAPPERS) >= 16:
+            _WRAPPERS.clear()
+        cipher = _WRAPPERS[wrapping_key] = AESGCM(wrapping_key)
+    return cipher
 
 
 def _wrap_aad(ref: str) -> bytes:
@@ -236,12 +250,16 @@ def trait_kind(code: int) -> str | None:
     return TRAIT_KINDS[code & 0x0F]
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def seal(aead: AESGCM, ref: str, code: int, plaintext: bytes, nonce: bytes) -> str:
     """One sealed value as a token."""
     head = bytes((code,))
     body = aead.encrypt(nonce, plaintext, _PREFIX_BYTES + ref.encode() + head)
-    text = base64.urlsafe_b64encode(head + nonce + body).rstrip(b"=").decode()
-    return f"{TOKEN_PREFIX}{ref}:{text}"
+    text = binascii.b2a_base64(head + nonce + body, newline=False).translate(_TO_URLSAFE)
+    return f"{TOKEN_PREFIX}{ref}:{text.rstrip(b'=').decode()}"
 
 
 def is_token(value: object) -> bool:
@@ -250,15 +268,18 @@ def is_token(value: object) -> bool:
 
 # A person's tokens recur event after event (a publisher seals each identifier once): parsed
 # once, kept in a bounded cache (cleared when full), like identifier keys (profile_engine.keys).
-_PARSED: dict[str, tuple[str, bytes]] = {}
+_PARSED: dict[str, tuple[str, int, bytes]] = {}
 _PARSED_MAX = 200_000
 
 
-def _parse(token: str) -> tuple[str, bytes]:
-    """(key reference, decoded body) of a token; SealError when it is not one."""
+def parse_token(token: str) -> tuple[str, int, bytes]:
+    """(key reference, field code, decoded body) of a token; SealError when it is not one.
+    The field code is readable without the key (and authenticated when the token is opened)."""
     parsed = _PARSED.get(token)
-    if parsed is not None:
-        return parsed
+    return parsed if parsed is not None else _parse(token)
+
+
+def _parse(token: str) -> tuple[str, int, bytes]:
     if not token.startswith(TOKEN_PREFIX) or len(token) <= _TOKEN_HEAD:
         raise SealError("not a sealed value")
     ref = token[len(TOKEN_PREFIX) : _TOKEN_HEAD - 1]
@@ -266,37 +287,45 @@ def _parse(token: str) -> tuple[str, bytes]:
         raise SealError("a sealed value without a valid key reference")
     text = token[_TOKEN_HEAD:]
     try:
-        body = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        # base64.urlsafe_b64decode, without its per-call conversions (non-alphabet
+        # characters are discarded the same way; they fail authentication when opened).
+        data = text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4)
+        body = binascii.a2b_base64(data)
     except (binascii.Error, ValueError):
         raise SealError("a sealed value that is not base64url") from None
     if len(body) < 1 + NONCE_BYTES + 16:
         raise SealError("a sealed value too short to hold a nonce and a tag")
     if len(_PARSED) >= _PARSED_MAX:
         _PARSED.clear()
-    parsed = _PARSED[token] = (ref, body)
+    parsed = _PARSED[token] = (ref, body[0], body)
     return parsed
 
 
 def token_ref(token: str) -> str:
     """The key reference a token names; SealError when it is not a token."""
-    return _parse(token)[0]
+    return parse_token(token)[0]
 
 
 def token_field(token: str) -> int:
     """The field code of a token (readable without its key; authenticated when opened)."""
-    return _parse(token)[1][0]
+    return parse_token(token)[1]
 
 
 def open_token(aead: AESGCM, token: str) -> tuple[int, bytes]:
     """(field code, plaintext) of a token sealed under ``aead``'s key; SealError when it fails
     authentication (tampered with, or sealed under another key)."""
-    ref, body = _parse(token)
-    head, nonce, sealed = body[:1], body[1 : 1 + NONCE_BYTES], body[1 + NONCE_BYTES :]
+    ref, code, body = parse_token(token)
+    return code, open_body(aead, ref, body)
+
+
+def open_body(aead: AESGCM, ref: str, body: bytes) -> bytes:
+    """The plaintext of a parsed token (``parse_token``); SealError when it fails
+    authentication."""
+    nonce, sealed = body[1 : 1 + NONCE_BYTES], body[1 + NONCE_BYTES :]
     try:
-        plaintext = aead.decrypt(nonce, sealed, _PREFIX_BYTES + ref.encode() + head)
+        return aead.decrypt(nonce, sealed, _PREFIX_BYTES + ref.encode() + body[:1])
     except InvalidTag:
         raise SealError(f"a sealed value under key {ref} fails authentication") from None
-    return head[0], plaintext
 
 
 def trait_plaintext(value: Any) -> bytes:

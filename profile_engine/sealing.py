@@ -40,12 +40,11 @@ from profile_engine.crypto import (
     identifier_field,
     identifier_of_field,
     key_ref,
-    open_token,
+    open_body,
+    parse_token,
     ref_blind,
     run_data_key,
     seal,
-    token_field,
-    token_ref,
     trait_field,
     trait_kind,
     trait_plaintext,
@@ -208,35 +207,72 @@ RecordReader = Callable[[dict[str, Any]], ProfileEvent]
 
 
 class Opener:
-    """Opens tokens with the data keys a key store holds (caching ciphers and values)."""
+    """Opens tokens with the data keys a key store holds.
 
-    def __init__(self, ring: KeyRing, lookup: KeyLookup) -> None:
+    A publisher seals each identifier and trait value once and repeats the token in every
+    event of the person, so the opener keeps what it verified: per key reference, the value
+    of each identifier token whose field and blind index matched, and the value of each trait
+    token whose kind matched. An entry is only ever served with the very wrapped key it was
+    verified under (a key rewritten under the same reference starts afresh), and only after
+    the key store still holds that key: an erased key (``wrapped`` sees the marker) drops
+    its reference's cipher and every value opened under it. Bounded: all is dropped when
+    ``max_entries`` values are held (as ``keys.identifier_key`` does).
+    """
+
+    def __init__(self, ring: KeyRing, lookup: KeyLookup, max_entries: int = _CACHE_ENTRIES) -> None:
         self.ring = ring
         self._lookup = lookup
         self._ciphers = AeadCache()
-        self._values: dict[str, tuple[int, bytes]] = {}
+        # ref -> (the wrapped key it was verified under, {token: opened value})
+        self._opened: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        self._held = 0
+        self._max_entries = max_entries
 
     def wrapped(self, ref: str) -> bytes | None:
         """The wrapped key of ``ref``, or None when it was erased; MissingKey when unknown."""
         wrapped = self._lookup(ref)
         if wrapped is None:
             raise MissingKey(f"no key for {ref} (key store lost?)")
-        return None if wrapped == ERASED else wrapped
+        if wrapped == ERASED:
+            self.forget(ref)
+            return None
+        return wrapped
+
+    def forget(self, ref: str) -> None:
+        """Drop the cipher of ``ref`` and every value opened under it (its key was erased)."""
+        self._ciphers.drop(ref)
+        dropped = self._opened.pop(ref, None)
+        if dropped is not None:
+            self._held -= len(dropped[1])
 
     def open(self, token: str, wrapped: bytes) -> tuple[int, bytes]:
         """(field code, plaintext) of a token whose key is ``wrapped``; SealError if it fails."""
-        known = self._values.get(token)
-        if known is not None:
-            return known
-        ref = token_ref(token)
+        ref, code, body = parse_token(token)
         cipher = self._ciphers.get(ref)
         if cipher is None:
             cipher = self._ciphers.put(ref, self.ring.unwrap(ref, wrapped))
-        opened = open_token(cipher, token)
-        if len(self._values) >= _CACHE_ENTRIES:
-            self._values.clear()
-        self._values[token] = opened
-        return opened
+        return code, open_body(cipher, ref, body)
+
+    def verified(self, ref: str, wrapped: bytes) -> dict[str, Any]:
+        """The values already opened and verified under ``ref``'s key ``wrapped`` (token ->
+        value); ``keep`` adds one."""
+        entry = self._opened.get(ref)
+        if entry is not None and entry[0] == wrapped:
+            return entry[1]
+        if entry is not None:  # another key under this reference: nothing of the old holds
+            self.forget(ref)
+        values: dict[str, Any] = {}
+        self._opened[ref] = (wrapped, values)
+        return values
+
+    def keep(self, values: dict[str, Any], token: str, value: Any) -> None:
+        """Add a verified value to ``values`` (from ``verified``); when the opener holds
+        ``max_entries`` values it first drops all it holds, of every key."""
+        if self._held >= self._max_entries:
+            self._opened.clear()  # ``values`` may now be orphaned: it is dropped with the event
+            self._held = 0
+        values[token] = value
+        self._held += 1
 
 
 class _Sealed(NamedTuple):
@@ -273,8 +309,8 @@ def _tokens(record: dict[str, Any]) -> _Sealed:
         id_type, token, valid = item["id_type"], item["value"], bool(item["valid"])
         if id_type == UNRECOGNISED:
             continue  # a type added after this reader was built: ignored, as in clear
-        ref = token_ref(token)
-        if identifier_of_field(token_field(token)) != (id_type, valid):
+        ref, code, _ = parse_token(token)
+        if identifier_of_field(code) != (id_type, valid):
             raise SealError(f"identifiers.{id_type}: the sealed value belongs to another field")
         identifiers.append((id_type, token, valid))
         refs.append(ref)
@@ -287,14 +323,13 @@ def _tokens(record: dict[str, Any]) -> _Sealed:
         traits = {}
         for name, token in fields["traits"].items():
             if token is not None:
-                _owned_by_first(token, refs, f"traits.{name}")
-                if trait_kind(token_field(token)) is None:
+                code = _owned_by_first(token, refs, f"traits.{name}")
+                if trait_kind(code) is None:
                     raise SealError(f"traits.{name}: the sealed value is not a trait value")
             traits[name] = token
     elif record["type"] == "track":
         properties = fields["properties_json"]
-        _owned_by_first(properties, refs, "properties")
-        if token_field(properties) != PROPERTIES_FIELD:
+        if _owned_by_first(properties, refs, "properties") != PROPERTIES_FIELD:
             raise SealError("properties: the sealed value is not track properties")
     seal = seal_of(record)
     if seal is None:
@@ -305,9 +340,18 @@ def _tokens(record: dict[str, Any]) -> _Sealed:
     return _Sealed(identifiers, refs, traits, properties, bytes(fingerprint))
 
 
-def _owned_by_first(token: Any, refs: list[str], where: str) -> None:
-    if not isinstance(token, str) or token_ref(token) != refs[0]:
+def _owned_by_first(token: Any, refs: list[str], where: str) -> int:
+    """The field code of a token that must be sealed under the first identifier's key."""
+    if not isinstance(token, str):
         raise SealError(f"{where}: not sealed under the first identifier's key")
+    ref, code, _ = parse_token(token)
+    if ref != refs[0]:
+        raise SealError(f"{where}: not sealed under the first identifier's key")
+    return code
+
+
+# Not a value an opened token can hold (trait values may be false, zero or empty).
+_UNSEEN = object()
 
 
 def _opened_event(
@@ -322,20 +366,27 @@ def _opened_event(
     ring = opener.ring
     opened: list[tuple[str, str, bool]] = []
     for (id_type, token, valid), ref in zip(sealed.identifiers, sealed.refs, strict=True):
-        code, plaintext = opener.open(token, keys[ref] or b"")
-        if identifier_of_field(code) != (id_type, valid):
-            raise SealError(f"identifiers.{id_type}: the sealed value belongs to another field")
-        value = plaintext.decode()
-        if ring.blind_index(id_type, value).hex() != ref[: 2 * BLIND_BYTES]:
-            raise SealError(f"identifiers.{id_type}: the value does not match its blind index")
+        key = keys[ref] or b""
+        verified = opener.verified(ref, key)
+        value = verified.get(token, _UNSEEN)
+        if value is _UNSEEN:
+            code, plaintext = opener.open(token, key)
+            if identifier_of_field(code) != (id_type, valid):
+                raise SealError(f"identifiers.{id_type}: the sealed value belongs to another field")
+            value = plaintext.decode()
+            if ring.blind_index(id_type, value).hex() != ref[: 2 * BLIND_BYTES]:
+                raise SealError(f"identifiers.{id_type}: the value does not match its blind index")
+            opener.keep(verified, token, value)
         opened.append((id_type, value, valid))
-    top = keys[sealed.refs[0]] or b""
+    top_ref = sealed.refs[0]
+    top = keys[top_ref] or b""
     plain = dict(record)
     plain["sealed"] = None
     plain["identifiers"] = [{"id_type": t, "value": v, "valid": ok} for t, v, ok in opened]
     name, fields = record["payload"]
     if sealed.traits is not None:
-        fields = {"traits": {n: _trait(opener, t, top) for n, t in sealed.traits.items()}}
+        verified = opener.verified(top_ref, top)
+        fields = {"traits": {n: _trait(opener, verified, t, top) for n, t in sealed.traits.items()}}
     elif sealed.properties is not None:
         fields = {**fields, "properties_json": opener.open(sealed.properties, top)[1].decode()}
     plain["payload"] = (name, fields)
@@ -352,13 +403,16 @@ def _opened_event(
     return event
 
 
-def _trait(opener: Opener, token: str | None, wrapped: bytes) -> Any:
+def _trait(opener: Opener, verified: dict[str, Any], token: str | None, wrapped: bytes) -> Any:
     if token is None:
         return None
-    code, plaintext = opener.open(token, wrapped)
-    value = trait_value(plaintext)
-    if trait_kind(code) != trait_kind(trait_field(value)):
-        raise SealError("traits: a sealed value of another kind than its field says")
+    value = verified.get(token, _UNSEEN)
+    if value is _UNSEEN:
+        code, plaintext = opener.open(token, wrapped)
+        value = trait_value(plaintext)
+        if trait_kind(code) != trait_kind(trait_field(value)):
+            raise SealError("traits: a sealed value of another kind than its field says")
+        opener.keep(verified, token, value)
     return value
 
 
@@ -406,7 +460,7 @@ def _prepared(
     if sealed.traits is not None:
         payload["traits"] = dict(sealed.traits)
         detail = tuple(
-            (n, t, None if t is None else trait_kind(token_field(t)))
+            (n, t, None if t is None else trait_kind(parse_token(t)[1]))
             for n, t in sealed.traits.items()
         )
     elif sealed.properties is not None:
@@ -425,7 +479,7 @@ def _prepared(
         event.timestamp_us,
         event.type,
         tuple(sealed.identifiers),
-        tuple(ref_blind(ref) for ref in sealed.refs),
+        tuple(_blind_of(ref) for ref in sealed.refs),
         uuid_text(sealed.fingerprint),
         event_key(event.event_id),
         orjson.dumps(payload).decode(),
@@ -433,6 +487,19 @@ def _prepared(
         tuple(sealed.refs),
         wrapped,
     )
+
+
+# ref -> its blind index as UUID text (the fold's id_key), formatted once per key.
+_BLINDS: dict[str, str] = {}
+
+
+def _blind_of(ref: str) -> str:
+    blind = _BLINDS.get(ref)
+    if blind is None:
+        if len(_BLINDS) >= _CACHE_ENTRIES:
+            _BLINDS.clear()
+        blind = _BLINDS[ref] = ref_blind(ref)
+    return blind
 
 
 def _clear_detail(event_type: str, payload: dict[str, Any]) -> tuple[Any, ...]:
@@ -443,12 +510,15 @@ def _clear_detail(event_type: str, payload: dict[str, Any]) -> tuple[Any, ...]:
     return (payload["request"],)  # ccpa
 
 
-def without_erased_keys(prepared: Prepared, erased: Callable[[str], bool]) -> Prepared:
+def without_erased_keys(prepared: Prepared, erased: Callable[[str, str], bool]) -> Prepared:
     """The event as the fold must see it once some of its keys are erased: no wrapped copy
     of an erased key, and no order read from properties sealed under one (a rebuild, which
-    cannot open them, sees the same)."""
+    cannot open them, sees the same). ``erased(ref, id_key)``: whether the key ``ref`` of
+    the identifier ``id_key`` (its blind index, ``Prepared.id_keys``) was erased."""
     refs = prepared.key_refs
-    gone = [erased(ref) for ref in refs]
+    if not refs:  # an event that came in clear
+        return prepared
+    gone = [erased(ref, id_key) for ref, id_key in zip(refs, prepared.id_keys, strict=True)]
     if not any(gone):
         return prepared
     wrapped = tuple(None if g else w for g, w in zip(gone, prepared.wrapped_keys, strict=True))

@@ -13,12 +13,13 @@ import pytest
 from consumers.batch_producer import (
     BatchProducer,
     Delivery,
+    DeliveryError,
+    DeliveryRefused,
     PrebuiltRecords,
     line_ranges,
     unconfirmed_error,
 )
 from consumers.kafka_client import BrokerUnavailable, TopicMissingError
-from consumers.producer import DeliveryError, DeliveryRefused
 from consumers.record_batches import Batcher, BuiltBatch, KeyPartitioner
 from profile_engine.errors import ErrorKind
 from tests.support.kafka import consume_all, topic_with_message_limit

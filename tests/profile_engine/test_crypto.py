@@ -131,3 +131,63 @@ def test_a_lost_key_is_a_dead_letter_and_an_erased_key_folds_unreadable() -> Non
     prepared = _preparer(keys).message(value)
     assert prepared.wrapped_keys == (None,)
     assert "Ann" not in repr(prepared) and "ann@x.io" not in repr(prepared)
+
+
+def test_an_erased_key_is_never_served_from_the_openers_values() -> None:
+    keys = MemoryKeyStore()
+    event = identify(0, {"first_name": "Ann"}, eid="e1", email="ann@x.io")
+    [(_, value)] = seal_events([event], MASTER, keys)
+    preparer = _preparer(keys)
+    [ref] = list(keys._keys)
+    wrapped = keys._keys[ref]
+    assert preparer.message(value).wrapped_keys == (wrapped,)  # opened, and kept
+    keys.publish([(ref, ERASED)])
+    prepared = preparer.message(value)  # the same preparer, whose opener had the values
+    assert prepared.wrapped_keys == (None,)
+    assert "Ann" not in repr(prepared) and "ann@x.io" not in repr(prepared)
+    assert preparer._opener is not None
+    assert preparer._opener.verified(ref, wrapped) == {}  # nothing of the key is left
+
+
+def test_a_value_kept_under_one_key_is_not_served_under_another_key_of_its_reference() -> None:
+    keys = MemoryKeyStore()
+    event = identify(0, {"first_name": "Ann"}, eid="e1", email="ann@x.io")
+    [(_, value)] = seal_events([event], MASTER, keys)
+    preparer = _preparer(keys)
+    preparer.message(value)
+    [ref] = list(keys._keys)
+    keys.publish([(ref, RING.wrap(ref, bytes(32), bytes(12)))])  # the key store was tampered
+    with pytest.raises(DecodeError, match="fails authentication"):
+        preparer.message(value)
+
+
+def test_a_kept_value_is_served_again_without_another_decryption() -> None:
+    keys = MemoryKeyStore()
+    events = [
+        identify(0, {"plan": "pro"}, eid="e1", email="ann@x.io"),
+        identify(1, {"plan": "pro"}, eid="e2", email="ann@x.io"),
+    ]
+    first, second = (v for _, v in seal_events(events, MASTER, keys))
+    preparer = _preparer(keys)
+    opener = preparer._opener
+    assert opener is not None
+    opened: list[str] = []
+    real_open = opener.open
+    opener.open = lambda token, wrapped: opened.append(token) or real_open(token, wrapped)  # type: ignore[method-assign]
+    one, two = preparer.message(first), preparer.message(second)
+    assert len(opened) == 2  # the email and the trait, once each
+    assert (one.id_keys, one.detail) == (two.id_keys, two.detail)
+
+
+def test_the_openers_values_stay_bounded_across_many_keys() -> None:
+    keys = MemoryKeyStore()
+    events = [identify(i, {"plan": "pro"}, eid=f"e{i}", email=f"p{i}@x.io") for i in range(12)]
+    messages = [v for _, v in seal_events(events, MASTER, keys)]
+    preparer = EventPreparer(SealingConfig(MASTER, "", "memory"), key_store=keys)
+    opener = preparer._opener
+    assert opener is not None
+    opener._max_entries = 5
+    for value in messages:
+        preparer.message(value)
+        held = sum(len(values) for _, values in opener._opened.values())
+        assert held <= 5 and len(opener._opened) <= 5

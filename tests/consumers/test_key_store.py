@@ -1,0 +1,38 @@
+"""The key store on a real key topic: records written as prebuilt batches, read back, erased."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from consumers.key_store import KeyStore, key_topic_for
+from consumers.topics import create_topics
+from profile_engine.crypto import ERASED, KeyRing, key_ref, ref_blind
+
+RING = KeyRing.from_master(bytes(range(32)))
+
+
+def test_key_records_reach_the_topic_and_an_erasure_overwrites_every_version(
+    kafka_bootstrap: str, kafka_admin: Any
+) -> None:
+    topic = f"test-keys-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, topic, f"{topic}-dead", partitions=1, with_key_topic=True)
+    key_topic = key_topic_for(topic)
+    person, other = bytes([1]) * 16, bytes([2]) * 16
+    refs = [key_ref(person, b"\x00\x00\x00\x01"), key_ref(person, b"\x00\x00\x00\x02")]
+    refs.append(key_ref(other, b"\x00\x00\x00\x01"))
+    wrapped = {ref: RING.wrap(ref, bytes(32), bytes(12)) for ref in refs}
+    try:
+        writer = KeyStore(kafka_bootstrap, key_topic).load()
+        try:
+            assert writer.publish(wrapped.items()) == 3
+            assert writer.erase([ref_blind(refs[0])]) == set(refs[:2])
+        finally:
+            writer.close()
+        reader = KeyStore(kafka_bootstrap, key_topic).load()
+        try:
+            assert [reader.lookup(ref) for ref in refs] == [ERASED, ERASED, wrapped[refs[2]]]
+        finally:
+            reader.close()
+    finally:
+        kafka_admin.delete_topics([topic, f"{topic}-dead", key_topic], raise_errors=False)
