@@ -75,6 +75,10 @@ class StorageFailed(NeedsOperator):
     """The database file cannot be written (a full disk, a read-only file system)."""
 
 
+class MemoryExhausted(NeedsOperator):
+    """DuckDB needed more memory than its limit (PROFILE_ENGINE_DUCKDB_MEMORY) allows."""
+
+
 _DATA_ERRORS = (
     duckdb.ConversionException,
     duckdb.InvalidInputException,
@@ -95,6 +99,12 @@ def write_errors(db_path: str) -> Iterator[None]:
         yield
     except _DATA_ERRORS as error:
         raise DataRejected(f"the database refused a value: {first_line(error)}") from error
+    except duckdb.OutOfMemoryException as error:
+        raise MemoryExhausted(
+            f"{db_path} needed more memory than DuckDB's limit ({first_line(error)}); nothing "
+            "of the batch was kept: raise PROFILE_ENGINE_DUCKDB_MEMORY (for example 2GB) and "
+            "run the command again"
+        ) from error
     except (duckdb.Error, OSError) as error:
         text = first_line(error)
         storage = isinstance(error, duckdb.IOException | OSError) or any(

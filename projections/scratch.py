@@ -91,8 +91,7 @@ def scratch_projection(
             store.check_source(topic, replace=True)
         store.drop_indexes()
         yield store
-        store.create_indexes()
-        store.con.execute("CHECKPOINT")
+        store.build_indexes()
     except BaseException:
         store.close()
         _remove_db(scratch)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -48,11 +49,12 @@ class ProjectionConfigError(NeedsOperator):
 
 def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
     """Open a projection for writing, creating tables, views and indexes as needed."""
+    limit = memory_limit()
     _create_file(str(db_path))
     con = connect(db_path)
     # DuckDB caches up to 80% of the machine's memory by default; the fold's memory must not
     # grow with the projection, so its buffer pool is bounded (it spills to disk past it).
-    con.execute(f"SET memory_limit = '{memory_limit()}'")
+    con.execute(f"SET memory_limit = '{limit}'")
     # Every batch rewrites rows spread over whole tables, so each checkpoint rewrites many row
     # groups; at the default 16 MB of WAL that happens every batch. The WAL is replayed after
     # a crash, so a larger threshold puts nothing at risk.
@@ -71,9 +73,27 @@ def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
 DEFAULT_MEMORY_LIMIT = "1GB"
 
 
+MEMORY_ENV = "PROFILE_ENGINE_DUCKDB_MEMORY"
+MIN_MEMORY_BYTES = 64 * 1024**2  # below this DuckDB cannot even create the tables
+_MEMORY_TEXT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)\s*", re.IGNORECASE)
+
+
+class MemoryLimitInvalid(NeedsOperator):
+    """PROFILE_ENGINE_DUCKDB_MEMORY is not a size DuckDB can work in."""
+
+
 def memory_limit() -> str:
     """DuckDB's memory limit for a writer: PROFILE_ENGINE_DUCKDB_MEMORY or 1GB."""
-    return os.environ.get("PROFILE_ENGINE_DUCKDB_MEMORY") or DEFAULT_MEMORY_LIMIT
+    text = os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY_LIMIT
+    match = _MEMORY_TEXT.fullmatch(text)
+    if match is None:
+        raise MemoryLimitInvalid(f"{MEMORY_ENV}={text!r} is not a size such as 512MB or 2GB")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    power = "KMGT".index(unit[0]) + 1
+    size = number * (1024 if "I" in unit else 1000) ** power
+    if size < MIN_MEMORY_BYTES:
+        raise MemoryLimitInvalid(f"{MEMORY_ENV}={text} is too small: DuckDB needs at least 64MiB")
+    return text.strip()
 
 
 def _create_file(path: str) -> None:
@@ -250,6 +270,17 @@ class ProjectionStore:
 
     def create_indexes(self) -> None:
         create_indexes(self.con)
+
+    def build_indexes(self) -> None:
+        """Build the lookup indexes over a filled projection and checkpoint it.
+
+        An ART index must fit in memory while it is built, and the buffer pool is full of the
+        fold's unwritten pages by then: a checkpoint first writes them out so they can be
+        evicted, leaving the memory limit to the indexes."""
+        with write_errors(self.db_path):
+            self.con.execute("CHECKPOINT")
+            create_indexes(self.con)
+            self.con.execute("CHECKPOINT")
 
     def drop_indexes(self) -> None:
         drop_indexes(self.con)
