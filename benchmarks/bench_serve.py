@@ -7,7 +7,9 @@ a fresh copy of the projection:
 
 - alone: the fold without readers;
 - with readers: the same, while N client threads (default 8) ask /api/counts and
-  /api/profiles/{id} as fast as they are answered.
+  /api/profiles/{id} in turn, each as fast as it is answered (closed loop: on 2 cores the
+  clients and the server's request handling take a core from the fold), or each at most
+  ``--client-rate`` requests a second (people at a page: the load a dashboard puts on it).
 
 Reported: the fold rate of each run (messages consumed per second while it was behind the
 log, from the end of its first committed batch: that batch reads a cold file and is timed
@@ -16,7 +18,7 @@ from the issue: counts p99 <= 100 ms, profile p99 <= 20 ms, fold rate with reade
 the rate alone.
 
 Usage: python benchmarks/bench_serve.py [--profiles N] [--rate R] [--seconds S]
-           [--backlog B] [--clients C]
+           [--backlog B] [--clients C] [--client-rate R]
 Uses PROFILE_ENGINE_BOOTSTRAP_SERVERS (default the local broker). Prints one JSON object.
 """
 
@@ -111,7 +113,9 @@ def produce(
 # -- the readers: N threads with keep-alive connections, in their own process -----------------
 
 
-def read(url: str, keys: list[str], clients: int, seconds: float, out: Connection) -> None:
+def read(
+    url: str, keys: list[str], clients: int, rate: float, seconds: float, out: Connection
+) -> None:
     parsed = urllib.parse.urlsplit(url)
     stop_at = time.monotonic() + seconds
     samples: dict[str, list[float]] = {"counts": [], "profile": []}
@@ -122,7 +126,13 @@ def read(url: str, keys: list[str], clients: int, seconds: float, out: Connectio
         connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
         mine: dict[str, list[float]] = {"counts": [], "profile": []}
         turn = number
+        next_at = time.monotonic()
         while time.monotonic() < stop_at:
+            if rate > 0:  # paced: one request every 1/rate seconds, never catching up a burst
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                next_at = max(next_at, time.monotonic() - 1 / rate) + 1 / rate
             turn += 1
             if turn % 2:
                 kind, path = "counts", "/api/counts?month=2026-01"
@@ -213,7 +223,8 @@ def one_run(
     if keys:
         mine, theirs_read = ctx.Pipe()
         readers = ctx.Process(
-            target=read, args=(url, keys, options.clients, options.seconds, theirs_read)
+            target=read,
+            args=(url, keys, options.clients, options.client_rate, options.seconds, theirs_read),
         )
         readers.start()
     window_start = time.monotonic()
@@ -264,12 +275,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=60, help="measured window per run")
     parser.add_argument("--backlog", type=int, default=300_000, help="events waiting at start")
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--client-rate", type=float, default=0.0,
+        help="requests a second per client (default 0: as fast as answered)",
+    )  # fmt: skip
     parser.add_argument("--lookups", type=int, default=500, help="profile keys sampled")
     options = parser.parse_args()
     bootstrap = os.environ.get("PROFILE_ENGINE_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     figures: dict[str, Any] = {
         "profiles": options.profiles, "rate": options.rate, "seconds": options.seconds,
-        "backlog": options.backlog, "clients": options.clients, "cpus": os.cpu_count(),
+        "backlog": options.backlog, "clients": options.clients,
+        "client_rate": options.client_rate or "as fast as answered", "cpus": os.cpu_count(),
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
