@@ -499,29 +499,60 @@ def _owned_identifiers(con: duckdb.DuckDBPyConnection) -> None:
 def _states_and_change_days(con: duckdb.DuckDBPyConnection) -> None:
     """The day states the recompute needs (from the last one before the tree's first changed
     day on), judged as the identifiers table judges them, and the days per root from the
-    tree's first changed day on on which something of it changed."""
+    tree's first changed day on on which something of it changed.
+
+    A day state is a change day only when it moves what the inputs read of its identifier
+    (``changed``): the CCPA request for every type; deliverability, consent and soft bounces
+    for messaging identifiers; the last seen event for an email or phone whose root holds
+    another of its type (it decides which one counts). The other days (most are an anonymous
+    id or customer id seen again) leave every input as it was, so judging them would only
+    repeat the day before.
+    """
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _h_states AS
-        WITH wanted AS (SELECT DISTINCT id_key, att, tree_from FROM _h_owned)
-        SELECT
-            s.id_key, s.profile_id AS att, s.day,
-            struct_pack(us := s.last_seen_us, eid := s.last_seen_eid) AS last_seen,
-            s.hard_bounces AS hard, s.complaints,
-            CASE
-                WHEN s.explicit_consent IS NULL THEN 'unknown'
-                WHEN s.explicit_consent IN ('opted_in', 'opted_out') OR s.unknown_us IS NULL
-                    THEN s.explicit_consent
-                WHEN struct_pack(us := s.unknown_us, eid := s.unknown_eid)
-                    > struct_pack(us := s.explicit_us, eid := s.explicit_eid) THEN 'unknown'
-                ELSE s.explicit_consent
-            END AS consent,
-            len(s.recent_soft_bounces_us) AS consecutive,
-            s.ccpa
-        FROM identifier_day_states AS s
-        JOIN wanted AS w ON s.id_key = w.id_key AND s.profile_id = w.att
-        QUALIFY s.day >= w.tree_from OR s.day = max(CASE WHEN s.day < w.tree_from THEN s.day END)
-            OVER (PARTITION BY s.id_key, s.profile_id)
+        WITH peers AS (
+            SELECT *, count(*) OVER (PARTITION BY root, id_type) AS peers FROM _h_owned
+        ), wanted AS (
+            SELECT id_key, att, tree_from, any_value(id_type) AS id_type,
+                bool_or(id_type IN ('email', 'phone') AND peers > 1) AS ranked
+            FROM peers GROUP BY id_key, att, tree_from
+        ), states AS (
+            SELECT
+                s.id_key, s.profile_id AS att, s.day, w.id_type, w.ranked,
+                struct_pack(us := s.last_seen_us, eid := s.last_seen_eid) AS last_seen,
+                s.hard_bounces AS hard, s.complaints,
+                CASE
+                    WHEN s.explicit_consent IS NULL THEN 'unknown'
+                    WHEN s.explicit_consent IN ('opted_in', 'opted_out') OR s.unknown_us IS NULL
+                        THEN s.explicit_consent
+                    WHEN struct_pack(us := s.unknown_us, eid := s.unknown_eid)
+                        > struct_pack(us := s.explicit_us, eid := s.explicit_eid) THEN 'unknown'
+                    ELSE s.explicit_consent
+                END AS consent,
+                len(s.recent_soft_bounces_us) AS consecutive,
+                s.ccpa
+            FROM identifier_day_states AS s
+            JOIN wanted AS w ON s.id_key = w.id_key AND s.profile_id = w.att
+            QUALIFY s.day >= w.tree_from
+                OR s.day = max(CASE WHEN s.day < w.tree_from THEN s.day END)
+                    OVER (PARTITION BY s.id_key, s.profile_id)
+        ), read AS (
+            SELECT *,
+                CASE WHEN id_type IN ('email', 'phone', 'push_token') THEN struct_pack(
+                    undeliverable := hard > 0 OR complaints > 0, consent := consent,
+                    consecutive := consecutive, ccpa := ccpa,
+                    last_seen := CASE WHEN ranked THEN last_seen END)
+                ELSE struct_pack(undeliverable := NULL::BOOLEAN, consent := NULL::VARCHAR,
+                    consecutive := NULL::BIGINT, ccpa := ccpa,
+                    last_seen := NULL::STRUCT(us BIGINT, eid VARCHAR))
+                END AS inputs_read
+            FROM states
+        )
+        SELECT * EXCLUDE (inputs_read, id_type, ranked),
+            inputs_read IS DISTINCT FROM lag(inputs_read)
+                OVER (PARTITION BY id_key, att ORDER BY day) AS changed
+        FROM read
         """
     )
     con.execute(
@@ -533,7 +564,7 @@ def _states_and_change_days(con: duckdb.DuckDBPyConnection) -> None:
         FROM _h_owned AS o
         JOIN _h_states AS s ON s.id_key = o.id_key AND s.att = o.att
             AND s.day >= o.from_day AND s.day >= o.tree_from
-            AND (o.to_day IS NULL OR s.day < o.to_day)
+            AND (o.to_day IS NULL OR s.day < o.to_day) AND s.changed
         """
     )
 
