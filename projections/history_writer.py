@@ -276,54 +276,65 @@ def _identifier_states(con: duckdb.DuckDBPyConnection) -> None:
         "CREATE OR REPLACE TEMP TABLE _h_late AS"
         " SELECT DISTINCT id_key, profile_id AS att FROM _h_old WHERE day >= from_day"
     )
-    if _any(con, "_h_late"):
-        con.execute(
-            "DELETE FROM identifier_day_states AS s USING _h_id_from AS f"
-            " WHERE s.id_key = f.id_key AND s.profile_id = f.att AND s.day >= f.from_day"
+    if not _any(con, "_h_late"):
+        # Time order (the common case): the rewritten days are the batch's own and _h_old
+        # holds one row per identifier (its latest before them), so an equality join on the
+        # identifier gives what the as-of join gives, at a fraction of the cost.
+        _insert_states(
+            con,
+            days=_RUNNING.format(batch="_h_batch"),
+            stored_join="LEFT JOIN stored AS s ON s.id_key = d.id_key AND s.profile_id = d.att",
         )
+        return
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE _h_running AS
-        SELECT
-            id_key, att, day,
-            min(first_us) OVER w AS first_us,
-            max(seen) OVER w AS seen,
-            max(explicit) OVER w AS explicit,
-            max(unknown) OVER w AS unknown,
-            sum(hard) OVER w AS hard,
-            sum(complaints) OVER w AS complaints,
-            flatten(list(soft) OVER w) AS soft,
-            max(ccpa) OVER w AS ccpa
-        FROM _h_batch
-        WINDOW w AS (PARTITION BY id_key, att ORDER BY day)
-        """
+        "DELETE FROM identifier_day_states AS s USING _h_id_from AS f"
+        " WHERE s.id_key = f.id_key AND s.profile_id = f.att AND s.day >= f.from_day"
     )
-    # The others (time order, the common case): the rewritten days are the batch's own and
-    # _h_old holds one row per identifier (its latest before them), so equality joins give
-    # what the as-of joins give, at a fraction of the cost.
     _insert_states(
         con,
-        days="SELECT id_key, att, day FROM _h_batch ANTI JOIN _h_late USING (id_key, att)",
+        days=_RUNNING.format(batch="_h_batch ANTI JOIN _h_late USING (id_key, att)"),
         stored_join="LEFT JOIN stored AS s ON s.id_key = d.id_key AND s.profile_id = d.att",
-        batch_join="LEFT JOIN _h_running AS b"
-        " ON b.id_key = d.id_key AND b.att = d.att AND b.day = d.day",
+    )
+    # The late ones: the batch's days and the stored days from the first one on, each with
+    # the latest stored and batch states on or before it (as-of joins).
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _h_running AS"
+        + _RUNNING.format(batch="_h_batch SEMI JOIN _h_late USING (id_key, att)")
     )
     _insert_states(
         con,
-        days="SELECT id_key, att, day FROM _h_batch SEMI JOIN _h_late USING (id_key, att)"
-        " UNION SELECT id_key, profile_id, day FROM _h_old WHERE day >= from_day",
+        days="SELECT d.id_key, d.att, d.day, b.* EXCLUDE (id_key, att, day) FROM ("
+        "  SELECT id_key, att, day FROM _h_running"
+        "  UNION SELECT id_key, profile_id, day FROM _h_old WHERE day >= from_day) AS d"
+        " ASOF LEFT JOIN _h_running AS b ON b.id_key = d.id_key AND b.att = d.att"
+        " AND d.day >= b.day",
         stored_join="ASOF LEFT JOIN stored AS s"
         " ON s.id_key = d.id_key AND s.profile_id = d.att AND d.day >= s.day",
-        batch_join="ASOF LEFT JOIN _h_running AS b"
-        " ON b.id_key = d.id_key AND b.att = d.att AND d.day >= b.day",
     )
 
 
-def _insert_states(
-    con: duckdb.DuckDBPyConnection, days: str, stored_join: str, batch_join: str
-) -> None:
-    """Insert the day states of ``days`` (id_key, att, day): the stored state then
-    (``stored_join``) merged with the batch's running facts then (``batch_join``)."""
+# The batch's facts of each identifier up to each of its days (id_key, att, day). A day's
+# facts all lie within that day, so the latest of a kind up to d is the one of the last day
+# with one: last_value, not max, which is cheaper and gives the same struct.
+_RUNNING = """
+    SELECT
+        id_key, att, day,
+        first_value(first_us IGNORE NULLS) OVER w AS first_us,
+        last_value(seen IGNORE NULLS) OVER w AS seen,
+        last_value(explicit IGNORE NULLS) OVER w AS explicit,
+        last_value(unknown IGNORE NULLS) OVER w AS unknown,
+        sum(hard) OVER w AS hard,
+        sum(complaints) OVER w AS complaints,
+        flatten(list(soft) FILTER (len(soft) > 0) OVER w) AS soft,
+        last_value(ccpa IGNORE NULLS) OVER w AS ccpa
+    FROM {batch}
+    WINDOW w AS (PARTITION BY id_key, att ORDER BY day)
+"""
+
+
+def _insert_states(con: duckdb.DuckDBPyConnection, days: str, stored_join: str) -> None:
+    """Insert the day states of ``days`` (id_key, att, day and the batch's running facts
+    then): the stored state then (``stored_join``) merged with the batch's."""
     con.execute(
         f"""
         INSERT INTO identifier_day_states
@@ -344,24 +355,25 @@ def _insert_states(
         ), merged AS (
             SELECT
                 d.id_key, d.att, d.day,
-                least(s.first_us, b.first_us) AS first_us,
-                greatest(s.seen, b.seen) AS seen,
-                greatest(s.explicit, b.explicit) AS explicit,
-                greatest(s.unknown, b.unknown) AS unknown,
-                coalesce(s.hard, 0) + coalesce(b.hard, 0) AS hard,
-                coalesce(s.complaints, 0) + coalesce(b.complaints, 0) AS complaints,
-                list_concat(coalesce(s.soft, []::BIGINT[]), coalesce(b.soft, []::BIGINT[]))
-                    AS soft,
-                greatest(s.ccpa, b.ccpa) AS ccpa
+                least(s.first_us, d.first_us) AS first_us,
+                greatest(s.seen, d.seen) AS seen,
+                greatest(s.explicit, d.explicit) AS explicit,
+                greatest(s.unknown, d.unknown) AS unknown,
+                coalesce(s.hard, 0) + coalesce(d.hard, 0) AS hard,
+                coalesce(s.complaints, 0) + coalesce(d.complaints, 0) AS complaints,
+                s.soft AS stored_soft, d.soft AS batch_soft,
+                greatest(s.ccpa, d.ccpa) AS ccpa
             FROM days AS d
             {stored_join}
-            {batch_join}
         )
         SELECT
             id_key, att, day, first_us, seen.us, seen.eid,
             explicit.status, explicit.us, explicit.eid, unknown.us, unknown.eid,
             hard, complaints,
-            list_sort(list_filter(soft, lambda t: t > coalesce(seen.us, {NEVER_US}))),
+            CASE WHEN len(stored_soft) > 0 OR len(batch_soft) > 0 THEN list_sort(list_filter(
+                list_concat(coalesce(stored_soft, []::BIGINT[]), coalesce(batch_soft, [])),
+                lambda t: t > coalesce(seen.us, {NEVER_US})))
+            ELSE []::BIGINT[] END,
             ccpa.status, ccpa.us, ccpa.eid
         FROM merged
         """
