@@ -531,7 +531,7 @@ def _states_and_change_days(con: duckdb.DuckDBPyConnection) -> None:
             FROM peers GROUP BY id_key, att, tree_from
         ), states AS (
             SELECT
-                s.id_key, s.profile_id AS att, s.day, w.id_type, w.ranked,
+                s.id_key, s.profile_id AS att, s.day, w.tree_from,
                 struct_pack(us := s.last_seen_us, eid := s.last_seen_eid) AS last_seen,
                 s.hard_bounces AS hard, s.complaints,
                 CASE
@@ -543,12 +543,9 @@ def _states_and_change_days(con: duckdb.DuckDBPyConnection) -> None:
                     ELSE s.explicit_consent
                 END AS consent,
                 len(s.recent_soft_bounces_us) AS consecutive,
-                s.ccpa
+                s.ccpa, w.id_type, w.ranked
             FROM identifier_day_states AS s
             JOIN wanted AS w ON s.id_key = w.id_key AND s.profile_id = w.att
-            QUALIFY s.day >= w.tree_from
-                OR s.day = max(CASE WHEN s.day < w.tree_from THEN s.day END)
-                    OVER (PARTITION BY s.id_key, s.profile_id)
         ), read AS (
             SELECT *,
                 CASE WHEN id_type IN ('email', 'phone', 'push_token') THEN struct_pack(
@@ -561,10 +558,12 @@ def _states_and_change_days(con: duckdb.DuckDBPyConnection) -> None:
                 END AS inputs_read
             FROM states
         )
-        SELECT * EXCLUDE (inputs_read, id_type, ranked),
-            inputs_read IS DISTINCT FROM lag(inputs_read)
-                OVER (PARTITION BY id_key, att ORDER BY day) AS changed
+        SELECT * EXCLUDE (tree_from, id_type, ranked, inputs_read),
+            inputs_read IS DISTINCT FROM lag(inputs_read) OVER w AS changed,
+            coalesce(lead(day) OVER w, 'infinity'::DATE) AS next_day
         FROM read
+        WINDOW w AS (PARTITION BY id_key, att ORDER BY day)
+        QUALIFY day >= tree_from OR coalesce(lead(day) OVER w >= tree_from, true)
         """
     )
     con.execute(
@@ -612,8 +611,21 @@ def _recompute_spans(con: duckdb.DuckDBPyConnection) -> None:
         ), _h_state_at AS (
             SELECT a.*, s.last_seen, s.hard, s.complaints, s.consent, s.consecutive, s.ccpa
             FROM _h_at AS a
-            ASOF LEFT JOIN _h_states AS s
-                ON a.id_key = s.id_key AND a.att = s.att AND a.day >= s.day
+            LEFT JOIN _h_states AS s ON a.id_key = s.id_key AND a.att = s.att
+                AND a.day >= s.day AND a.day < s.next_day
+        ), _h_ranked AS (
+            SELECT
+                a.*,
+                row_number() OVER (
+                    PARTITION BY a.root, a.day, a.id_type
+                    ORDER BY coalesce(a.last_seen.us, {NEVER_US}) DESC,
+                        coalesce(a.last_seen.eid, '') DESC, v.id_value DESC
+                ) = 1 AS is_last_seen
+            FROM _h_state_at AS a
+            LEFT JOIN _h_values AS v ON v.id_key = a.id_key
+            WHERE a.id_type IN ('email', 'phone')
+            UNION ALL
+            SELECT *, false FROM _h_state_at WHERE id_type NOT IN ('email', 'phone')
         ), _h_ids_at AS (
             SELECT
                 struct_pack(root := a.root, day := a.day) AS profile_id,
@@ -622,14 +634,9 @@ def _recompute_spans(con: duckdb.DuckDBPyConnection) -> None:
                     AS deliverable,
                 coalesce(a.consent, 'unknown') AS consent,
                 coalesce(a.consecutive, 0) AS consecutive_soft_bounces,
-                row_number() OVER (
-                    PARTITION BY a.root, a.day, a.id_type
-                    ORDER BY coalesce(a.last_seen.us, {NEVER_US}) DESC,
-                        coalesce(a.last_seen.eid, '') DESC, v.id_value DESC
-                ) = 1 AS is_last_seen,
+                a.is_last_seen,
                 a.ccpa
-            FROM _h_state_at AS a
-            LEFT JOIN _h_values AS v ON v.id_key = a.id_key
+            FROM _h_ranked AS a
         ), _h_profiles_at AS (
             SELECT profile_id, coalesce(bool_or(ccpa = 'opt_out'), false) AS ccpa_opted_out
             FROM _h_ids_at GROUP BY profile_id
