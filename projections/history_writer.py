@@ -242,7 +242,8 @@ def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
             coalesce(list(us) FILTER (kind = 'bounce' AND status = 'soft'), []::BIGINT[])
                 AS soft,
             max(struct_pack(us := us, eid := eid, status := status))
-                FILTER (kind = 'ccpa') AS ccpa
+                FILTER (kind = 'ccpa') AS ccpa,
+            bool_or(kind <> 'seen') AS rare
         FROM effects
         GROUP BY ALL
         """
@@ -278,13 +279,9 @@ def _identifier_states(con: duckdb.DuckDBPyConnection) -> None:
     )
     if not _any(con, "_h_late"):
         # Time order (the common case): the rewritten days are the batch's own and _h_old
-        # holds one row per identifier (its latest before them), so an equality join on the
-        # identifier gives what the as-of join gives, at a fraction of the cost.
-        _insert_states(
-            con,
-            days=_RUNNING.format(batch="_h_batch"),
-            stored_join="LEFT JOIN stored AS s ON s.id_key = d.id_key AND s.profile_id = d.att",
-        )
+        # holds one row per identifier (its latest before them, so the batch's facts are
+        # later), so an equality join on the identifier gives what the as-of join gives.
+        _insert_states(con, days=_running("_h_batch"), stored_join=_STORED_BEFORE)
         return
     con.execute(
         "DELETE FROM identifier_day_states AS s USING _h_id_from AS f"
@@ -292,14 +289,14 @@ def _identifier_states(con: duckdb.DuckDBPyConnection) -> None:
     )
     _insert_states(
         con,
-        days=_RUNNING.format(batch="_h_batch ANTI JOIN _h_late USING (id_key, att)"),
-        stored_join="LEFT JOIN stored AS s ON s.id_key = d.id_key AND s.profile_id = d.att",
+        days=_running("_h_batch ANTI JOIN _h_late USING (id_key, att)"),
+        stored_join=_STORED_BEFORE,
     )
     # The late ones: the batch's days and the stored days from the first one on, each with
-    # the latest stored and batch states on or before it (as-of joins).
+    # the latest stored and batch states on or before it (as-of joins), merged by time.
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_running AS"
-        + _RUNNING.format(batch="_h_batch SEMI JOIN _h_late USING (id_key, att)")
+        + _running("_h_batch SEMI JOIN _h_late USING (id_key, att)")
     )
     _insert_states(
         con,
@@ -310,31 +307,75 @@ def _identifier_states(con: duckdb.DuckDBPyConnection) -> None:
         " AND d.day >= b.day",
         stored_join="ASOF LEFT JOIN stored AS s"
         " ON s.id_key = d.id_key AND s.profile_id = d.att AND d.day >= s.day",
+        merge=_MERGE_BY_TIME,
     )
 
 
-# The batch's facts of each identifier up to each of its days (id_key, att, day). A day's
-# facts all lie within that day, so the latest of a kind up to d is the one of the last day
-# with one: last_value, not max, which is cheaper and gives the same struct.
-_RUNNING = """
+_STORED_BEFORE = "LEFT JOIN stored AS s ON s.id_key = d.id_key AND s.profile_id = d.att"
+
+
+def _running(batch: str) -> str:
+    """The batch's facts of each identifier up to each of its days (id_key, att, day).
+
+    A day's facts all lie within that day, so the latest of a kind up to d is the one of the
+    last day with one: last_value, not max, which is cheaper and gives the same struct. Only
+    seen events are common; the other kinds are running totals of the few identifiers that
+    have any (``rare``), joined back.
+    """
+    window = "WINDOW w AS (PARTITION BY id_key, att ORDER BY day)"
+    return f"""
+    WITH batch AS (SELECT * FROM {batch}
+    ), common AS (
+        SELECT
+            id_key, att, day,
+            first_value(first_us IGNORE NULLS) OVER w AS first_us,
+            last_value(seen IGNORE NULLS) OVER w AS seen
+        FROM batch
+        {window}
+    ), rare AS (
+        SELECT
+            id_key, att, day,
+            last_value(explicit IGNORE NULLS) OVER w AS explicit,
+            last_value(unknown IGNORE NULLS) OVER w AS unknown,
+            sum(hard) OVER w AS hard,
+            sum(complaints) OVER w AS complaints,
+            flatten(list(soft) FILTER (len(soft) > 0) OVER w) AS soft,
+            last_value(ccpa IGNORE NULLS) OVER w AS ccpa
+        FROM batch
+        SEMI JOIN (SELECT id_key, att FROM batch WHERE rare) USING (id_key, att)
+        {window}
+    )
     SELECT
-        id_key, att, day,
-        first_value(first_us IGNORE NULLS) OVER w AS first_us,
-        last_value(seen IGNORE NULLS) OVER w AS seen,
-        last_value(explicit IGNORE NULLS) OVER w AS explicit,
-        last_value(unknown IGNORE NULLS) OVER w AS unknown,
-        sum(hard) OVER w AS hard,
-        sum(complaints) OVER w AS complaints,
-        flatten(list(soft) FILTER (len(soft) > 0) OVER w) AS soft,
-        last_value(ccpa IGNORE NULLS) OVER w AS ccpa
-    FROM {batch}
-    WINDOW w AS (PARTITION BY id_key, att ORDER BY day)
+        c.id_key, c.att, c.day, c.first_us, c.seen,
+        r.explicit, r.unknown, r.hard, r.complaints, r.soft, r.ccpa
+    FROM common AS c
+    LEFT JOIN rare AS r ON r.id_key = c.id_key AND r.att = c.att AND r.day = c.day
+    """
+
+
+# How a stored state merges with the batch's running facts: by position when the stored one
+# is from before every fact of the batch (time order), by time otherwise.
+_MERGE_AFTER = """
+    coalesce(s.first_us, d.first_us) AS first_us,
+    coalesce(d.seen, s.seen) AS seen,
+    coalesce(d.explicit, s.explicit) AS explicit,
+    coalesce(d.unknown, s.unknown) AS unknown,
+    coalesce(d.ccpa, s.ccpa) AS ccpa,
+"""
+_MERGE_BY_TIME = """
+    least(s.first_us, d.first_us) AS first_us,
+    greatest(s.seen, d.seen) AS seen,
+    greatest(s.explicit, d.explicit) AS explicit,
+    greatest(s.unknown, d.unknown) AS unknown,
+    greatest(s.ccpa, d.ccpa) AS ccpa,
 """
 
 
-def _insert_states(con: duckdb.DuckDBPyConnection, days: str, stored_join: str) -> None:
+def _insert_states(
+    con: duckdb.DuckDBPyConnection, days: str, stored_join: str, merge: str = _MERGE_AFTER
+) -> None:
     """Insert the day states of ``days`` (id_key, att, day and the batch's running facts
-    then): the stored state then (``stored_join``) merged with the batch's."""
+    then): the stored state then (``stored_join``) merged with the batch's (``merge``)."""
     con.execute(
         f"""
         INSERT INTO identifier_day_states
@@ -354,15 +395,10 @@ def _insert_states(con: duckdb.DuckDBPyConnection, days: str, stored_join: str) 
             FROM _h_old
         ), merged AS (
             SELECT
-                d.id_key, d.att, d.day,
-                least(s.first_us, d.first_us) AS first_us,
-                greatest(s.seen, d.seen) AS seen,
-                greatest(s.explicit, d.explicit) AS explicit,
-                greatest(s.unknown, d.unknown) AS unknown,
+                d.id_key, d.att, d.day, {merge}
                 coalesce(s.hard, 0) + coalesce(d.hard, 0) AS hard,
                 coalesce(s.complaints, 0) + coalesce(d.complaints, 0) AS complaints,
-                s.soft AS stored_soft, d.soft AS batch_soft,
-                greatest(s.ccpa, d.ccpa) AS ccpa
+                s.soft AS stored_soft, d.soft AS batch_soft
             FROM days AS d
             {stored_join}
         )
