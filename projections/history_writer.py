@@ -223,11 +223,13 @@ def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
         """
         CREATE OR REPLACE TEMP TABLE _h_batch AS
         WITH effects AS (
-            SELECT e.*, coalesce(e.inc::UUID, a.profile_id) AS att,
-                make_timestamp(e.us)::DATE AS day
+            SELECT e.* EXCLUDE (inc), e.inc::UUID AS att, make_timestamp(e.us)::DATE AS day
+            FROM _h_effects AS e WHERE e.inc IS NOT NULL
+            UNION ALL
+            SELECT e.* EXCLUDE (inc), a.profile_id, make_timestamp(e.us)::DATE
             FROM _h_effects AS e
-            LEFT JOIN identifier_attachments AS a
-                ON e.inc IS NULL AND a.id_key = e.id_key::UUID
+            LEFT JOIN identifier_attachments AS a ON a.id_key = e.id_key::UUID
+            WHERE e.inc IS NULL
         )
         SELECT
             id_key::UUID AS id_key, att, day,
@@ -249,8 +251,8 @@ def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
         """
     )
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _h_id_from AS"
-        " SELECT id_key, att, min(day) AS from_day FROM _h_batch GROUP BY ALL"
+        "CREATE OR REPLACE TEMP TABLE _h_id_from AS SELECT id_key, att, min(day) AS from_day,"
+        " min(first_us) AS first_us, bool_or(rare) AS rare FROM _h_batch GROUP BY ALL"
     )
 
 
@@ -317,24 +319,26 @@ _STORED_BEFORE = "LEFT JOIN stored AS s ON s.id_key = d.id_key AND s.profile_id 
 def _running(batch: str) -> str:
     """The batch's facts of each identifier up to each of its days (id_key, att, day).
 
-    A day's facts all lie within that day, so the latest of a kind up to d is the one of the
-    last day with one: last_value, not max, which is cheaper and gives the same struct. Only
-    seen events are common; the other kinds are running totals of the few identifiers that
-    have any (``rare``), joined back.
+    Most identifiers have only seen events in the batch: every day of theirs has one, so the
+    latest up to d is d's own and the first is the identifier's first (``_h_id_from``), with
+    no window. The few with other kinds (consent, bounces, CCPA: ``rare``) take running
+    windows; a day's facts all lie within that day, so the latest of a kind up to d is the
+    one of the last day with one (last_value, cheaper than max, the same struct).
     """
-    window = "WINDOW w AS (PARTITION BY id_key, att ORDER BY day)"
     return f"""
     WITH batch AS (SELECT * FROM {batch}
-    ), common AS (
+    ), plain AS (
         SELECT
-            id_key, att, day,
-            first_value(first_us IGNORE NULLS) OVER w AS first_us,
-            last_value(seen IGNORE NULLS) OVER w AS seen
-        FROM batch
-        {window}
+            b.id_key, b.att, b.day, f.first_us, b.seen,
+            NULL AS explicit, NULL AS unknown, 0 AS hard, 0 AS complaints,
+            NULL::BIGINT[] AS soft, NULL AS ccpa
+        FROM batch AS b
+        JOIN _h_id_from AS f ON f.id_key = b.id_key AND f.att = b.att AND NOT f.rare
     ), rare AS (
         SELECT
             id_key, att, day,
+            first_value(first_us IGNORE NULLS) OVER w AS first_us,
+            last_value(seen IGNORE NULLS) OVER w AS seen,
             last_value(explicit IGNORE NULLS) OVER w AS explicit,
             last_value(unknown IGNORE NULLS) OVER w AS unknown,
             sum(hard) OVER w AS hard,
@@ -342,14 +346,12 @@ def _running(batch: str) -> str:
             flatten(list(soft) FILTER (len(soft) > 0) OVER w) AS soft,
             last_value(ccpa IGNORE NULLS) OVER w AS ccpa
         FROM batch
-        SEMI JOIN (SELECT id_key, att FROM batch WHERE rare) USING (id_key, att)
-        {window}
+        SEMI JOIN _h_id_from AS f ON f.id_key = batch.id_key AND f.att = batch.att AND f.rare
+        WINDOW w AS (PARTITION BY id_key, att ORDER BY day)
     )
-    SELECT
-        c.id_key, c.att, c.day, c.first_us, c.seen,
-        r.explicit, r.unknown, r.hard, r.complaints, r.soft, r.ccpa
-    FROM common AS c
-    LEFT JOIN rare AS r ON r.id_key = c.id_key AND r.att = c.att AND r.day = c.day
+    SELECT * FROM rare
+    UNION ALL BY NAME
+    SELECT * FROM plain
     """
 
 
