@@ -520,8 +520,10 @@ def _root_intervals(con: duckdb.DuckDBPyConnection) -> None:
 
 def _owned_identifiers(con: duckdb.DuckDBPyConnection) -> None:
     """Which root owns each identifier of the changed trees on which days (the spans that
-    reach the tree's first changed day), and the values that break last-seen ties (kept in a
-    temporary table only)."""
+    reach the tree's first changed day), whether the inputs read it (``read``: a messaging
+    identifier, or one with a CCPA request in its states; the others never move an input),
+    and the values that break last-seen ties between emails or phones (kept in a temporary
+    table only)."""
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _h_owned AS
@@ -531,17 +533,25 @@ def _owned_identifiers(con: duckdb.DuckDBPyConnection) -> None:
             FROM identifier_attachments AS a
             JOIN _h_intervals AS i ON i.pid = a.profile_id
             JOIN _h_lineage AS l ON l.pid = a.profile_id
+        ), with_ccpa AS (
+            SELECT DISTINCT id_key, profile_id AS att FROM identifier_day_states
+            WHERE ccpa IS NOT NULL
         )
-        SELECT * FROM spans
-        WHERE (to_day IS NULL OR from_day < to_day) AND (to_day IS NULL OR to_day > tree_from)
+        SELECT s.*,
+            s.id_type IN ('email', 'phone', 'push_token') OR c.id_key IS NOT NULL AS read
+        FROM spans AS s
+        LEFT JOIN with_ccpa AS c ON c.id_key = s.id_key AND c.att = s.att
+        WHERE (s.to_day IS NULL OR s.from_day < s.to_day)
+            AND (s.to_day IS NULL OR s.to_day > s.tree_from)
         """
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_values AS"
         " SELECT id_key, any_value(id_value) AS id_value FROM ("
         "  SELECT id_key, id_value FROM identifiers"
-        "  WHERE id_key IN (SELECT id_key FROM _h_owned)"
-        "  UNION ALL SELECT id_key::UUID, id_value FROM _h_attached)"
+        "  WHERE id_key IN (SELECT id_key FROM _h_owned WHERE id_type IN ('email', 'phone'))"
+        "  UNION ALL SELECT id_key::UUID, id_value FROM _h_attached"
+        "  WHERE id_type IN ('email', 'phone'))"
         " GROUP BY id_key"
     )
 
@@ -566,7 +576,7 @@ def _states_and_change_days(con: duckdb.DuckDBPyConnection) -> None:
         ), wanted AS (
             SELECT id_key, att, tree_from, any_value(id_type) AS id_type,
                 bool_or(id_type IN ('email', 'phone') AND peers > 1) AS ranked
-            FROM peers GROUP BY id_key, att, tree_from
+            FROM peers WHERE read GROUP BY id_key, att, tree_from
         ), states AS (
             SELECT
                 s.id_key, s.profile_id AS att, s.day, w.tree_from,
@@ -645,7 +655,7 @@ def _recompute_spans(con: duckdb.DuckDBPyConnection) -> None:
             SELECT c.root, c.day, o.id_key, o.att, o.id_type, o.valid
             FROM _h_change_days AS c
             JOIN _h_owned AS o ON o.root = c.root AND c.day >= o.from_day
-                AND (o.to_day IS NULL OR c.day < o.to_day)
+                AND (o.to_day IS NULL OR c.day < o.to_day) AND o.read
         ), _h_state_at AS (
             SELECT a.*, s.last_seen, s.hard, s.complaints, s.consent, s.consecutive, s.ccpa
             FROM _h_at AS a
@@ -675,9 +685,14 @@ def _recompute_spans(con: duckdb.DuckDBPyConnection) -> None:
                 a.is_last_seen,
                 a.ccpa
             FROM _h_ranked AS a
+        ), _h_ccpa_at AS (
+            SELECT root, day, bool_or(ccpa = 'opt_out') AS opted_out
+            FROM _h_state_at GROUP BY root, day
         ), _h_profiles_at AS (
-            SELECT profile_id, coalesce(bool_or(ccpa = 'opt_out'), false) AS ccpa_opted_out
-            FROM _h_ids_at GROUP BY profile_id
+            SELECT struct_pack(root := c.root, day := c.day) AS profile_id,
+                coalesce(o.opted_out, false) AS ccpa_opted_out
+            FROM _h_change_days AS c
+            LEFT JOIN _h_ccpa_at AS o ON o.root = c.root AND o.day = c.day
         ), inputs AS ({inputs}
         ), judged AS (
             SELECT profile_id.root AS pid, profile_id.day AS day, {_INPUTS} FROM inputs
