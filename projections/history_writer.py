@@ -22,7 +22,8 @@ day they touch:
 - a profile tree (a root with everything merged into it) is recomputed from the earliest day
   of any of its changes in the batch (identifier states, attachments, creations, merges,
   erasures): the stored span running into that day is the starting point, and only the days
-  from then on are judged again.
+  from then on on which something the inputs read moved are judged again, from only the
+  identifiers the inputs read (see ``_states_and_change_days``).
 
 So a batch costs what its own events touch, not the length of the history behind them; in
 time order that is the last few days. The tables are the same whatever the batch sizes
@@ -218,7 +219,8 @@ def _forget_erased(con: duckdb.DuckDBPyConnection) -> None:
 def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
     """The batch's effects per (identifier, attachment, UTC day), and per attachment the first
     day the batch changed. An effect on an identifier attached in an earlier batch belongs to
-    its stored attachment (one per live identifier)."""
+    its stored attachment (one per live identifier). Seen events are nearly all of them and
+    are grouped apart from the other kinds (``rare``: consent, bounces, CCPA)."""
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _h_batch AS
@@ -230,24 +232,33 @@ def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
             FROM _h_effects AS e
             LEFT JOIN identifier_attachments AS a ON a.id_key = e.id_key::UUID
             WHERE e.inc IS NULL
+        ), seen AS (
+            SELECT id_key::UUID AS id_key, att, day, min(us) AS first_us,
+                max(struct_pack(us := us, eid := eid)) AS seen
+            FROM effects WHERE kind = 'seen' GROUP BY ALL
+        ), rare AS (
+            SELECT
+                id_key::UUID AS id_key, att, day,
+                max(struct_pack(us := us, eid := eid, status := status))
+                    FILTER (kind = 'consent' AND status <> 'unknown') AS explicit,
+                max(struct_pack(us := us, eid := eid))
+                    FILTER (kind = 'consent' AND status = 'unknown') AS unknown,
+                count(*) FILTER (kind = 'bounce' AND status = 'hard') AS hard,
+                count(*) FILTER (kind = 'bounce' AND status = 'complaint') AS complaints,
+                coalesce(list(us) FILTER (kind = 'bounce' AND status = 'soft'), []::BIGINT[])
+                    AS soft,
+                max(struct_pack(us := us, eid := eid, status := status))
+                    FILTER (kind = 'ccpa') AS ccpa
+            FROM effects WHERE kind <> 'seen' GROUP BY ALL
         )
         SELECT
-            id_key::UUID AS id_key, att, day,
-            min(us) FILTER (kind = 'seen') AS first_us,
-            max(struct_pack(us := us, eid := eid)) FILTER (kind = 'seen') AS seen,
-            max(struct_pack(us := us, eid := eid, status := status))
-                FILTER (kind = 'consent' AND status <> 'unknown') AS explicit,
-            max(struct_pack(us := us, eid := eid))
-                FILTER (kind = 'consent' AND status = 'unknown') AS unknown,
-            count(*) FILTER (kind = 'bounce' AND status = 'hard') AS hard,
-            count(*) FILTER (kind = 'bounce' AND status = 'complaint') AS complaints,
-            coalesce(list(us) FILTER (kind = 'bounce' AND status = 'soft'), []::BIGINT[])
-                AS soft,
-            max(struct_pack(us := us, eid := eid, status := status))
-                FILTER (kind = 'ccpa') AS ccpa,
-            bool_or(kind <> 'seen') AS rare
-        FROM effects
-        GROUP BY ALL
+            coalesce(s.id_key, r.id_key) AS id_key, coalesce(s.att, r.att) AS att,
+            coalesce(s.day, r.day) AS day, s.first_us, s.seen, r.explicit, r.unknown,
+            coalesce(r.hard, 0) AS hard, coalesce(r.complaints, 0) AS complaints,
+            coalesce(r.soft, []::BIGINT[]) AS soft, r.ccpa, r.id_key IS NOT NULL AS rare
+        FROM seen AS s
+        FULL JOIN rare AS r
+            ON r.id_key = s.id_key AND r.att IS NOT DISTINCT FROM s.att AND r.day = s.day
         """
     )
     con.execute(
