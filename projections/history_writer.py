@@ -388,7 +388,8 @@ def _insert_states(
     con: duckdb.DuckDBPyConnection, days: str, stored_join: str, merge: str = _MERGE_AFTER
 ) -> None:
     """Insert the day states of ``days`` (id_key, att, day and the batch's running facts
-    then): the stored state then (``stored_join``) merged with the batch's (``merge``)."""
+    then): the stored state then (``stored_join``) merged with the batch's (``merge``). In
+    identifier order, so DuckDB's run-length encoding keeps the keys small on disk."""
     con.execute(
         f"""
         INSERT INTO identifier_day_states
@@ -425,6 +426,7 @@ def _insert_states(
             ELSE []::BIGINT[] END,
             ccpa.status, ccpa.us, ccpa.eid
         FROM merged
+        ORDER BY id_key, att, day
         """
     )
 
