@@ -22,7 +22,8 @@ day they touch:
 - a profile tree (a root with everything merged into it) is recomputed from the earliest day
   of any of its changes in the batch (identifier states, attachments, creations, merges,
   erasures): the stored span running into that day is the starting point, and only the days
-  from then on are judged again.
+  from then on on which something the inputs read moved are judged again, from only the
+  identifiers the inputs read (see ``_states_and_change_days``).
 
 So a batch costs what its own events touch, not the length of the history behind them; in
 time order that is the last few days. The tables are the same whatever the batch sizes
@@ -218,38 +219,51 @@ def _forget_erased(con: duckdb.DuckDBPyConnection) -> None:
 def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
     """The batch's effects per (identifier, attachment, UTC day), and per attachment the first
     day the batch changed. An effect on an identifier attached in an earlier batch belongs to
-    its stored attachment (one per live identifier)."""
+    its stored attachment (one per live identifier). Seen events are nearly all of them and
+    are grouped apart from the other kinds (``rare``: consent, bounces, CCPA)."""
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _h_batch AS
         WITH effects AS (
-            SELECT e.*, coalesce(e.inc::UUID, a.profile_id) AS att,
-                make_timestamp(e.us)::DATE AS day
+            SELECT e.* EXCLUDE (inc), e.inc::UUID AS att, make_timestamp(e.us)::DATE AS day
+            FROM _h_effects AS e WHERE e.inc IS NOT NULL
+            UNION ALL
+            SELECT e.* EXCLUDE (inc), a.profile_id, make_timestamp(e.us)::DATE
             FROM _h_effects AS e
-            LEFT JOIN identifier_attachments AS a
-                ON e.inc IS NULL AND a.id_key = e.id_key::UUID
+            LEFT JOIN identifier_attachments AS a ON a.id_key = e.id_key::UUID
+            WHERE e.inc IS NULL
+        ), seen AS (
+            SELECT id_key::UUID AS id_key, att, day, min(us) AS first_us,
+                max(struct_pack(us := us, eid := eid)) AS seen
+            FROM effects WHERE kind = 'seen' GROUP BY ALL
+        ), rare AS (
+            SELECT
+                id_key::UUID AS id_key, att, day,
+                max(struct_pack(us := us, eid := eid, status := status))
+                    FILTER (kind = 'consent' AND status <> 'unknown') AS explicit,
+                max(struct_pack(us := us, eid := eid))
+                    FILTER (kind = 'consent' AND status = 'unknown') AS unknown,
+                count(*) FILTER (kind = 'bounce' AND status = 'hard') AS hard,
+                count(*) FILTER (kind = 'bounce' AND status = 'complaint') AS complaints,
+                coalesce(list(us) FILTER (kind = 'bounce' AND status = 'soft'), []::BIGINT[])
+                    AS soft,
+                max(struct_pack(us := us, eid := eid, status := status))
+                    FILTER (kind = 'ccpa') AS ccpa
+            FROM effects WHERE kind <> 'seen' GROUP BY ALL
         )
         SELECT
-            id_key::UUID AS id_key, att, day,
-            min(us) FILTER (kind = 'seen') AS first_us,
-            max(struct_pack(us := us, eid := eid)) FILTER (kind = 'seen') AS seen,
-            max(struct_pack(us := us, eid := eid, status := status))
-                FILTER (kind = 'consent' AND status <> 'unknown') AS explicit,
-            max(struct_pack(us := us, eid := eid))
-                FILTER (kind = 'consent' AND status = 'unknown') AS unknown,
-            count(*) FILTER (kind = 'bounce' AND status = 'hard') AS hard,
-            count(*) FILTER (kind = 'bounce' AND status = 'complaint') AS complaints,
-            coalesce(list(us) FILTER (kind = 'bounce' AND status = 'soft'), []::BIGINT[])
-                AS soft,
-            max(struct_pack(us := us, eid := eid, status := status))
-                FILTER (kind = 'ccpa') AS ccpa
-        FROM effects
-        GROUP BY ALL
+            coalesce(s.id_key, r.id_key) AS id_key, coalesce(s.att, r.att) AS att,
+            coalesce(s.day, r.day) AS day, s.first_us, s.seen, r.explicit, r.unknown,
+            coalesce(r.hard, 0) AS hard, coalesce(r.complaints, 0) AS complaints,
+            coalesce(r.soft, []::BIGINT[]) AS soft, r.ccpa, r.id_key IS NOT NULL AS rare
+        FROM seen AS s
+        FULL JOIN rare AS r
+            ON r.id_key = s.id_key AND r.att IS NOT DISTINCT FROM s.att AND r.day = s.day
         """
     )
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _h_id_from AS"
-        " SELECT id_key, att, min(day) AS from_day FROM _h_batch GROUP BY ALL"
+        "CREATE OR REPLACE TEMP TABLE _h_id_from AS SELECT id_key, att, min(day) AS from_day,"
+        " min(first_us) AS first_us, bool_or(rare) AS rare FROM _h_batch GROUP BY ALL"
     )
 
 
@@ -276,54 +290,106 @@ def _identifier_states(con: duckdb.DuckDBPyConnection) -> None:
         "CREATE OR REPLACE TEMP TABLE _h_late AS"
         " SELECT DISTINCT id_key, profile_id AS att FROM _h_old WHERE day >= from_day"
     )
-    if _any(con, "_h_late"):
-        con.execute(
-            "DELETE FROM identifier_day_states AS s USING _h_id_from AS f"
-            " WHERE s.id_key = f.id_key AND s.profile_id = f.att AND s.day >= f.from_day"
-        )
+    if not _any(con, "_h_late"):
+        # Time order (the common case): the rewritten days are the batch's own and _h_old
+        # holds one row per identifier (its latest before them, so the batch's facts are
+        # later), so an equality join on the identifier gives what the as-of join gives.
+        _insert_states(con, days=_running("_h_batch"), stored_join=_STORED_BEFORE)
+        return
     con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE _h_running AS
-        SELECT
-            id_key, att, day,
-            min(first_us) OVER w AS first_us,
-            max(seen) OVER w AS seen,
-            max(explicit) OVER w AS explicit,
-            max(unknown) OVER w AS unknown,
-            sum(hard) OVER w AS hard,
-            sum(complaints) OVER w AS complaints,
-            flatten(list(soft) OVER w) AS soft,
-            max(ccpa) OVER w AS ccpa
-        FROM _h_batch
-        WINDOW w AS (PARTITION BY id_key, att ORDER BY day)
-        """
-    )
-    # The others (time order, the common case): the rewritten days are the batch's own and
-    # _h_old holds one row per identifier (its latest before them), so equality joins give
-    # what the as-of joins give, at a fraction of the cost.
-    _insert_states(
-        con,
-        days="SELECT id_key, att, day FROM _h_batch ANTI JOIN _h_late USING (id_key, att)",
-        stored_join="LEFT JOIN stored AS s ON s.id_key = d.id_key AND s.profile_id = d.att",
-        batch_join="LEFT JOIN _h_running AS b"
-        " ON b.id_key = d.id_key AND b.att = d.att AND b.day = d.day",
+        "DELETE FROM identifier_day_states AS s USING _h_id_from AS f"
+        " WHERE s.id_key = f.id_key AND s.profile_id = f.att AND s.day >= f.from_day"
     )
     _insert_states(
         con,
-        days="SELECT id_key, att, day FROM _h_batch SEMI JOIN _h_late USING (id_key, att)"
-        " UNION SELECT id_key, profile_id, day FROM _h_old WHERE day >= from_day",
+        days=_running("_h_batch ANTI JOIN _h_late USING (id_key, att)"),
+        stored_join=_STORED_BEFORE,
+    )
+    # The late ones: the batch's days and the stored days from the first one on, each with
+    # the latest stored and batch states on or before it (as-of joins), merged by time.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _h_running AS"
+        + _running("_h_batch SEMI JOIN _h_late USING (id_key, att)")
+    )
+    _insert_states(
+        con,
+        days="SELECT d.id_key, d.att, d.day, b.* EXCLUDE (id_key, att, day) FROM ("
+        "  SELECT id_key, att, day FROM _h_running"
+        "  UNION SELECT id_key, profile_id, day FROM _h_old WHERE day >= from_day) AS d"
+        " ASOF LEFT JOIN _h_running AS b ON b.id_key = d.id_key AND b.att = d.att"
+        " AND d.day >= b.day",
         stored_join="ASOF LEFT JOIN stored AS s"
         " ON s.id_key = d.id_key AND s.profile_id = d.att AND d.day >= s.day",
-        batch_join="ASOF LEFT JOIN _h_running AS b"
-        " ON b.id_key = d.id_key AND b.att = d.att AND d.day >= b.day",
+        merge=_MERGE_BY_TIME,
     )
+
+
+_STORED_BEFORE = "LEFT JOIN stored AS s ON s.id_key = d.id_key AND s.profile_id = d.att"
+
+
+def _running(batch: str) -> str:
+    """The batch's facts of each identifier up to each of its days (id_key, att, day).
+
+    Most identifiers have only seen events in the batch: every day of theirs has one, so the
+    latest up to d is d's own and the first is the identifier's first (``_h_id_from``), with
+    no window. The few with other kinds (consent, bounces, CCPA: ``rare``) take running
+    windows; a day's facts all lie within that day, so the latest of a kind up to d is the
+    one of the last day with one (last_value, cheaper than max, the same struct).
+    """
+    return f"""
+    WITH batch AS (SELECT * FROM {batch}
+    ), plain AS (
+        SELECT
+            b.id_key, b.att, b.day, f.first_us, b.seen,
+            NULL AS explicit, NULL AS unknown, 0 AS hard, 0 AS complaints,
+            NULL::BIGINT[] AS soft, NULL AS ccpa
+        FROM batch AS b
+        JOIN _h_id_from AS f ON f.id_key = b.id_key AND f.att = b.att AND NOT f.rare
+    ), rare AS (
+        SELECT
+            id_key, att, day,
+            first_value(first_us IGNORE NULLS) OVER w AS first_us,
+            last_value(seen IGNORE NULLS) OVER w AS seen,
+            last_value(explicit IGNORE NULLS) OVER w AS explicit,
+            last_value(unknown IGNORE NULLS) OVER w AS unknown,
+            sum(hard) OVER w AS hard,
+            sum(complaints) OVER w AS complaints,
+            flatten(list(soft) FILTER (len(soft) > 0) OVER w) AS soft,
+            last_value(ccpa IGNORE NULLS) OVER w AS ccpa
+        FROM batch
+        SEMI JOIN _h_id_from AS f ON f.id_key = batch.id_key AND f.att = batch.att AND f.rare
+        WINDOW w AS (PARTITION BY id_key, att ORDER BY day)
+    )
+    SELECT * FROM rare
+    UNION ALL BY NAME
+    SELECT * FROM plain
+    """
+
+
+# How a stored state merges with the batch's running facts: by position when the stored one
+# is from before every fact of the batch (time order), by time otherwise.
+_MERGE_AFTER = """
+    coalesce(s.first_us, d.first_us) AS first_us,
+    coalesce(d.seen, s.seen) AS seen,
+    coalesce(d.explicit, s.explicit) AS explicit,
+    coalesce(d.unknown, s.unknown) AS unknown,
+    coalesce(d.ccpa, s.ccpa) AS ccpa,
+"""
+_MERGE_BY_TIME = """
+    least(s.first_us, d.first_us) AS first_us,
+    greatest(s.seen, d.seen) AS seen,
+    greatest(s.explicit, d.explicit) AS explicit,
+    greatest(s.unknown, d.unknown) AS unknown,
+    greatest(s.ccpa, d.ccpa) AS ccpa,
+"""
 
 
 def _insert_states(
-    con: duckdb.DuckDBPyConnection, days: str, stored_join: str, batch_join: str
+    con: duckdb.DuckDBPyConnection, days: str, stored_join: str, merge: str = _MERGE_AFTER
 ) -> None:
-    """Insert the day states of ``days`` (id_key, att, day): the stored state then
-    (``stored_join``) merged with the batch's running facts then (``batch_join``)."""
+    """Insert the day states of ``days`` (id_key, att, day and the batch's running facts
+    then): the stored state then (``stored_join``) merged with the batch's (``merge``). In
+    identifier order, so DuckDB's run-length encoding keeps the keys small on disk."""
     con.execute(
         f"""
         INSERT INTO identifier_day_states
@@ -343,27 +409,24 @@ def _insert_states(
             FROM _h_old
         ), merged AS (
             SELECT
-                d.id_key, d.att, d.day,
-                least(s.first_us, b.first_us) AS first_us,
-                greatest(s.seen, b.seen) AS seen,
-                greatest(s.explicit, b.explicit) AS explicit,
-                greatest(s.unknown, b.unknown) AS unknown,
-                coalesce(s.hard, 0) + coalesce(b.hard, 0) AS hard,
-                coalesce(s.complaints, 0) + coalesce(b.complaints, 0) AS complaints,
-                list_concat(coalesce(s.soft, []::BIGINT[]), coalesce(b.soft, []::BIGINT[]))
-                    AS soft,
-                greatest(s.ccpa, b.ccpa) AS ccpa
+                d.id_key, d.att, d.day, {merge}
+                coalesce(s.hard, 0) + coalesce(d.hard, 0) AS hard,
+                coalesce(s.complaints, 0) + coalesce(d.complaints, 0) AS complaints,
+                s.soft AS stored_soft, d.soft AS batch_soft
             FROM days AS d
             {stored_join}
-            {batch_join}
         )
         SELECT
             id_key, att, day, first_us, seen.us, seen.eid,
             explicit.status, explicit.us, explicit.eid, unknown.us, unknown.eid,
             hard, complaints,
-            list_sort(list_filter(soft, lambda t: t > coalesce(seen.us, {NEVER_US}))),
+            CASE WHEN len(stored_soft) > 0 OR len(batch_soft) > 0 THEN list_sort(list_filter(
+                list_concat(coalesce(stored_soft, []::BIGINT[]), coalesce(batch_soft, [])),
+                lambda t: t > coalesce(seen.us, {NEVER_US})))
+            ELSE []::BIGINT[] END,
             ccpa.status, ccpa.us, ccpa.eid
         FROM merged
+        ORDER BY id_key, att, day
         """
     )
 
@@ -470,8 +533,10 @@ def _root_intervals(con: duckdb.DuckDBPyConnection) -> None:
 
 def _owned_identifiers(con: duckdb.DuckDBPyConnection) -> None:
     """Which root owns each identifier of the changed trees on which days (the spans that
-    reach the tree's first changed day), and the values that break last-seen ties (kept in a
-    temporary table only)."""
+    reach the tree's first changed day), whether the inputs read it (``read``: a messaging
+    identifier, or one with a CCPA request in its states; the others never move an input),
+    and the values that break last-seen ties between emails or phones (kept in a temporary
+    table only)."""
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _h_owned AS
@@ -481,17 +546,25 @@ def _owned_identifiers(con: duckdb.DuckDBPyConnection) -> None:
             FROM identifier_attachments AS a
             JOIN _h_intervals AS i ON i.pid = a.profile_id
             JOIN _h_lineage AS l ON l.pid = a.profile_id
+        ), with_ccpa AS (
+            SELECT DISTINCT id_key, profile_id AS att FROM identifier_day_states
+            WHERE ccpa IS NOT NULL
         )
-        SELECT * FROM spans
-        WHERE (to_day IS NULL OR from_day < to_day) AND (to_day IS NULL OR to_day > tree_from)
+        SELECT s.*,
+            s.id_type IN ('email', 'phone', 'push_token') OR c.id_key IS NOT NULL AS read
+        FROM spans AS s
+        LEFT JOIN with_ccpa AS c ON c.id_key = s.id_key AND c.att = s.att
+        WHERE (s.to_day IS NULL OR s.from_day < s.to_day)
+            AND (s.to_day IS NULL OR s.to_day > s.tree_from)
         """
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_values AS"
         " SELECT id_key, any_value(id_value) AS id_value FROM ("
         "  SELECT id_key, id_value FROM identifiers"
-        "  WHERE id_key IN (SELECT id_key FROM _h_owned)"
-        "  UNION ALL SELECT id_key::UUID, id_value FROM _h_attached)"
+        "  WHERE id_key IN (SELECT id_key FROM _h_owned WHERE id_type IN ('email', 'phone'))"
+        "  UNION ALL SELECT id_key::UUID, id_value FROM _h_attached"
+        "  WHERE id_type IN ('email', 'phone'))"
         " GROUP BY id_key"
     )
 
@@ -499,29 +572,59 @@ def _owned_identifiers(con: duckdb.DuckDBPyConnection) -> None:
 def _states_and_change_days(con: duckdb.DuckDBPyConnection) -> None:
     """The day states the recompute needs (from the last one before the tree's first changed
     day on), judged as the identifiers table judges them, and the days per root from the
-    tree's first changed day on on which something of it changed."""
+    tree's first changed day on on which something of it changed.
+
+    A day state is a change day only when it moves what the inputs read of its identifier
+    (``changed``): the CCPA request for every type; deliverability, consent and soft bounces
+    for messaging identifiers; the last seen event for an email or phone whose root holds
+    another of its type (it decides which one counts). The other days (most are an anonymous
+    id or customer id seen again) leave every input as it was, so judging them would only
+    repeat the day before.
+    """
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _h_states AS
-        WITH wanted AS (SELECT DISTINCT id_key, att, tree_from FROM _h_owned)
-        SELECT
-            s.id_key, s.profile_id AS att, s.day,
-            struct_pack(us := s.last_seen_us, eid := s.last_seen_eid) AS last_seen,
-            s.hard_bounces AS hard, s.complaints,
-            CASE
-                WHEN s.explicit_consent IS NULL THEN 'unknown'
-                WHEN s.explicit_consent IN ('opted_in', 'opted_out') OR s.unknown_us IS NULL
-                    THEN s.explicit_consent
-                WHEN struct_pack(us := s.unknown_us, eid := s.unknown_eid)
-                    > struct_pack(us := s.explicit_us, eid := s.explicit_eid) THEN 'unknown'
-                ELSE s.explicit_consent
-            END AS consent,
-            len(s.recent_soft_bounces_us) AS consecutive,
-            s.ccpa
-        FROM identifier_day_states AS s
-        JOIN wanted AS w ON s.id_key = w.id_key AND s.profile_id = w.att
-        QUALIFY s.day >= w.tree_from OR s.day = max(CASE WHEN s.day < w.tree_from THEN s.day END)
-            OVER (PARTITION BY s.id_key, s.profile_id)
+        WITH peers AS (
+            SELECT *, count(*) OVER (PARTITION BY root, id_type) AS peers FROM _h_owned
+        ), wanted AS (
+            SELECT id_key, att, tree_from, any_value(id_type) AS id_type,
+                bool_or(id_type IN ('email', 'phone') AND peers > 1) AS ranked
+            FROM peers WHERE read GROUP BY id_key, att, tree_from
+        ), states AS (
+            SELECT
+                s.id_key, s.profile_id AS att, s.day, w.tree_from,
+                struct_pack(us := s.last_seen_us, eid := s.last_seen_eid) AS last_seen,
+                s.hard_bounces AS hard, s.complaints,
+                CASE
+                    WHEN s.explicit_consent IS NULL THEN 'unknown'
+                    WHEN s.explicit_consent IN ('opted_in', 'opted_out') OR s.unknown_us IS NULL
+                        THEN s.explicit_consent
+                    WHEN struct_pack(us := s.unknown_us, eid := s.unknown_eid)
+                        > struct_pack(us := s.explicit_us, eid := s.explicit_eid) THEN 'unknown'
+                    ELSE s.explicit_consent
+                END AS consent,
+                len(s.recent_soft_bounces_us) AS consecutive,
+                s.ccpa, w.id_type, w.ranked
+            FROM identifier_day_states AS s
+            JOIN wanted AS w ON s.id_key = w.id_key AND s.profile_id = w.att
+        ), read AS (
+            SELECT *,
+                CASE WHEN id_type IN ('email', 'phone', 'push_token') THEN struct_pack(
+                    undeliverable := hard > 0 OR complaints > 0, consent := consent,
+                    consecutive := consecutive, ccpa := ccpa,
+                    last_seen := CASE WHEN ranked THEN last_seen END)
+                ELSE struct_pack(undeliverable := NULL::BOOLEAN, consent := NULL::VARCHAR,
+                    consecutive := NULL::BIGINT, ccpa := ccpa,
+                    last_seen := NULL::STRUCT(us BIGINT, eid VARCHAR))
+                END AS inputs_read
+            FROM states
+        )
+        SELECT * EXCLUDE (tree_from, id_type, ranked, inputs_read),
+            inputs_read IS DISTINCT FROM lag(inputs_read) OVER w AS changed,
+            coalesce(lead(day) OVER w, 'infinity'::DATE) AS next_day
+        FROM read
+        WINDOW w AS (PARTITION BY id_key, att ORDER BY day)
+        QUALIFY day >= tree_from OR coalesce(lead(day) OVER w >= tree_from, true)
         """
     )
     con.execute(
@@ -533,7 +636,7 @@ def _states_and_change_days(con: duckdb.DuckDBPyConnection) -> None:
         FROM _h_owned AS o
         JOIN _h_states AS s ON s.id_key = o.id_key AND s.att = o.att
             AND s.day >= o.from_day AND s.day >= o.tree_from
-            AND (o.to_day IS NULL OR s.day < o.to_day)
+            AND (o.to_day IS NULL OR s.day < o.to_day) AND s.changed
         """
     )
 
@@ -565,12 +668,25 @@ def _recompute_spans(con: duckdb.DuckDBPyConnection) -> None:
             SELECT c.root, c.day, o.id_key, o.att, o.id_type, o.valid
             FROM _h_change_days AS c
             JOIN _h_owned AS o ON o.root = c.root AND c.day >= o.from_day
-                AND (o.to_day IS NULL OR c.day < o.to_day)
+                AND (o.to_day IS NULL OR c.day < o.to_day) AND o.read
         ), _h_state_at AS (
             SELECT a.*, s.last_seen, s.hard, s.complaints, s.consent, s.consecutive, s.ccpa
             FROM _h_at AS a
-            ASOF LEFT JOIN _h_states AS s
-                ON a.id_key = s.id_key AND a.att = s.att AND a.day >= s.day
+            LEFT JOIN _h_states AS s ON a.id_key = s.id_key AND a.att = s.att
+                AND a.day >= s.day AND a.day < s.next_day
+        ), _h_ranked AS (
+            SELECT
+                a.*,
+                row_number() OVER (
+                    PARTITION BY a.root, a.day, a.id_type
+                    ORDER BY coalesce(a.last_seen.us, {NEVER_US}) DESC,
+                        coalesce(a.last_seen.eid, '') DESC, v.id_value DESC
+                ) = 1 AS is_last_seen
+            FROM _h_state_at AS a
+            LEFT JOIN _h_values AS v ON v.id_key = a.id_key
+            WHERE a.id_type IN ('email', 'phone')
+            UNION ALL
+            SELECT *, false FROM _h_state_at WHERE id_type NOT IN ('email', 'phone')
         ), _h_ids_at AS (
             SELECT
                 struct_pack(root := a.root, day := a.day) AS profile_id,
@@ -579,17 +695,17 @@ def _recompute_spans(con: duckdb.DuckDBPyConnection) -> None:
                     AS deliverable,
                 coalesce(a.consent, 'unknown') AS consent,
                 coalesce(a.consecutive, 0) AS consecutive_soft_bounces,
-                row_number() OVER (
-                    PARTITION BY a.root, a.day, a.id_type
-                    ORDER BY coalesce(a.last_seen.us, {NEVER_US}) DESC,
-                        coalesce(a.last_seen.eid, '') DESC, v.id_value DESC
-                ) = 1 AS is_last_seen,
+                a.is_last_seen,
                 a.ccpa
-            FROM _h_state_at AS a
-            LEFT JOIN _h_values AS v ON v.id_key = a.id_key
+            FROM _h_ranked AS a
+        ), _h_ccpa_at AS (
+            SELECT root, day, bool_or(ccpa = 'opt_out') AS opted_out
+            FROM _h_state_at GROUP BY root, day
         ), _h_profiles_at AS (
-            SELECT profile_id, coalesce(bool_or(ccpa = 'opt_out'), false) AS ccpa_opted_out
-            FROM _h_ids_at GROUP BY profile_id
+            SELECT struct_pack(root := c.root, day := c.day) AS profile_id,
+                coalesce(o.opted_out, false) AS ccpa_opted_out
+            FROM _h_change_days AS c
+            LEFT JOIN _h_ccpa_at AS o ON o.root = c.root AND o.day = c.day
         ), inputs AS ({inputs}
         ), judged AS (
             SELECT profile_id.root AS pid, profile_id.day AS day, {_INPUTS} FROM inputs
