@@ -43,6 +43,7 @@ from profile_engine.crypto import (
     key_ref,
     open_body,
     parse_token,
+    parse_unique_token,
     ref_blind,
     run_data_key,
     seal,
@@ -260,7 +261,11 @@ class Opener:
 
     def open(self, token: str, wrapped: bytes) -> tuple[int, bytes]:
         """(field code, plaintext) of a token whose key is ``wrapped``; SealError if it fails."""
-        ref, code, body = parse_token(token)
+        return self.open_parsed(parse_token(token), wrapped)
+
+    def open_parsed(self, parsed: tuple[str, int, bytes], wrapped: bytes) -> tuple[int, bytes]:
+        """``open`` for a token already parsed (crypto.parse_token)."""
+        ref, code, body = parsed
         cipher = self._ciphers.get(ref)
         if cipher is None:
             cipher = self._ciphers.put(ref, self.ring.unwrap(ref, wrapped))
@@ -296,6 +301,7 @@ class _Sealed(NamedTuple):
     traits: dict[str, str | None] | None  # identify: name -> token (None unsets)
     trait_cells: tuple[tuple[str, str | None, str | None], ...]  # (name, token, JSON kind)
     properties: str | None  # track: the token of the properties JSON
+    properties_parsed: tuple[str, int, bytes] | None  # that token parsed (crypto.parse_token)
     fields: dict[str, Any]  # the payload record's own fields (tokens in them)
     fingerprint: bytes
 
@@ -352,22 +358,31 @@ def _tokens(record: dict[str, Any]) -> _Sealed:
     traits: dict[str, str | None] | None = None
     cells: list[tuple[str, str | None, str | None]] = []
     properties: str | None = None
+    parsed: tuple[str, int, bytes] | None = None
     if record["type"] == "identify":
         traits = {}
         first = refs[0]
         for name, token in fields["traits"].items():
             kind = None
             if token is not None:
-                if type(token) is not str or parse_token(token)[0] != first:
+                if type(token) is not str:
                     raise SealError(f"traits.{name}: not sealed under the first identifier's key")
-                kind = _TRAIT_KIND.get(parse_token(token)[1])
+                ref, code, _ = parse_token(token)
+                if ref != first:
+                    raise SealError(f"traits.{name}: not sealed under the first identifier's key")
+                kind = _TRAIT_KIND.get(code)
                 if kind is None:
                     raise SealError(f"traits.{name}: the sealed value is not a trait value")
             traits[name] = token
             cells.append((name, token, kind))
     elif record["type"] == "track":
         properties = fields["properties_json"]
-        if _owned_by_first(properties, refs, "properties") != PROPERTIES_FIELD:
+        if not isinstance(properties, str):
+            raise SealError("properties: not sealed under the first identifier's key")
+        parsed = parse_unique_token(properties)
+        if parsed[0] != refs[0]:
+            raise SealError("properties: not sealed under the first identifier's key")
+        if parsed[1] != PROPERTIES_FIELD:
             raise SealError("properties: the sealed value is not track properties")
     seal = seal_of(record)
     if seal is None:
@@ -375,17 +390,9 @@ def _tokens(record: dict[str, Any]) -> _Sealed:
     fingerprint = seal["fingerprint"]
     if len(fingerprint) != BLIND_BYTES:
         raise SealError(f"sealed.fingerprint: {len(fingerprint)} bytes instead of {BLIND_BYTES}")
-    return _Sealed(identifiers, refs, traits, tuple(cells), properties, fields, bytes(fingerprint))
-
-
-def _owned_by_first(token: Any, refs: list[str], where: str) -> int:
-    """The field code of a token that must be sealed under the first identifier's key."""
-    if not isinstance(token, str):
-        raise SealError(f"{where}: not sealed under the first identifier's key")
-    ref, code, _ = parse_token(token)
-    if ref != refs[0]:
-        raise SealError(f"{where}: not sealed under the first identifier's key")
-    return code
+    return _Sealed(
+        identifiers, refs, traits, tuple(cells), properties, parsed, fields, bytes(fingerprint)
+    )
 
 
 # The JSON kind of each trait field code (crypto.trait_kind, as a lookup).
@@ -419,8 +426,8 @@ def _opened_event(
         verified = opener.verified(top_ref, top)
         traits = {n: _trait(opener, verified, n, t, top) for n, t in sealed.traits.items()}
         fields = {"traits": traits}
-    elif sealed.properties is not None:
-        _, plaintext = opener.open(sealed.properties, top)
+    elif sealed.properties_parsed is not None:
+        _, plaintext = opener.open_parsed(sealed.properties_parsed, top)
         try:
             text = plaintext.decode()
         except UnicodeDecodeError:
