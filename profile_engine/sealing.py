@@ -10,10 +10,12 @@ event names, channels and statuses stay in clear (see README "Erasure that reach
 meets and seals events. ``open_sealed`` is the consumer's side: it turns a sealed envelope
 record into the fold's ``Prepared`` tuple. The tokens themselves go to the projections as
 they came, so what the fold stores never depends on whether the keys could still be read;
-when they could, the consumer opens every token, validates the event with the rule book as
-for any event, and checks that the blind indexes and the keyed fingerprint match what it
-opened (a tampered, swapped or forged value makes the event a dead letter). When a key was
-erased, the event folds by its blind indexes, its personal values unreadable for good.
+when they could, the consumer opens every token (or finds it among those it verified
+before), builds the event from the opened values in one pass with the rule book's checks on
+whatever could differ once opened, and checks that the blind indexes and the keyed
+fingerprint match what it opened (a tampered, swapped or forged value makes the event a dead
+letter). When a key was erased, the event folds by its blind indexes, its personal values
+unreadable for good.
 
 Pure: keys and key lookups are handed in (consumers/key_store.py keeps them on Kafka).
 """
