@@ -371,14 +371,40 @@ def from_record(record: dict[str, Any], window: EventTimeWindow = FILES_WINDOW) 
     """
     if seal_of(record) is not None:
         raise DecodeError(SEALED_WITHOUT_KEY)
+    return _event(record, window, None, None)
+
+
+def from_opened_record(
+    record: dict[str, Any],
+    window: EventTimeWindow,
+    identifiers: tuple[Identifier, ...],
+    fields: dict[str, Any] | None,
+) -> ProfileEvent:
+    """The domain event of a *sealed* envelope record, from its values as opened
+    (profile_engine.sealing): ``identifiers`` already judged by the rule book, ``fields``
+    the payload with its personal values opened (None: the record's own, nothing sealed in
+    it). Everything else in clear (event id, time, names, channels, statuses) and the opened
+    traits or properties go through the same rules as ``from_record``; the identifiers are
+    not judged again, and no clear record is built."""
+    return _event(record, window, identifiers, fields)
+
+
+def _event(
+    record: dict[str, Any],
+    window: EventTimeWindow,
+    identifiers: tuple[Identifier, ...] | None,
+    fields: dict[str, Any] | None,
+) -> ProfileEvent:
     event_type = record["type"]
     payload = record["payload"]
     if isinstance(payload, tuple):
-        record_name, fields = payload
+        record_name, own_fields = payload
         if _RECORD_TYPE.get(record_name) != event_type and event_type in _PAYLOAD_RECORD:
             raise DecodeError(f"payload: a {event_type} event cannot carry a {record_name}")
     else:  # read without record names (e.g. a plain container file reader)
-        fields = payload
+        own_fields = payload
+    if fields is None:
+        fields = own_fields
     timestamp = record["timestamp"]
     if type(timestamp) is not int:
         timestamp = datetime_to_us(timestamp)  # a reader that kept the logical type
@@ -391,7 +417,7 @@ def from_record(record: dict[str, Any], window: EventTimeWindow = FILES_WINDOW) 
             return rules.track_event(
                 record["event_id"],
                 timestamp,
-                _identifiers(record["identifiers"]),
+                _identifiers(record["identifiers"]) if identifiers is None else identifiers,
                 window,
                 fields["event"],
                 properties,
@@ -401,16 +427,17 @@ def from_record(record: dict[str, Any], window: EventTimeWindow = FILES_WINDOW) 
             return rules.identify_event(
                 record["event_id"],
                 timestamp,
-                _identifiers(record["identifiers"]),
+                _identifiers(record["identifiers"]) if identifiers is None else identifiers,
                 window,
                 fields["traits"],
             )
         reader = _READERS.get(event_type)
         if reader is None:
             raise DecodeError(f"type: unknown event type {event_type!r}")
-        own_fields = reader(fields)
-        identifiers = _identifiers(record["identifiers"])
-        return _EVENTS[event_type](record["event_id"], timestamp, identifiers, window, *own_fields)
+        own = reader(fields)
+        if identifiers is None:
+            identifiers = _identifiers(record["identifiers"])
+        return _EVENTS[event_type](record["event_id"], timestamp, identifiers, window, *own)
     except ContractError as error:
         raise DecodeError(str(error)) from None
 

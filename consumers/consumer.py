@@ -117,7 +117,7 @@ def consume_into(
         policy,
         sealing,
     )
-    keys = None if sealing is None else KeyStore(bootstrap_servers, sealing.key_topic).load()
+    keys = None if sealing is None else KeyStore(bootstrap_servers, sealing.key_topic).attach()
     sink = DeadLetterTopic(bootstrap_servers, dead_letter_topic) if dead_letter_topic else None
     pipeline = Pipeline(
         store,

@@ -232,6 +232,20 @@ class EnvelopeReader:
                         }
                     )
                     pos = end + 1
+                elif index < 0x80 and not index & 1 and data[pos + 2] < 0x80 and not size & 1:
+                    # A two-byte length (64 to 8,191 bytes): a sealed identifier's token.
+                    start = pos + 3
+                    end = start + (((data[pos + 2] << 7) | (size & 0x7F)) >> 1)
+                    if end >= len(data):
+                        raise Corrupt("an identifier runs past the message")
+                    identifiers.append(
+                        {
+                            "id_type": id_types[index >> 1],
+                            "value": data[start:end].decode(),
+                            "valid": data[end] != 0,
+                        }
+                    )
+                    pos = end + 1
                 else:
                     id_type, pos = _symbol(id_types, data, pos)
                     value, pos = _string(data, pos)

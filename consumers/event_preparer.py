@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumers.codec import AvroCodec, DecodeError, from_record
+from consumers.codec import AvroCodec, DecodeError, from_opened_record, from_record
 from consumers.key_store import KeyStore, SealingConfig
 from profile_engine.batch_fold import Prepared, prepare
 from profile_engine.crypto import KeyRing
@@ -59,7 +59,13 @@ class EventPreparer:
                 return prepare(from_record(record, window), self.ring)
             if self._opener is None:
                 return prepare(from_record(record, window))  # raises: no key to open it
-            return open_sealed(record, self._opener, lambda plain: from_record(plain, window))
+            return open_sealed(
+                record,
+                self._opener,
+                lambda sealed, identifiers, fields: from_opened_record(
+                    sealed, window, identifiers, fields
+                ),
+            )
         except DecodeError:
             raise
         except BadInput as error:

@@ -97,6 +97,15 @@ class KeyStore:
 
     def load(self) -> KeyStore:
         """Read the whole topic (from its earliest offsets to its end)."""
+        self.attach()
+        self.refresh()
+        return self
+
+    def attach(self) -> KeyStore:
+        """Open the topic at its earliest offsets without reading it yet: TopicMissingError now
+        when it does not exist; ``refresh`` reads it. What only erases keys (the folding side of
+        consume and rebuild: ``erase`` reads the topic first) reads nothing until the first
+        erasure, so a run without one never pays for reading the whole store."""
         with kafka_errors(self.bootstrap_servers):
             consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap_servers,
@@ -117,7 +126,6 @@ class KeyStore:
             consumer.assign(self._partitions)
             consumer.seek_to_beginning(*self._partitions)
             self._consumer = consumer
-            self.refresh()
         return self
 
     def refresh(self) -> None:

@@ -63,7 +63,7 @@ def _rebuild(
             # a backup older than an erasure forgets the person again).
             keys = None
             if sealing is not None:
-                keys = KeyStore(sealing.bootstrap_servers, sealing.key_topic).load()
+                keys = KeyStore(sealing.bootstrap_servers, sealing.key_topic).attach()
             options = PipelineOptions(
                 batch_size=batch_size, max_wait_s=None, progress=progress, key_eraser=keys
             )

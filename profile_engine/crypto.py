@@ -279,7 +279,13 @@ def parse_token(token: str) -> tuple[str, int, bytes]:
     return parsed if parsed is not None else _parse(token)
 
 
-def _parse(token: str) -> tuple[str, int, bytes]:
+def parse_unique_token(token: str) -> tuple[str, int, bytes]:
+    """``parse_token`` for a token met once (track properties are sealed per event): not kept,
+    so it never pushes the recurring tokens out of the cache."""
+    return _parse(token, keep=False)
+
+
+def _parse(token: str, keep: bool = True) -> tuple[str, int, bytes]:
     if not token.startswith(TOKEN_PREFIX) or len(token) <= _TOKEN_HEAD:
         raise SealError("not a sealed value")
     ref = token[len(TOKEN_PREFIX) : _TOKEN_HEAD - 1]
@@ -295,9 +301,11 @@ def _parse(token: str) -> tuple[str, int, bytes]:
         raise SealError("a sealed value that is not base64url") from None
     if len(body) < 1 + NONCE_BYTES + 16:
         raise SealError("a sealed value too short to hold a nonce and a tag")
-    if len(_PARSED) >= _PARSED_MAX:
-        _PARSED.clear()
-    parsed = _PARSED[token] = (ref, body[0], body)
+    parsed = (ref, body[0], body)
+    if keep:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[token] = parsed
     return parsed
 
 

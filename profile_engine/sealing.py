@@ -10,10 +10,12 @@ event names, channels and statuses stay in clear (see README "Erasure that reach
 meets and seals events. ``open_sealed`` is the consumer's side: it turns a sealed envelope
 record into the fold's ``Prepared`` tuple. The tokens themselves go to the projections as
 they came, so what the fold stores never depends on whether the keys could still be read;
-when they could, the consumer opens every token, validates the event with the rule book as
-for any event, and checks that the blind indexes and the keyed fingerprint match what it
-opened (a tampered, swapped or forged value makes the event a dead letter). When a key was
-erased, the event folds by its blind indexes, its personal values unreadable for good.
+when they could, the consumer opens every token (or finds it among those it verified
+before), builds the event from the opened values in one pass with the rule book's checks on
+whatever could differ once opened, and checks that the blind indexes and the keyed
+fingerprint match what it opened (a tampered, swapped or forged value makes the event a dead
+letter). When a key was erased, the event folds by its blind indexes, its personal values
+unreadable for good.
 
 Pure: keys and key lookups are handed in (consumers/key_store.py keeps them on Kafka).
 """
@@ -28,6 +30,7 @@ from typing import Any, NamedTuple
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from profile_engine import rules
 from profile_engine.batch_fold import Prepared, order_of
 from profile_engine.crypto import (
     BLIND_BYTES,
@@ -42,6 +45,7 @@ from profile_engine.crypto import (
     key_ref,
     open_body,
     parse_token,
+    parse_unique_token,
     ref_blind,
     run_data_key,
     seal,
@@ -52,7 +56,15 @@ from profile_engine.crypto import (
     uuid_text,
 )
 from profile_engine.errors import BadInput
-from profile_engine.events import CHANNEL_ID_TYPE, Identify, ProfileEvent, Track
+from profile_engine.events import (
+    CHANNEL_ID_TYPE,
+    ID_RANK,
+    Identifier,
+    Identify,
+    ProfileEvent,
+    Track,
+    new_identifier,
+)
 from profile_engine.keys import event_key
 
 SEALED_WITHOUT_KEY = (
@@ -202,8 +214,12 @@ class Sealer:
 
 # ref -> wrapped key, crypto.ERASED, or None when the key store holds nothing for it.
 KeyLookup = Callable[[str], bytes | None]
-# A validated domain event from an envelope record (codec.from_record with its window).
-RecordReader = Callable[[dict[str, Any]], ProfileEvent]
+# A validated domain event from a sealed envelope record, its identifiers as opened and judged,
+# and its payload fields with the sealed values opened (None: the record's own fields):
+# codec.from_opened_record with the record's event-time window.
+RecordReader = Callable[
+    [dict[str, Any], tuple[Identifier, ...], dict[str, Any] | None], ProfileEvent
+]
 
 
 class Opener:
@@ -247,7 +263,11 @@ class Opener:
 
     def open(self, token: str, wrapped: bytes) -> tuple[int, bytes]:
         """(field code, plaintext) of a token whose key is ``wrapped``; SealError if it fails."""
-        ref, code, body = parse_token(token)
+        return self.open_parsed(parse_token(token), wrapped)
+
+    def open_parsed(self, parsed: tuple[str, int, bytes], wrapped: bytes) -> tuple[int, bytes]:
+        """``open`` for a token already parsed (crypto.parse_token)."""
+        ref, code, body = parsed
         cipher = self._ciphers.get(ref)
         if cipher is None:
             cipher = self._ciphers.put(ref, self.ring.unwrap(ref, wrapped))
@@ -276,35 +296,46 @@ class Opener:
 
 
 class _Sealed(NamedTuple):
-    """A sealed record's tokens, checked for shape (not yet opened)."""
+    """A sealed record's tokens, checked for shape and order (not yet opened)."""
 
-    identifiers: list[tuple[str, str, bool]]  # (id_type, token, valid)
+    identifiers: list[tuple[str, str, bool]]  # (id_type, token, valid), in priority order
     refs: list[str]  # the key of each identifier
-    traits: dict[str, str | None] | None
-    properties: str | None
+    traits: dict[str, str | None] | None  # identify: name -> token (None unsets)
+    trait_cells: tuple[tuple[str, str | None, str | None], ...]  # (name, token, JSON kind)
+    properties: str | None  # track: the token of the properties JSON
+    properties_parsed: tuple[str, int, bytes] | None  # that token parsed (crypto.parse_token)
+    fields: dict[str, Any]  # the payload record's own fields (tokens in them)
     fingerprint: bytes
 
 
 def open_sealed(record: dict[str, Any], opener: Opener, read: RecordReader) -> Prepared:
     """The fold's view of a sealed envelope record; BadInput (a dead letter) when it is
-    damaged, forged or its keys are missing. ``read`` validates a (plaintext) record."""
+    damaged, forged or its keys are missing. ``read`` validates what the record says in
+    clear and builds the event from the values as opened (codec.from_opened_record).
+
+    One pass: each token is opened (or found among those already verified), and the event is
+    built from the opened values; no clear record is rebuilt and decoded again. What is
+    checked, and why that is all that needs checking, is in README "Erasure that reaches the
+    log" (What is checked when a sealed event is opened).
+    """
     sealed = _tokens(record)
-    wrapped = [opener.wrapped(ref) for ref in sealed.refs]
-    readable = all(key is not None for key in wrapped)
-    if readable:
-        event = _opened_event(record, sealed, wrapped, opener, read)
+    wrapped = tuple(opener.wrapped(ref) for ref in sealed.refs)
+    keys = [key for key in wrapped if key is not None]
+    if len(keys) == len(wrapped):
+        event = _opened_event(record, sealed, keys, opener, read)
         order = order_of(event) if isinstance(event, Track) else None
     else:
         # An erased key: nothing personal can be read or checked any more; the clear part
-        # is still validated, with the tokens left out of it.
-        event = read(_shell(record))
+        # is still validated, with stand-ins for the sealed values.
+        event = read(record, _stand_ins(sealed), _stand_in_fields(sealed))
         order = None
-    return _prepared(record, event, sealed, order, tuple(wrapped))
+    return _prepared(event, sealed, order, wrapped)
 
 
 def _tokens(record: dict[str, Any]) -> _Sealed:
     identifiers: list[tuple[str, str, bool]] = []
     refs: list[str] = []
+    previous = -1
     for item in record["identifiers"]:
         id_type, token, valid = item["id_type"], item["value"], bool(item["valid"])
         if id_type == UNRECOGNISED:
@@ -312,24 +343,48 @@ def _tokens(record: dict[str, Any]) -> _Sealed:
         ref, code, _ = parse_token(token)
         if identifier_of_field(code) != (id_type, valid):
             raise SealError(f"identifiers.{id_type}: the sealed value belongs to another field")
+        # Our publishers seal the rule book's identifiers: one of a type, in priority order.
+        rank = ID_RANK[id_type]
+        if rank <= previous:
+            if rank == previous:
+                raise SealError(f"identifiers.{id_type}: given more than once")
+            raise SealError(
+                "identifiers: the sealed identifiers are not as the rule book makes them"
+            )
+        previous = rank
         identifiers.append((id_type, token, valid))
         refs.append(ref)
     if not identifiers:
         raise SealError("identifiers: a sealed event without a usable identifier")
     fields = record["payload"][1] if isinstance(record["payload"], tuple) else record["payload"]
     traits: dict[str, str | None] | None = None
+    cells: list[tuple[str, str | None, str | None]] = []
     properties: str | None = None
+    parsed: tuple[str, int, bytes] | None = None
     if record["type"] == "identify":
         traits = {}
+        first = refs[0]
         for name, token in fields["traits"].items():
+            kind = None
             if token is not None:
-                code = _owned_by_first(token, refs, f"traits.{name}")
-                if trait_kind(code) is None:
+                if type(token) is not str:
+                    raise SealError(f"traits.{name}: not sealed under the first identifier's key")
+                ref, code, _ = parse_token(token)
+                if ref != first:
+                    raise SealError(f"traits.{name}: not sealed under the first identifier's key")
+                kind = _TRAIT_KIND.get(code)
+                if kind is None:
                     raise SealError(f"traits.{name}: the sealed value is not a trait value")
             traits[name] = token
+            cells.append((name, token, kind))
     elif record["type"] == "track":
         properties = fields["properties_json"]
-        if _owned_by_first(properties, refs, "properties") != PROPERTIES_FIELD:
+        if not isinstance(properties, str):
+            raise SealError("properties: not sealed under the first identifier's key")
+        parsed = parse_unique_token(properties)
+        if parsed[0] != refs[0]:
+            raise SealError("properties: not sealed under the first identifier's key")
+        if parsed[1] != PROPERTIES_FIELD:
             raise SealError("properties: the sealed value is not track properties")
     seal = seal_of(record)
     if seal is None:
@@ -337,19 +392,13 @@ def _tokens(record: dict[str, Any]) -> _Sealed:
     fingerprint = seal["fingerprint"]
     if len(fingerprint) != BLIND_BYTES:
         raise SealError(f"sealed.fingerprint: {len(fingerprint)} bytes instead of {BLIND_BYTES}")
-    return _Sealed(identifiers, refs, traits, properties, bytes(fingerprint))
+    return _Sealed(
+        identifiers, refs, traits, tuple(cells), properties, parsed, fields, bytes(fingerprint)
+    )
 
 
-def _owned_by_first(token: Any, refs: list[str], where: str) -> int:
-    """The field code of a token that must be sealed under the first identifier's key."""
-    if not isinstance(token, str):
-        raise SealError(f"{where}: not sealed under the first identifier's key")
-    ref, code, _ = parse_token(token)
-    if ref != refs[0]:
-        raise SealError(f"{where}: not sealed under the first identifier's key")
-    return code
-
-
+# The JSON kind of each trait field code (crypto.trait_kind, as a lookup).
+_TRAIT_KIND = {code: kind for code in range(256) if (kind := trait_kind(code)) is not None}
 # Not a value an opened token can hold (trait values may be false, zero or empty).
 _UNSEEN = object()
 
@@ -357,85 +406,110 @@ _UNSEEN = object()
 def _opened_event(
     record: dict[str, Any],
     sealed: _Sealed,
-    wrapped: list[bytes | None],
+    keys: list[bytes],
     opener: Opener,
     read: RecordReader,
 ) -> ProfileEvent:
-    """Open every token, validate the event in clear, and check it against its seal."""
-    keys = dict(zip(sealed.refs, wrapped, strict=True))
-    ring = opener.ring
-    opened: list[tuple[str, str, bool]] = []
-    for (id_type, token, valid), ref in zip(sealed.identifiers, sealed.refs, strict=True):
-        key = keys[ref] or b""
+    """Open every token, build and validate the event from the opened values, and check it
+    against its seal."""
+    identifiers: list[Identifier] = []
+    for (id_type, token, valid), ref, key in zip(
+        sealed.identifiers, sealed.refs, keys, strict=True
+    ):
         verified = opener.verified(ref, key)
-        value = verified.get(token, _UNSEEN)
-        if value is _UNSEEN:
-            code, plaintext = opener.open(token, key)
-            if identifier_of_field(code) != (id_type, valid):
-                raise SealError(f"identifiers.{id_type}: the sealed value belongs to another field")
-            value = plaintext.decode()
-            if ring.blind_index(id_type, value).hex() != ref[: 2 * BLIND_BYTES]:
-                raise SealError(f"identifiers.{id_type}: the value does not match its blind index")
-            opener.keep(verified, token, value)
-        opened.append((id_type, value, valid))
-    top_ref = sealed.refs[0]
-    top = keys[top_ref] or b""
-    plain = dict(record)
-    plain["sealed"] = None
-    plain["identifiers"] = [{"id_type": t, "value": v, "valid": ok} for t, v, ok in opened]
-    name, fields = record["payload"]
+        ident = verified.get(token)
+        if ident is None:
+            ident = _open_identifier(opener, id_type, token, valid, ref, key)
+            opener.keep(verified, token, ident)
+        identifiers.append(ident)
+    top_ref, top = sealed.refs[0], keys[0]
+    fields: dict[str, Any] | None = None
     if sealed.traits is not None:
         verified = opener.verified(top_ref, top)
-        fields = {"traits": {n: _trait(opener, verified, t, top) for n, t in sealed.traits.items()}}
-    elif sealed.properties is not None:
-        fields = {**fields, "properties_json": opener.open(sealed.properties, top)[1].decode()}
-    plain["payload"] = (name, fields)
+        traits = {n: _trait(opener, verified, n, t, top) for n, t in sealed.traits.items()}
+        fields = {"traits": traits}
+    elif sealed.properties_parsed is not None:
+        _, plaintext = opener.open_parsed(sealed.properties_parsed, top)
+        try:
+            text = plaintext.decode()
+        except UnicodeDecodeError:
+            raise SealError("properties: the sealed value is not UTF-8 text") from None
+        fields = {"event": sealed.fields["event"], "properties_json": text}
     try:
-        event = read(plain)
+        event = read(record, tuple(identifiers), fields)
     except BadInput as error:
         raise type(error)(f"sealed event, once opened: {error}") from None
-    # Validity stays the producer's verdict (authenticated in each token): after an erasure
-    # nobody can judge the value again, and the fold must decide alike before and after.
-    if [(i.id_type, i.value) for i in event.identifiers] != [(t, v) for t, v, _ in opened]:
-        raise SealError("identifiers: the sealed identifiers are not as the rule book makes them")
-    if ring.fingerprint(event) != sealed.fingerprint:
+    # The keyed fingerprint binds the whole event: a value swapped in from another event of
+    # the person (each token opens on its own) does not match it.
+    if opener.ring.fingerprint(event) != sealed.fingerprint:
         raise SealError("sealed.fingerprint: does not match the opened event (tampered with?)")
     return event
 
 
-def _trait(opener: Opener, verified: dict[str, Any], token: str | None, wrapped: bytes) -> Any:
+def _open_identifier(
+    opener: Opener, id_type: str, token: str, valid: bool, ref: str, key: bytes
+) -> Identifier:
+    """An identifier token opened and verified, once per token: its field code (checked in
+    ``_tokens``) is authenticated by opening it, its value must match its blind index and be
+    an identifier as the rule book makes it (normalised, not junk, within the text limits).
+    Validity stays the producer's verdict (authenticated in the token): after an erasure
+    nobody can judge the value again, and the fold must decide alike before and after."""
+    _, plaintext = opener.open(token, key)
+    try:
+        value = plaintext.decode()
+    except UnicodeDecodeError:
+        raise SealError(f"identifiers.{id_type}: the sealed value is not UTF-8 text") from None
+    if opener.ring.blind_index(id_type, value).hex() != ref[: 2 * BLIND_BYTES]:
+        raise SealError(f"identifiers.{id_type}: the value does not match its blind index")
+    try:
+        judged = rules.identifier(id_type, value)
+    except BadInput as error:
+        raise type(error)(f"sealed event, once opened: {error}") from None
+    if judged is None or judged.value != value:
+        raise SealError(
+            f"identifiers.{id_type}: the sealed value is not an identifier as the rule book "
+            "makes it (normalised, not junk)"
+        )
+    return new_identifier(id_type, value, valid)
+
+
+def _trait(
+    opener: Opener, verified: dict[str, Any], name: str, token: str | None, wrapped: bytes
+) -> Any:
+    """A trait value opened and checked against its field's kind, once per token (the rule
+    book's value rules run on the whole traits, every event: ``read``)."""
     if token is None:
         return None
     value = verified.get(token, _UNSEEN)
     if value is _UNSEEN:
         code, plaintext = opener.open(token, wrapped)
-        value = trait_value(plaintext)
-        if trait_kind(code) != trait_kind(trait_field(value)):
-            raise SealError("traits: a sealed value of another kind than its field says")
+        try:
+            value = trait_value(plaintext)
+        except ValueError:
+            raise SealError(f"traits.{name}: the sealed value is not JSON") from None
+        if type(value) not in _TRAIT_TYPES or trait_kind(code) != trait_kind(trait_field(value)):
+            raise SealError(f"traits.{name}: a sealed value of another kind than its field says")
         opener.keep(verified, token, value)
     return value
 
 
-def _shell(record: dict[str, Any]) -> dict[str, Any]:
-    """The record with its tokens left out, to validate what is in clear."""
-    shell = dict(record)
-    shell["sealed"] = None
-    name, fields = record["payload"]
-    if record["type"] == "identify":
-        fields = {"traits": {}}
-    elif record["type"] == "track":
+_TRAIT_TYPES = (str, int, float, bool)
+
+
+def _stand_ins(sealed: _Sealed) -> tuple[Identifier, ...]:
+    """Stand-ins of each type that pass the identifier checks; only their presence matters."""
+    return tuple(new_identifier(t, _STAND_IN[t], True) for t, _, _ in sealed.identifiers)
+
+
+def _stand_in_fields(sealed: _Sealed) -> dict[str, Any] | None:
+    if sealed.traits is not None:
+        return {"traits": {}}
+    if sealed.properties is not None:
         # A purchase must name an order and a revenue; this one's are sealed for good.
-        purchase = fields["event"] == "purchase"
+        purchase = sealed.fields["event"] == "purchase"
         stand_in = '{"order_id": "sealed", "revenue": 0}' if purchase else "{}"
-        fields = {**fields, "properties_json": stand_in}
-    shell["payload"] = (name, fields)
-    # Stand-ins of each type that pass the identifier checks; only their presence matters.
-    shell["identifiers"] = [
-        {"id_type": i["id_type"], "value": _STAND_IN[i["id_type"]], "valid": True}
-        for i in record["identifiers"]
-        if i["id_type"] in _STAND_IN
-    ]
-    return shell
+        return {"event": sealed.fields["event"], "properties_json": stand_in}
+    return None
 
 
 _STAND_IN = {
@@ -448,31 +522,31 @@ _STAND_IN = {
 
 
 def _prepared(
-    record: dict[str, Any],
     event: ProfileEvent,
     sealed: _Sealed,
     order: tuple[str, float] | None,
     wrapped: tuple[bytes | None, ...],
 ) -> Prepared:
+    """The fold's tuple: the tokens as they came, what is in clear from the event."""
     tokens = {id_type: token for id_type, token, _ in sealed.identifiers}
-    payload = event.payload()
+    payload: dict[str, Any]
     detail: tuple[Any, ...]
     if sealed.traits is not None:
-        payload["traits"] = dict(sealed.traits)
-        detail = tuple(
-            (n, t, None if t is None else trait_kind(parse_token(t)[1]))
-            for n, t in sealed.traits.items()
-        )
+        payload = {"traits": sealed.traits}
+        detail = sealed.trait_cells
     elif sealed.properties is not None:
-        payload["properties"] = sealed.properties
-        detail = (payload["event"], order)
-    elif event.type == "subscription":
-        detail = (
-            payload["list_id"], payload["channel"], payload["status"],
-            tokens.get(CHANNEL_ID_TYPE[payload["channel"]]),
-        )  # fmt: skip
+        name = sealed.fields["event"]
+        payload = {"event": name, "properties": sealed.properties}
+        detail = (name, order)
     else:
-        detail = _clear_detail(event.type, payload)
+        payload = event.payload()
+        if event.type == "subscription":
+            detail = (
+                payload["list_id"], payload["channel"], payload["status"],
+                tokens.get(CHANNEL_ID_TYPE[payload["channel"]]),
+            )  # fmt: skip
+        else:
+            detail = _clear_detail(event.type, payload)
     payload["identifiers"] = tokens
     return Prepared(
         event.event_id,

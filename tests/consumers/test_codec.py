@@ -777,3 +777,21 @@ def test_varints_of_any_length_read_as_fastavro_reads_them() -> None:
         data = bytes([rng.randint(128, 255) for _ in range(size - 1)] + [rng.randint(0, 127)])
         expected = fastavro.schemaless_reader(BytesIO(data), long_schema)
         assert _long(data, 0) == (expected, size), data.hex()
+
+
+@pytest.mark.parametrize("size", [63, 64, 111, 8_191, 8_192])
+def test_identifiers_with_two_byte_lengths_read_as_fastavro_reads_them(size: int) -> None:
+    # A sealed identifier is a token of about a hundred characters: its length takes two
+    # varint bytes, which the envelope reader reads inline.
+    codec = AvroCodec()
+    record = to_record(sample_events()[0])
+    record["identifiers"] = [
+        {"id_type": "email", "value": "t" * size, "valid": True},
+        {"id_type": "phone", "value": "p" * (size + 1), "valid": False},
+    ]
+    message = foreign_message(codec, record)
+    own, library = read_both(codec, message)
+    assert own == library and own[0] == "record"
+    assert [i["value"] for i in own[1]["identifiers"]] == ["t" * size, "p" * (size + 1)]
+    for cut in (HEADER_SIZE + 40, len(message) - 1):  # cut inside the values
+        assert read_both(codec, message[:cut]) == (("corrupt", None), ("corrupt", None))

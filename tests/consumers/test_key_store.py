@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
+
+from consumers.kafka_client import TopicMissingError
 from consumers.key_store import KeyStore, key_topic_for
 from consumers.topics import create_topics
 from profile_engine.crypto import ERASED, KeyRing, key_ref, ref_blind
@@ -36,3 +39,37 @@ def test_key_records_reach_the_topic_and_an_erasure_overwrites_every_version(
             reader.close()
     finally:
         kafka_admin.delete_topics([topic, f"{topic}-dead", key_topic], raise_errors=False)
+
+
+def test_an_attached_store_reads_nothing_until_its_first_erasure_then_erases_every_version(
+    kafka_bootstrap: str, kafka_admin: Any
+) -> None:
+    # The folding side of consume and rebuild only erases: it attaches at start and reads the
+    # store at the first erasure, keys written by others since included.
+    topic = f"test-keys-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, topic, f"{topic}-dead", partitions=1, with_key_topic=True)
+    key_topic = key_topic_for(topic)
+    person = bytes([3]) * 16
+    refs = [key_ref(person, b"\x00\x00\x00\x01"), key_ref(person, b"\x00\x00\x00\x02")]
+    try:
+        eraser = KeyStore(kafka_bootstrap, key_topic).attach()
+        writer = KeyStore(kafka_bootstrap, key_topic).load()
+        try:
+            writer.publish((ref, RING.wrap(ref, bytes(32), bytes(12))) for ref in refs)
+            assert len(eraser) == 0  # attached: nothing read yet
+            assert eraser.erase([ref_blind(refs[0])]) == set(refs)
+        finally:
+            writer.close()
+            eraser.close()
+        reader = KeyStore(kafka_bootstrap, key_topic).load()
+        try:
+            assert [reader.lookup(ref) for ref in refs] == [ERASED, ERASED]
+        finally:
+            reader.close()
+    finally:
+        kafka_admin.delete_topics([topic, f"{topic}-dead", key_topic], raise_errors=False)
+
+
+def test_attaching_to_a_missing_key_topic_fails_at_once(kafka_bootstrap: str) -> None:
+    with pytest.raises(TopicMissingError, match="does not exist"):
+        KeyStore(kafka_bootstrap, f"test-keys-missing-{uuid.uuid4().hex[:8]}").attach()
