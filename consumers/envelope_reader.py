@@ -219,23 +219,18 @@ class EnvelopeReader:
             for _ in range(count):
                 index = data[pos]
                 size = data[pos + 1]
-                if index < 0x80 and size < 0x80 and not (index | size) & 1:
-                    start = pos + 2
-                    end = start + (size >> 1)
-                    if end >= len(data):
-                        raise Corrupt("an identifier runs past the message")
-                    identifiers.append(
-                        {
-                            "id_type": id_types[index >> 1],
-                            "value": data[start:end].decode(),
-                            "valid": data[end] != 0,
-                        }
-                    )
-                    pos = end + 1
-                elif index < 0x80 and not index & 1 and data[pos + 2] < 0x80 and not size & 1:
-                    # A two-byte length (64 to 8,191 bytes): a sealed identifier's token.
-                    start = pos + 3
-                    end = start + (((data[pos + 2] << 7) | (size & 0x7F)) >> 1)
+                if (
+                    index < 0x80
+                    and not (index | size) & 1
+                    and (size < 0x80 or data[pos + 2] < 0x80)
+                ):
+                    # The type's enum index in one byte, the value's length in one, or in two
+                    # (64 to 8,191 bytes: a sealed identifier's token).
+                    if size < 0x80:
+                        start, length = pos + 2, size >> 1
+                    else:
+                        start, length = pos + 3, ((data[pos + 2] << 7) | (size & 0x7F)) >> 1
+                    end = start + length
                     if end >= len(data):
                         raise Corrupt("an identifier runs past the message")
                     identifiers.append(

@@ -367,22 +367,18 @@ def _tokens(record: dict[str, Any]) -> _Sealed:
         for name, token in fields["traits"].items():
             kind = None
             if token is not None:
-                if type(token) is not str:
+                cell = parse_token(token) if type(token) is str else None
+                if cell is None or cell[0] != first:
                     raise SealError(f"traits.{name}: not sealed under the first identifier's key")
-                ref, code, _ = parse_token(token)
-                if ref != first:
-                    raise SealError(f"traits.{name}: not sealed under the first identifier's key")
-                kind = _TRAIT_KIND.get(code)
+                kind = _TRAIT_KIND.get(cell[1])
                 if kind is None:
                     raise SealError(f"traits.{name}: the sealed value is not a trait value")
             traits[name] = token
             cells.append((name, token, kind))
     elif record["type"] == "track":
         properties = fields["properties_json"]
-        if not isinstance(properties, str):
-            raise SealError("properties: not sealed under the first identifier's key")
-        parsed = parse_unique_token(properties)
-        if parsed[0] != refs[0]:
+        parsed = parse_unique_token(properties) if isinstance(properties, str) else None
+        if parsed is None or parsed[0] != refs[0]:
             raise SealError("properties: not sealed under the first identifier's key")
         if parsed[1] != PROPERTIES_FIELD:
             raise SealError("properties: the sealed value is not track properties")

@@ -71,8 +71,6 @@ def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 DEFAULT_MEMORY_LIMIT = "1GB"
-
-
 MEMORY_ENV = "PROFILE_ENGINE_DUCKDB_MEMORY"
 MIN_MEMORY_BYTES = 64 * 1024**2  # below this DuckDB cannot even create the tables
 _MEMORY_TEXT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)\s*", re.IGNORECASE)
@@ -267,9 +265,6 @@ class ProjectionStore:
         return {
             t: int(self.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0]) for t in tables
         }
-
-    def create_indexes(self) -> None:
-        create_indexes(self.con)
 
     def build_indexes(self) -> None:
         """Build the lookup indexes over a filled projection and checkpoint it.

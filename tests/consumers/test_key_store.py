@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,59 +16,60 @@ from profile_engine.crypto import ERASED, KeyRing, key_ref, ref_blind
 RING = KeyRing.from_master(bytes(range(32)))
 
 
-def test_key_records_reach_the_topic_and_an_erasure_overwrites_every_version(
-    kafka_bootstrap: str, kafka_admin: Any
-) -> None:
+@pytest.fixture
+def key_topic(kafka_bootstrap: str, kafka_admin: Any) -> Iterator[str]:
+    """The key topic of a fresh one-partition event topic, deleted with it afterwards."""
     topic = f"test-keys-{uuid.uuid4().hex[:8]}"
     create_topics(kafka_bootstrap, topic, f"{topic}-dead", partitions=1, with_key_topic=True)
-    key_topic = key_topic_for(topic)
+    try:
+        yield key_topic_for(topic)
+    finally:
+        kafka_admin.delete_topics(
+            [topic, f"{topic}-dead", key_topic_for(topic)], raise_errors=False
+        )
+
+
+def test_key_records_reach_the_topic_and_an_erasure_overwrites_every_version(
+    kafka_bootstrap: str, key_topic: str
+) -> None:
     person, other = bytes([1]) * 16, bytes([2]) * 16
     refs = [key_ref(person, b"\x00\x00\x00\x01"), key_ref(person, b"\x00\x00\x00\x02")]
     refs.append(key_ref(other, b"\x00\x00\x00\x01"))
     wrapped = {ref: RING.wrap(ref, bytes(32), bytes(12)) for ref in refs}
+    writer = KeyStore(kafka_bootstrap, key_topic).load()
     try:
-        writer = KeyStore(kafka_bootstrap, key_topic).load()
-        try:
-            assert writer.publish(wrapped.items()) == 3
-            assert writer.erase([ref_blind(refs[0])]) == set(refs[:2])
-        finally:
-            writer.close()
-        reader = KeyStore(kafka_bootstrap, key_topic).load()
-        try:
-            assert [reader.lookup(ref) for ref in refs] == [ERASED, ERASED, wrapped[refs[2]]]
-        finally:
-            reader.close()
+        assert writer.publish(wrapped.items()) == 3
+        assert writer.erase([ref_blind(refs[0])]) == set(refs[:2])
     finally:
-        kafka_admin.delete_topics([topic, f"{topic}-dead", key_topic], raise_errors=False)
+        writer.close()
+    reader = KeyStore(kafka_bootstrap, key_topic).load()
+    try:
+        assert [reader.lookup(ref) for ref in refs] == [ERASED, ERASED, wrapped[refs[2]]]
+    finally:
+        reader.close()
 
 
 def test_an_attached_store_reads_nothing_until_its_first_erasure_then_erases_every_version(
-    kafka_bootstrap: str, kafka_admin: Any
+    kafka_bootstrap: str, key_topic: str
 ) -> None:
     # The folding side of consume and rebuild only erases: it attaches at start and reads the
     # store at the first erasure, keys written by others since included.
-    topic = f"test-keys-{uuid.uuid4().hex[:8]}"
-    create_topics(kafka_bootstrap, topic, f"{topic}-dead", partitions=1, with_key_topic=True)
-    key_topic = key_topic_for(topic)
     person = bytes([3]) * 16
     refs = [key_ref(person, b"\x00\x00\x00\x01"), key_ref(person, b"\x00\x00\x00\x02")]
+    eraser = KeyStore(kafka_bootstrap, key_topic).attach()
+    writer = KeyStore(kafka_bootstrap, key_topic).load()
     try:
-        eraser = KeyStore(kafka_bootstrap, key_topic).attach()
-        writer = KeyStore(kafka_bootstrap, key_topic).load()
-        try:
-            writer.publish((ref, RING.wrap(ref, bytes(32), bytes(12))) for ref in refs)
-            assert len(eraser) == 0  # attached: nothing read yet
-            assert eraser.erase([ref_blind(refs[0])]) == set(refs)
-        finally:
-            writer.close()
-            eraser.close()
-        reader = KeyStore(kafka_bootstrap, key_topic).load()
-        try:
-            assert [reader.lookup(ref) for ref in refs] == [ERASED, ERASED]
-        finally:
-            reader.close()
+        writer.publish((ref, RING.wrap(ref, bytes(32), bytes(12))) for ref in refs)
+        assert len(eraser) == 0  # attached: nothing read yet
+        assert eraser.erase([ref_blind(refs[0])]) == set(refs)
     finally:
-        kafka_admin.delete_topics([topic, f"{topic}-dead", key_topic], raise_errors=False)
+        writer.close()
+        eraser.close()
+    reader = KeyStore(kafka_bootstrap, key_topic).load()
+    try:
+        assert [reader.lookup(ref) for ref in refs] == [ERASED, ERASED]
+    finally:
+        reader.close()
 
 
 def test_attaching_to_a_missing_key_topic_fails_at_once(kafka_bootstrap: str) -> None:
