@@ -121,6 +121,9 @@ def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None
     write_history(con, changes)  # first: it reads the stored state from before the batch
     batch = _BatchTables.build(changes)
     with registered(con, **batch.tables()):
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _tally_delta AS FROM reachability_input_tally LIMIT 0"
+        )
         _erase(con, batch)
         _move_merged_rows(con, batch)
         _last_writer_wins(con, batch)
@@ -131,12 +134,13 @@ def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None
         if batch.erased:
             _scrub_batch_conflicts(con)
         _data_keys(con, batch)
+        _apply_tally(con)
     for name in _TEMP_TABLES:
         con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 _TEMP_TABLES = ("_erased", "_erased_ids", "_moves", "_scope", "_ids", "_lww", "_order_rows",
-                "_order_scope")  # fmt: skip
+                "_order_scope", "_tally_delta", "_tally_new")  # fmt: skip
 
 
 class _BatchTables:
@@ -327,6 +331,8 @@ def _erase(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
     _scrub_other_profiles(con)
     for table in ("profiles", "identifiers", "traits", "trait_tombstones", "subscriptions",
                   "orders", "events", "profile_reachability_inputs"):  # fmt: skip
+        if table == "profile_reachability_inputs":
+            _tally(con, "SELECT pid FROM _erased", -1)
         con.execute(f"DELETE FROM {table} WHERE profile_id IN (SELECT pid FROM _erased)")
     con.execute(
         "DELETE FROM profile_merges WHERE survivor_profile_id IN (SELECT pid FROM _erased)"
@@ -742,11 +748,49 @@ def _revenue_by_profile(con: duckdb.DuckDBPyConnection) -> pa.Table:
 
 
 def _reachability_inputs(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
+    _tally(con, "SELECT pid FROM _scope", -1)
     con.execute(
         "DELETE FROM profile_reachability_inputs WHERE profile_id IN (SELECT pid FROM _scope)"
     )
     con.execute(REACHABILITY_INPUTS.format(identifiers="_ids", profiles="profiles",
                                            scope="SELECT pid FROM _scope"))  # fmt: skip
+    _tally(con, "SELECT pid FROM _scope", 1)
+
+
+# The columns of profile_reachability_inputs besides profile_id: reachability_input_tally's
+# groups.
+REACHABILITY_INPUT_COLUMNS = (
+    "ccpa_opted_out, email_consent, email_soft_bounces, sms_consent, sms_soft_bounces,"
+    " push_opted_in_soft_bounces, push_unknown_soft_bounces"
+)
+
+
+def _tally(con: duckdb.DuckDBPyConnection, profiles: str, sign: int) -> None:
+    """Record how the inputs rows of ``profiles`` (a SELECT of ids) move the tally: ``-1``
+    just before they are deleted, ``1`` once they are written."""
+    con.execute(
+        f"INSERT INTO _tally_delta SELECT {REACHABILITY_INPUT_COLUMNS}, {sign} * count(*)"
+        f" FROM profile_reachability_inputs WHERE profile_id IN ({profiles}) GROUP BY ALL"
+    )
+
+
+def _apply_tally(con: duckdb.DuckDBPyConnection) -> None:
+    """reachability_input_tally plus the batch's moves (a few hundred rows: rewritten)."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _tally_new AS"
+        f" SELECT {REACHABILITY_INPUT_COLUMNS}, sum(profiles)::BIGINT AS profiles FROM ("
+        " SELECT * FROM reachability_input_tally UNION ALL SELECT * FROM _tally_delta)"
+        " GROUP BY ALL HAVING sum(profiles) <> 0"
+    )
+    con.execute("DELETE FROM reachability_input_tally")
+    con.execute("INSERT INTO reachability_input_tally SELECT * FROM _tally_new")
+
+
+# The tally of a whole projection at once (the specification writer's).
+REACHABILITY_INPUT_TALLY = (
+    f"INSERT INTO reachability_input_tally SELECT {REACHABILITY_INPUT_COLUMNS}, count(*)"
+    " FROM profile_reachability_inputs GROUP BY ALL"
+)
 
 
 # Shared with the specification writer the tests compare this one with, and (the SELECT)

@@ -149,6 +149,21 @@ CREATE TABLE IF NOT EXISTS profile_reachability_inputs (
     push_unknown_soft_bounces   BIGINT
 );
 
+-- profile_reachability_inputs grouped: one row per distinct combination of inputs with the
+-- number of live profiles that have it (a few hundred rows whatever the customer base), kept
+-- by the same statements that rewrite the inputs. `counts` judges these rows with today's
+-- settings instead of every profile's row (reachability_counts in views.sql).
+CREATE TABLE IF NOT EXISTS reachability_input_tally (
+    ccpa_opted_out      BOOLEAN NOT NULL,
+    email_consent       VARCHAR,
+    email_soft_bounces  BIGINT,
+    sms_consent         VARCHAR,
+    sms_soft_bounces    BIGINT,
+    push_opted_in_soft_bounces  BIGINT,
+    push_unknown_soft_bounces   BIGINT,
+    profiles            BIGINT NOT NULL
+);
+
 -- History: profiles over time (README "Profiles over time"). The engine's own decisions, each
 -- stamped with the event time of the event that caused it, kept batch by batch in the same
 -- transaction as the rest, so counts and profiles can be asked as of any UTC day. No

@@ -31,7 +31,9 @@ from profile_engine.fold import FoldConfig
 from profile_engine.rules import EventTimePolicy
 from projections.connection import ProjectionUnavailable, connect, write_errors
 
-SCHEMA_VERSION = "5"  # 4: the history tables (profiles over time); 5: identifier_day_states
+# 4: the history tables (profiles over time); 5: identifier_day_states;
+# 6: reachability_input_tally
+SCHEMA_VERSION = "6"
 CHECKPOINT_THRESHOLD = "512MB"
 # DuckDB 2.0 creates files in its newest storage format, which no DuckDB 1.x client opens
 # (most notebooks and BI tools still ship 1.x). A file keeps the storage version it was

@@ -203,17 +203,32 @@ SELECT profile_id, email, sms, push, email OR sms OR push AS reachable_any
 FROM gated;
 
 -- channel 'any' counts profiles reachable on at least one channel (reachable_any).
+-- The same rules as profile_reachability, applied once per distinct combination of inputs
+-- (reachability_input_tally, a few hundred rows) and weighted by its number of profiles.
 CREATE OR REPLACE VIEW reachability_counts AS
-WITH tally AS (
+WITH gated AS (
     SELECT
-        count(*) AS total,
-        count(*) FILTER (email) AS email,
-        count(*) FILTER (sms) AS sms,
-        count(*) FILTER (push) AS push,
-        count(*) FILTER (reachable_any) AS reachable_any
-    FROM profile_reachability
+        r.profiles,
+        channel_reachable(r.email_consent, r.email_soft_bounces, s.implicit_consent_email,
+            s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_email) AS email,
+        channel_reachable(r.sms_consent, r.sms_soft_bounces, s.implicit_consent_sms,
+            s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_sms) AS sms,
+        push_reachable(r.push_opted_in_soft_bounces, r.push_unknown_soft_bounces,
+            s.implicit_consent_push, s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_push)
+            AS push
+    FROM reachability_input_tally AS r
+    CROSS JOIN settings_typed AS s
+), tally AS (
+    SELECT
+        coalesce(sum(profiles), 0) AS total,
+        coalesce(sum(profiles) FILTER (email), 0) AS email,
+        coalesce(sum(profiles) FILTER (sms), 0) AS sms,
+        coalesce(sum(profiles) FILTER (push), 0) AS push,
+        coalesce(sum(profiles) FILTER (email OR sms OR push), 0) AS reachable_any
+    FROM gated
 )
-SELECT channel, total, reachable, total - reachable AS unreachable
+SELECT channel, total::BIGINT AS total, reachable::BIGINT AS reachable,
+    (total - reachable)::BIGINT AS unreachable
 FROM (
     SELECT 1 AS position, 'email' AS channel, total, email AS reachable FROM tally
     UNION ALL SELECT 2, 'sms', total, sms FROM tally

@@ -23,6 +23,7 @@ DERIVED_TABLES = (
     "dead_letters",
     "consumer_offsets",
     "profile_reachability_inputs",
+    "reachability_input_tally",
 )
 
 

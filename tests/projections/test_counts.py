@@ -106,6 +106,32 @@ def test_erased_profiles_do_not_count(db_path: Path, query: Any) -> None:
     assert mau(query) == 0
 
 
+def test_an_erasure_in_a_later_batch_leaves_the_counts_and_their_tally(
+    db_path: Path, query: Any
+) -> None:
+    fold(db_path, identify(customer_id="c1", email="ann@example.com"),
+         identify(customer_id="c2", email="bob@example.com"),
+         identify(customer_id="c3", phone="+14155550100"))  # fmt: skip
+    assert (query()["total"], query()["channels"]["email"]["reachable"]) == (3, 2)
+    fold(db_path, {"event_id": "later-1", "type": "ccpa", "identifiers": {"customer_id": "c1"},
+                   "request": "delete"})  # fmt: skip
+    assert (query()["total"], query()["channels"]["email"]["reachable"]) == (2, 1)
+    # The tally `counts` judges is the live profiles' inputs, grouped, after every batch.
+    con = open_readonly(str(db_path))
+    try:
+        tally, grouped = (
+            con.execute(f"SELECT * FROM {source} ORDER BY ALL").fetchall()
+            for source in (
+                "reachability_input_tally",
+                "(SELECT * EXCLUDE (profile_id), count(*) FROM profile_reachability_inputs"
+                " GROUP BY ALL)",
+            )
+        )
+    finally:
+        con.close()
+    assert tally == grouped and sum(row[-1] for row in tally) == 2
+
+
 def test_excluded_events_setting_moves_mau_without_a_rebuild(db_path: Path, query: Any) -> None:
     fold(db_path, track("message_sent", customer_id="c1"), track("sync", customer_id="c2"))
     assert mau(query) == 1

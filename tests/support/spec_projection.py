@@ -18,7 +18,7 @@ from profile_engine.events import ProfileEvent
 from profile_engine.fold import Changes, FoldConfig, ProfileFold
 from profile_engine.keys import content_fingerprint, event_key, identifier_key
 from profile_engine.state import IdentifierState, ProfileState
-from projections.batch_writer import REACHABILITY_INPUTS
+from projections.batch_writer import REACHABILITY_INPUT_TALLY, REACHABILITY_INPUTS
 from projections.rows import (
     NEVER_US,
     TIMESTAMP,
@@ -59,7 +59,7 @@ def write_spec_fold(
     tables = _tables(fold, changes, fingerprints)
     if replace:
         with store.transaction():
-            for name in [*tables, "profile_reachability_inputs"]:
+            for name in [*tables, "profile_reachability_inputs", "reachability_input_tally"]:
                 con.execute(f"DELETE FROM {name}")
     with store.transaction():
         for name, table in tables.items():
@@ -74,6 +74,7 @@ def write_spec_fold(
                 scope="SELECT profile_id FROM profiles",
             )
         )
+        con.execute(REACHABILITY_INPUT_TALLY)
 
 
 def _tables(
