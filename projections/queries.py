@@ -27,9 +27,13 @@ from profile_engine.errors import first_line
 from profile_engine.events import ID_PRIORITY, ID_RANK, ID_TYPE_CHANNEL
 from profile_engine.identifiers import normalise
 from profile_engine.keys import identifier_key
-from profile_engine.reachability import CHANNELS, IdentifierFacts, judge
+from profile_engine.reachability import CHANNELS, IdentifierFacts, SettingValue, judge
 from projections.sealed import reading_keys, reveal_document
-from projections.settings import effective_settings
+from projections.settings import (
+    effective_settings,
+    known_overrides,
+    settings_in_force,
+)
 from projections.sql_checks import (
     QueryError,
     check_read_statement,
@@ -173,28 +177,35 @@ def profile_document(
     return document
 
 
+# A lookup is a handful of index reads, and each statement costs more to plan and run than
+# its read: the profile row comes with the settings, traits with subscriptions.
+_PROFILE_ROW = (
+    "SELECT first_seen, ccpa_opted_out, order_count, revenue, last_purchase_at,"
+    " (SELECT list((key, value)) FROM settings)"
+    " FROM profiles WHERE profile_id = ?::UUID"
+)
+
+
 def _profile_document(con: duckdb.DuckDBPyConnection, profile_id: str) -> dict[str, Any] | None:
-    row = con.execute(
-        "SELECT first_seen, ccpa_opted_out, order_count, revenue, last_purchase_at"
-        " FROM profiles WHERE profile_id = ?::UUID",
-        [profile_id],
-    ).fetchone()
+    row = con.execute(_PROFILE_ROW, [profile_id]).fetchone()
     if row is None:
         return None
-    first_seen, ccpa_opted_out, order_count, revenue, last_purchase_at = row
-    identifiers = _identifier_rows(con, profile_id, ccpa_opted_out)
+    first_seen, ccpa_opted_out, order_count, revenue, last_purchase_at, settings_rows = row
+    settings = settings_in_force(known_overrides(settings_rows or []))
+    identifiers = _identifier_rows(con, profile_id, ccpa_opted_out, settings)
     last_email = next(
         (i["value"] for i in identifiers if i["type"] == "email" and i["is_last_seen"]), None
     )
+    profile_traits, profile_subscriptions = _traits_and_subscriptions(con, profile_id)
     return {
         "profile_id": profile_id,
         "first_seen": iso(first_seen),
         "ccpa_opted_out": ccpa_opted_out,
         "email_hash_number": email_hash_number(last_email),
-        "traits": traits(con, profile_id),
+        "traits": profile_traits,
         "identifiers": [public_identifier(i) for i in identifiers],
         "reachable": reachable_from(identifiers),
-        "subscriptions": subscriptions(con, profile_id),
+        "subscriptions": profile_subscriptions,
         "orders": {
             "count": order_count,
             "revenue": revenue,
@@ -238,21 +249,29 @@ def identifier_rows(
 
 
 def _identifier_rows(
-    con: duckdb.DuckDBPyConnection, profile_id: str, ccpa_opted_out: bool
+    con: duckdb.DuckDBPyConnection,
+    profile_id: str,
+    ccpa_opted_out: bool,
+    settings: dict[str, SettingValue] | None = None,
 ) -> list[dict[str, Any]]:
     rows = con.execute(
         f"SELECT {_IDENTIFIER_FACTS} FROM identifiers WHERE profile_id = ?::UUID", [profile_id]
     ).fetchall()
-    return identifier_records(con, rows, ccpa_opted_out)
+    return identifier_records(con, rows, ccpa_opted_out, settings)
 
 
 def identifier_records(
-    con: duckdb.DuckDBPyConnection, rows: list[tuple[Any, ...]], ccpa_opted_out: bool
+    con: duckdb.DuckDBPyConnection,
+    rows: list[tuple[Any, ...]],
+    ccpa_opted_out: bool,
+    settings: dict[str, SettingValue] | None = None,
 ) -> list[dict[str, Any]]:
     """The records of ``identifier_rows`` from rows in the order of ``_IDENTIFIER_FACTS``
-    (also built from the history for a profile as of a day)."""
+    (also built from the history for a profile as of a day); ``settings`` in force, when the
+    caller read them already."""
     facts = [IdentifierFacts(*row[:10]) for row in rows]
-    verdicts = judge(facts, ccpa_opted_out, effective_settings(con))
+    in_force = effective_settings(con) if settings is None else settings
+    verdicts = judge(facts, ccpa_opted_out, in_force)
     records: list[dict[str, Any]] = [
         {
             "type": item.id_type,
@@ -293,16 +312,35 @@ def reachable_from(identifiers: list[dict[str, Any]]) -> dict[str, bool]:
     }
 
 
-def traits(con: duckdb.DuckDBPyConnection, profile_id: str) -> dict[str, dict[str, Any]]:
+def _traits_and_subscriptions(
+    con: duckdb.DuckDBPyConnection, profile_id: str
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The profile's traits by name and its subscriptions by list and channel, in one read."""
     rows = con.execute(
-        "SELECT name, value, value_type, updated_at, source FROM traits"
-        " WHERE profile_id = ?::UUID ORDER BY name",
+        "SELECT true, name, value, value_type, source, updated_at FROM traits"
+        " WHERE profile_id = $1::UUID"
+        " UNION ALL SELECT false, list_id, channel, status, identifier, updated_at"
+        " FROM subscriptions WHERE profile_id = $1::UUID"
+        " ORDER BY 1 DESC, 2, 3",
         [profile_id],
     ).fetchall()
-    return {
+    profile_traits = {
         name: {"value": typed_trait(text, value_type), "updated_at": iso(updated), "source": src}
-        for name, text, value_type, updated, src in rows
+        for is_trait, name, text, value_type, src, updated in rows
+        if is_trait
     }
+    profile_subscriptions = [
+        {
+            "list_id": list_id,
+            "channel": channel,
+            "status": status,
+            "identifier": identifier,
+            "updated_at": iso(updated),
+        }
+        for is_trait, list_id, channel, status, identifier, updated in rows
+        if not is_trait
+    ]
+    return profile_traits, profile_subscriptions
 
 
 def typed_trait(text: str | None, value_type: str) -> Any:
@@ -321,18 +359,6 @@ def typed_trait(text: str | None, value_type: str) -> Any:
     if value_type == "boolean":
         return text.strip().lower() == "true"
     return text
-
-
-def subscriptions(con: duckdb.DuckDBPyConnection, profile_id: str) -> list[dict[str, Any]]:
-    rows = con.execute(
-        "SELECT list_id, channel, status, identifier, updated_at FROM subscriptions"
-        " WHERE profile_id = ?::UUID ORDER BY list_id, channel",
-        [profile_id],
-    ).fetchall()
-    return [
-        {"list_id": a, "channel": b, "status": c, "identifier": d, "updated_at": iso(e)}
-        for a, b, c, d, e in rows
-    ]
 
 
 def timeline(con: duckdb.DuckDBPyConnection, profile_id: str) -> list[dict[str, Any]]:

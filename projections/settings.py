@@ -5,6 +5,7 @@ The query views read the table on every query, so a change moves the counts at o
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import duckdb
@@ -29,12 +30,24 @@ class SettingRow:
 
 def stored_settings(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """The raw JSON text of every known setting that is overridden in the table."""
-    rows = con.execute("SELECT key, max(value) FROM settings GROUP BY key").fetchall()
-    return {key: value for key, value in rows if key in SETTINGS}
+    return known_overrides(con.execute("SELECT key, value FROM settings").fetchall())
+
+
+def known_overrides(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Known keys of ``rows`` (key, value) with their value; of a key stored twice, the
+    greatest value, as the views read it (``max``)."""
+    stored: dict[str, str] = {}
+    for key, value in rows:
+        if key in SETTINGS and (key not in stored or value > stored[key]):
+            stored[key] = value
+    return stored
 
 
 def list_settings(con: duckdb.DuckDBPyConnection) -> list[SettingRow]:
-    stored = stored_settings(con)
+    return setting_rows(stored_settings(con))
+
+
+def setting_rows(stored: Mapping[str, str]) -> list[SettingRow]:
     rows = []
     for key, spec in SETTINGS.items():
         overridden = key in stored
@@ -64,4 +77,8 @@ def reset_setting(con: duckdb.DuckDBPyConnection, key: str) -> None:
 
 def effective_settings(con: duckdb.DuckDBPyConnection) -> dict[str, SettingValue]:
     """Every setting's value in force: the stored override, else the default."""
-    return {row.key: row.value for row in list_settings(con)}
+    return settings_in_force(stored_settings(con))
+
+
+def settings_in_force(stored: Mapping[str, str]) -> dict[str, SettingValue]:
+    return {row.key: row.value for row in setting_rows(stored)}
