@@ -32,7 +32,7 @@ import pyarrow as pa
 from read_path import measure_read_path
 
 from profile_engine.keys import identifier_key
-from projections.batch_writer import REACHABILITY_INPUTS
+from projections.batch_writer import REACHABILITY_INPUT_TALLY, REACHABILITY_INPUTS
 from projections.store import SCHEMA_VERSION, create_indexes, sql_file
 
 MONTH = "2026-01"
@@ -216,6 +216,7 @@ def build_projection(db_path: Path, profiles: int, with_indexes: bool) -> float:
                 scope="SELECT profile_id FROM profiles",
             )
         )
+        con.execute(REACHABILITY_INPUT_TALLY)
         con.execute("INSERT INTO projection_meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
         con.execute(sql_file("views.sql"))
         # After the rows, as a rebuild does: building an index once is cheaper than keeping it.

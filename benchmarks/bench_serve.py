@@ -175,13 +175,15 @@ def status(url: str) -> dict[str, Any]:
 
 
 def start_server(
-    db: Path, bootstrap: str, topic: str, dead: str
+    db: Path, bootstrap: str, topic: str, dead: str, batch_size: int | None
 ) -> tuple[subprocess.Popen[bytes], str]:
     command = [
         sys.executable, "-m", "profile_engine.cli.main", "serve", "--db", str(db), "--port", "0",
         "--bootstrap-servers", bootstrap, "--topic", topic, "--dead-letter-topic", dead,
         "--group-id", f"bench-serve-{uuid.uuid4().hex[:6]}",
     ]  # fmt: skip
+    if batch_size is not None:
+        command += ["--batch-size", str(batch_size)]
     process = subprocess.Popen(command, cwd=db.parent, stderr=subprocess.DEVNULL)
     record = Path(str(db) + ".server.json")
     while not record.exists():
@@ -207,7 +209,7 @@ def one_run(
     producer.start()
     assert ours.recv() == "ready"
     started = time.monotonic()
-    server, url = start_server(db, bootstrap, *topics)
+    server, url = start_server(db, bootstrap, *topics, options.batch_size)
     while status(url)["state"] == "starting":  # loading the fold state
         time.sleep(0.5)
     result: dict[str, Any] = {"load_seconds": round(time.monotonic() - started, 1)}
@@ -280,12 +282,16 @@ def main() -> None:
         help="requests a second per client (default 0: as fast as answered)",
     )  # fmt: skip
     parser.add_argument("--lookups", type=int, default=500, help="profile keys sampled")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="serve's --batch-size (default: its own)"
+    )
     options = parser.parse_args()
     bootstrap = os.environ.get("PROFILE_ENGINE_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     figures: dict[str, Any] = {
         "profiles": options.profiles, "rate": options.rate, "seconds": options.seconds,
         "backlog": options.backlog, "clients": options.clients,
         "client_rate": options.client_rate or "as fast as answered", "cpus": os.cpu_count(),
+        "batch_size": options.batch_size or "serve's default",
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

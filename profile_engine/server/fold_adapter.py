@@ -10,8 +10,11 @@ offsets (status, consumer group).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +44,8 @@ from projections.typed_traits import refresh_typed_traits_view
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5.0
+# The fold thread's niceness (0-19 above the server's; the decode processes it starts inherit it).
+FOLD_NICENESS = 10
 WATCH_EVERY_S = 1.0
 # The fold turns automatic garbage collection off for the whole process while it runs; the
 # server's own short-lived cycles still need collecting now and then.
@@ -242,6 +247,7 @@ class ConsumerFoldRunner:
     # -- the fold thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
+        yield_to_readers()
         while not self._stop.is_set():
             self._set_state(FoldState.STARTING, None)
             if not self._broker_answers():
@@ -328,3 +334,11 @@ def _add(counters: FoldCounters, stats: FoldStats) -> FoldCounters:
         dead_lettered=counters.dead_lettered + stats.dead_lettered,
         batches=counters.batches + stats.batches,
     )
+
+
+def yield_to_readers() -> None:
+    """Lower the calling thread's CPU priority (Linux: per thread): the server's answers go
+    first and the fold takes what they leave, so a reader does not wait behind a batch."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FOLD_NICENESS)

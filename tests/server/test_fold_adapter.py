@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from consumers.broker_process import free_port
+from profile_engine.server.fold_adapter import FOLD_NICENESS
 from profile_engine.synthetic import generate_events
 from tests.profile_engine.builders import identify, track
 from tests.snapshots import dump
@@ -73,3 +74,27 @@ def test_without_a_broker_it_still_answers_and_says_the_broker_is_down(tmp_path:
         assert "Kafka unreachable" in page.text and "cannot reach Kafka" in page.text
         started = time.monotonic()
     print(f"stopped {time.monotonic() - started:.1f} s after SIGTERM while the broker was down")
+
+
+def thread_niceness(pid: int) -> dict[int, int]:
+    """Each thread of a process and its nice value (/proc/PID/task/TID/stat, field 19)."""
+    niceness = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        niceness[int(task.name)] = int(fields[16])
+    return niceness
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority: Linux")
+def test_the_fold_thread_yields_the_cpu_to_the_answers(tmp_path: Path) -> None:
+    db = tmp_path / "live.duckdb"
+    fold_into_db(db, [identify(0, eid="n-1", email="ann@example.com")])
+    with serving(db, f"127.0.0.1:{free_port()}", "profile-events") as server:
+        deadline = time.monotonic() + 30
+        threads = thread_niceness(server.pid)
+        while len(set(threads.values())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the fold thread lowers its own priority as it starts
+            threads = thread_niceness(server.pid)
+        own = threads[server.pid]  # the main thread: uvicorn's event loop, the answers
+        assert sorted(set(threads.values())) == [own, own + FOLD_NICENESS]
+        assert server.get("/api/counts", params={"month": "2026-03"}).json()["total"] == 1
