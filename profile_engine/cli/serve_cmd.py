@@ -14,7 +14,7 @@ from profile_engine.cli.common import (
     group_id_option,
     topic_option,
 )
-from profile_engine.cli.fold_cmd import _parse_limits, batch_option, id_limit_option
+from profile_engine.cli.fold_cmd import _parse_limits, id_limit_option
 from profile_engine.cli.keys import key_file_option, sealing_config
 
 
@@ -45,7 +45,14 @@ from profile_engine.cli.keys import key_file_option, sealing_config
 @dead_letter_topic_option
 @group_id_option
 @id_limit_option
-@batch_option
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=25_000,  # profile_engine.server.fold_adapter.SERVE_BATCH_SIZE (imported lazily)
+    show_default=True,
+    help="Events folded in memory before one DuckDB transaction. Smaller than consume's: "
+    "readers see each batch as it commits, and wait less behind one.",
+)
 @attributes_option
 @key_file_option
 def serve(

@@ -26,7 +26,7 @@ from consumers.consumer import ConsumeOptions, consume_into
 from consumers.group_offsets import DEFAULT_GROUP_ID, GroupOffsets
 from consumers.kafka_client import BrokerUnavailable
 from consumers.key_store import SealingConfig
-from consumers.pipeline import DEFAULT_BATCH_SIZE, FoldStats
+from consumers.pipeline import FoldStats
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.errors import ProfileEngineError, Transient, first_line
 from profile_engine.fold import FoldConfig
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5.0
 # The fold thread's niceness (0-19 above the server's; the decode processes it starts inherit it).
 FOLD_NICENESS = 10
+# Smaller batches than consume's (consumers.pipeline.DEFAULT_BATCH_SIZE): each commit is what
+# readers see next, and the fold's longest steps (fetches into Python that hold the GIL) are
+# shorter. Measured in the README's bench_serve rows.
+SERVE_BATCH_SIZE = 25_000
 WATCH_EVERY_S = 1.0
 # The fold turns automatic garbage collection off for the whole process while it runs; the
 # server's own short-lived cycles still need collecting now and then.
@@ -58,7 +62,7 @@ class FoldOptions:
     topic: str
     dead_letter_topic: str | None
     group_id: str = DEFAULT_GROUP_ID
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int = SERVE_BATCH_SIZE
     config: FoldConfig | None = None
     registry: AttributeRegistry | None = None
     # A master key and the key store, as consume takes them: sealed events are opened, an

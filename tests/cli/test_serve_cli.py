@@ -166,3 +166,12 @@ def test_serve_has_help() -> None:
     assert result.returncode == 0
     for option in ("--host", "--port", "--token", "--group-id", "PROFILE_ENGINE_TOKEN"):
         assert option in result.stdout
+
+
+def test_the_serve_batch_size_default_is_the_servers() -> None:
+    # The CLI imports the server lazily (startup time), so it restates the default.
+    from profile_engine.cli.serve_cmd import serve
+    from profile_engine.server.fold_adapter import SERVE_BATCH_SIZE
+
+    (option,) = [p for p in serve.params if p.name == "batch_size"]
+    assert option.default == SERVE_BATCH_SIZE
