@@ -14,6 +14,7 @@
 --   reachability_counts     (channel, total, reachable, unreachable) for email|sms|push|any
 --   monthly_active_users    (month 'YYYY-MM', mau) for every month with activity
 --   mau_for_month('YYYY-MM') table macro: (month, mau) for one month, zero when none
+--   judged_reachability('table') table macro: a table of reachability inputs with its verdicts
 --   profile_export          one row per live profile: last-seen ids, all ids, reachability
 --   profile_reachability_over_time  the history's spans judged with today's settings
 --   reachability_counts_daily(first, last), mau_daily(first, last), counts_daily(first, last)
@@ -160,10 +161,9 @@ SELECT
 FROM identifier_status
 WHERE channel IS NOT NULL;
 
--- One channel's verdict from a profile's reachability inputs, settings applied: the rules
--- below, in one place, so that profile_reachability and every past day of the history
--- (profile_reachability_over_time) are judged by the same SQL. email and sms take the
--- verdict of the last-seen identifier; push takes any token.
+-- One channel's verdict from a profile's reachability inputs, settings applied (see
+-- judged_reachability below). email and sms take the verdict of the last-seen identifier;
+-- push takes any token.
 CREATE OR REPLACE MACRO channel_reachable(
     consent, soft_bounces, implicit_consent, soft_limit, ccpa_opted_out, ccpa_blocks
 ) AS
@@ -182,50 +182,44 @@ CREATE OR REPLACE MACRO push_reachable(
         AND (soft_limit = 0 OR unknown_soft_bounces < soft_limit)))
     AND NOT (ccpa_opted_out AND ccpa_blocks);
 
--- One row per live profile; a profile without a messaging identifier is unreachable.
--- Same rules as identifier_reachability, applied to profile_reachability_inputs (one narrow
--- row per profile, kept by the fold) so that counting millions of profiles stays fast.
-CREATE OR REPLACE VIEW profile_reachability AS
-WITH gated AS (
-    SELECT
-        r.profile_id,
+-- SELECT * FROM judged_reachability('table'): every row of a table with the columns of
+-- profile_reachability_inputs, with its verdicts (email, sms, push, reachable_any) under
+-- today's settings. The one place the rules above are applied: to today's profiles
+-- (profile_reachability), to their tally (reachability_counts) and to every past day
+-- (profile_reachability_over_time).
+CREATE OR REPLACE MACRO judged_reachability(source) AS TABLE
+SELECT
+    r.*,
         channel_reachable(r.email_consent, r.email_soft_bounces, s.implicit_consent_email,
             s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_email) AS email,
         channel_reachable(r.sms_consent, r.sms_soft_bounces, s.implicit_consent_sms,
             s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_sms) AS sms,
         push_reachable(r.push_opted_in_soft_bounces, r.push_unknown_soft_bounces,
             s.implicit_consent_push, s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_push)
-            AS push
-    FROM profile_reachability_inputs AS r
-    CROSS JOIN settings_typed AS s
-)
-SELECT profile_id, email, sms, push, email OR sms OR push AS reachable_any
-FROM gated;
+            AS push,
+    email OR sms OR push AS reachable_any
+FROM query_table(source) AS r
+CROSS JOIN settings_typed AS s;
+
+-- One row per live profile; a profile without a messaging identifier is unreachable.
+-- Same rules as identifier_reachability, applied to profile_reachability_inputs (one narrow
+-- row per profile, kept by the fold) so that counting millions of profiles stays fast.
+CREATE OR REPLACE VIEW profile_reachability AS
+SELECT profile_id, email, sms, push, reachable_any
+FROM judged_reachability('profile_reachability_inputs');
 
 -- channel 'any' counts profiles reachable on at least one channel (reachable_any).
 -- The same rules as profile_reachability, applied once per distinct combination of inputs
 -- (reachability_input_tally, a few hundred rows) and weighted by its number of profiles.
 CREATE OR REPLACE VIEW reachability_counts AS
-WITH gated AS (
-    SELECT
-        r.profiles,
-        channel_reachable(r.email_consent, r.email_soft_bounces, s.implicit_consent_email,
-            s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_email) AS email,
-        channel_reachable(r.sms_consent, r.sms_soft_bounces, s.implicit_consent_sms,
-            s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_sms) AS sms,
-        push_reachable(r.push_opted_in_soft_bounces, r.push_unknown_soft_bounces,
-            s.implicit_consent_push, s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_push)
-            AS push
-    FROM reachability_input_tally AS r
-    CROSS JOIN settings_typed AS s
-), tally AS (
+WITH tally AS (
     SELECT
         coalesce(sum(profiles), 0) AS total,
         coalesce(sum(profiles) FILTER (email), 0) AS email,
         coalesce(sum(profiles) FILTER (sms), 0) AS sms,
         coalesce(sum(profiles) FILTER (push), 0) AS push,
-        coalesce(sum(profiles) FILTER (email OR sms OR push), 0) AS reachable_any
-    FROM gated
+        coalesce(sum(profiles) FILTER (reachable_any), 0) AS reachable_any
+    FROM judged_reachability('reachability_input_tally')
 )
 SELECT channel, total::BIGINT AS total, reachable::BIGINT AS reachable,
     (total - reachable)::BIGINT AS unreachable
@@ -309,21 +303,8 @@ LEFT JOIN ids ON ids.profile_id = p.profile_id;
 -- profile_reachability over time: each history row judged with today's settings, valid on
 -- the days [valid_from, valid_to) (valid_to NULL: still).
 CREATE OR REPLACE VIEW profile_reachability_over_time AS
-WITH gated AS (
-    SELECT
-        r.profile_id, r.valid_from, r.valid_to,
-        channel_reachable(r.email_consent, r.email_soft_bounces, s.implicit_consent_email,
-            s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_email) AS email,
-        channel_reachable(r.sms_consent, r.sms_soft_bounces, s.implicit_consent_sms,
-            s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_sms) AS sms,
-        push_reachable(r.push_opted_in_soft_bounces, r.push_unknown_soft_bounces,
-            s.implicit_consent_push, s.soft_bounce_limit, r.ccpa_opted_out, s.ccpa_blocks_push)
-            AS push
-    FROM profile_reachability_history AS r
-    CROSS JOIN settings_typed AS s
-)
-SELECT profile_id, valid_from, valid_to, email, sms, push, email OR sms OR push AS reachable_any
-FROM gated;
+SELECT profile_id, valid_from, valid_to, email, sms, push, reachable_any
+FROM judged_reachability('profile_reachability_history');
 
 -- SELECT * FROM reachability_counts_daily('2026-01-01', '2026-12-31'): per UTC day, profiles
 -- and those reachable per channel and on any. One pass: +1 where a span starts, -1 where it
