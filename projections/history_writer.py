@@ -98,13 +98,15 @@ _EFFECT_TYPES = (_STR, _STR, _I64, _STR, _STR)
 
 def _effects(log: HistoryLog) -> pa.Table:
     """Every identifier effect of the batch as one table (kind, key, incarnation, time, event
-    id, status), built column by column from the log's tuples (no per-row Python)."""
+    id, status, and ``reads``: whether it can move a reachability input), built column by
+    column from the log's tuples (no per-row Python)."""
     parts = []
-    for kind, rows, names in (
-        ("seen", log.seen, ("id_key", "inc", "us", "eid")),
-        ("consent", log.consents, ("id_key", "inc", "status", "us", "eid")),
-        ("bounce", log.bounces, ("id_key", "inc", "status", "us")),
-        ("ccpa", log.ccpa, ("id_key", "inc", "status", "us", "eid")),
+    for kind, rows, names, reads in (
+        ("seen", log.seen, ("id_key", "inc", "us", "eid"), True),
+        ("seen", log.seen_unread, ("id_key", "inc", "us", "eid"), False),
+        ("consent", log.consents, ("id_key", "inc", "status", "us", "eid"), True),
+        ("bounce", log.bounces, ("id_key", "inc", "status", "us"), True),
+        ("ccpa", log.ccpa, ("id_key", "inc", "status", "us", "eid"), True),
     ):
         if not rows:
             continue
@@ -116,9 +118,10 @@ def _effects(log: HistoryLog) -> pa.Table:
             for name, kind_type in zip(_EFFECT_NAMES, _EFFECT_TYPES, strict=True)
         }
         columns["kind"] = pa.array([kind] * len(rows), _STR)
+        columns["reads"] = pa.array([reads] * len(rows), pa.bool_())
         parts.append(pa.table(columns))
     if not parts:
-        return _columns((*_EFFECT_NAMES, "kind"), (*_EFFECT_TYPES, _STR), [])
+        return _columns((*_EFFECT_NAMES, "kind", "reads"), (*_EFFECT_TYPES, _STR, pa.bool_()), [])
     return pa.concat_tables(parts)
 
 
@@ -234,8 +237,8 @@ def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
             WHERE e.inc IS NULL
         ), seen AS (
             SELECT id_key::UUID AS id_key, att, day, min(us) AS first_us,
-                max(struct_pack(us := us, eid := eid)) AS seen
-            FROM effects WHERE kind = 'seen' GROUP BY ALL
+                max(struct_pack(us := us, eid := eid)) AS seen, bool_or(reads) AS reads
+            FROM effects WHERE kind = 'seen' GROUP BY id_key, att, day
         ), rare AS (
             SELECT
                 id_key::UUID AS id_key, att, day,
@@ -255,7 +258,8 @@ def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
             coalesce(s.id_key, r.id_key) AS id_key, coalesce(s.att, r.att) AS att,
             coalesce(s.day, r.day) AS day, s.first_us, s.seen, r.explicit, r.unknown,
             coalesce(r.hard, 0) AS hard, coalesce(r.complaints, 0) AS complaints,
-            coalesce(r.soft, []::BIGINT[]) AS soft, r.ccpa, r.id_key IS NOT NULL AS rare
+            coalesce(r.soft, []::BIGINT[]) AS soft, r.ccpa, r.id_key IS NOT NULL AS rare,
+            r.id_key IS NOT NULL OR s.reads AS moves
         FROM seen AS s
         FULL JOIN rare AS r
             ON r.id_key = s.id_key AND r.att IS NOT DISTINCT FROM s.att AND r.day = s.day
@@ -263,7 +267,8 @@ def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_id_from AS SELECT id_key, att, min(day) AS from_day,"
-        " min(first_us) AS first_us, bool_or(rare) AS rare FROM _h_batch GROUP BY ALL"
+        " min(first_us) AS first_us, bool_or(rare) AS rare,"
+        " min(day) FILTER (moves) AS moves_from FROM _h_batch GROUP BY ALL"
     )
 
 
@@ -468,8 +473,8 @@ def _members(con: duckdb.DuckDBPyConnection, has_effects: bool) -> None:
         " JOIN _h_roots AS r ON m.survivor_profile_id = r.pid::UUID"
     )
     changed_identifiers = (
-        " UNION ALL SELECT m.tree, f.from_day FROM _h_id_from AS f"
-        " JOIN _h_members AS m ON m.pid = f.att"
+        " UNION ALL SELECT m.tree, f.moves_from FROM _h_id_from AS f"
+        " JOIN _h_members AS m ON m.pid = f.att WHERE f.moves_from IS NOT NULL"
         if has_effects
         else ""
     )
