@@ -118,9 +118,11 @@ def _applied(con: duckdb.DuckDBPyConnection, batch: Sequence[Prepared]) -> dict[
 
 
 def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None:
-    write_history(con, changes)  # first: it reads the stored state from before the batch
     batch = _BatchTables.build(changes)
-    with registered(con, **batch.tables()):
+    tables = batch.tables()
+    # First: it reads the stored state from before the batch.
+    write_history(con, changes, tables["_b_applied"])
+    with registered(con, **tables):
         _erase(con, batch)
         _move_merged_rows(con, batch)
         _last_writer_wins(con, batch)

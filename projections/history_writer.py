@@ -61,10 +61,12 @@ _TEMP_TABLES = ("_h_batch", "_h_id_from", "_h_old", "_h_late", "_h_running", "_h
                 "_h_states", "_h_change_days", "_h_seeds", "_h_activity_batch")  # fmt: skip
 
 
-def write_history(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None:
-    """Bring the history tables up to date with one batch (inside its transaction)."""
+def write_history(con: duckdb.DuckDBPyConnection, changes: BatchChanges, applied: pa.Table) -> None:
+    """Bring the history tables up to date with one batch (inside its transaction).
+    ``applied``: the batch writer's table of the applied events (one row each, in order:
+    event_id, type, ts, event_name, in_timeline, pid its final profile)."""
     log = changes.history
-    tables = _tables(changes, log)
+    tables = _tables(changes, log, applied)
     with registered(con, **tables):
         _lineage(con, log)
         _activity(con)
@@ -133,18 +135,10 @@ def _effects(log: HistoryLog) -> pa.Table:
     return pa.concat_tables(parts)
 
 
-def _tables(changes: BatchChanges, log: HistoryLog) -> dict[str, pa.Table]:
-    final = changes.final_profile
-    activity = [
-        (a.profile_id, p.timestamp_us, p.detail[0])
-        for a in changes.applied
-        if (p := a.prepared).type == "track"
-    ]
-    landed = [
-        (a.prepared.event_id, a.profile_id)
-        for a in changes.applied
-        if a.in_timeline and (now := final.get(a.profile_id)) is not None and now != a.profile_id
-    ]
+def _tables(changes: BatchChanges, log: HistoryLog, applied: pa.Table) -> dict[str, pa.Table]:
+    # The batch writer's row per applied event, with the profile it landed on (before the
+    # batch's later merges): for activity_days and event_landings.
+    landed = pa.array([a.profile_id for a in changes.applied], _STR)
     return {
         "_h_created": _columns(
             ("pid", "created_us"), (_STR, _I64),
@@ -159,8 +153,8 @@ def _tables(changes: BatchChanges, log: HistoryLog) -> dict[str, pa.Table]:
             log.attached,
         ),
         "_h_effects": _effects(log),
-        "_h_activity": _columns(("pid", "us", "event_name"), (_STR, _I64, _STR), activity),
-        "_h_landed": _columns(("event_id", "pid"), (_STR, _STR), landed),
+        "_h_applied": applied.select(["event_id", "type", "ts", "event_name", "in_timeline", "pid"])
+        .append_column("landed", landed),
     }  # fmt: skip
 
 
@@ -189,10 +183,9 @@ def _activity(con: duckdb.DuckDBPyConnection) -> None:
     """The batch's first active day per (profile, month, event name), kept when earlier."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_activity_batch AS"
-        " SELECT pid::UUID AS profile_id,"
-        "  date_trunc('month', make_timestamp(us))::DATE AS month, event_name,"
-        "  min(make_timestamp(us)::DATE) AS first_day"
-        " FROM _h_activity GROUP BY ALL"
+        " SELECT landed::UUID AS profile_id, date_trunc('month', ts)::DATE AS month, event_name,"
+        "  min(ts::DATE) AS first_day"
+        " FROM _h_applied WHERE type = 'track' GROUP BY ALL"
     )
     con.execute(
         "DELETE FROM activity_days AS a USING _h_activity_batch AS b"
@@ -214,7 +207,10 @@ def _landings(con: duckdb.DuckDBPyConnection, log: HistoryLog) -> None:
             " WHERE e.profile_id IN (SELECT merged::UUID FROM _h_merges)"
             " AND e.event_id NOT IN (SELECT event_id FROM event_landings)"
         )
-    con.execute("INSERT INTO event_landings SELECT event_id, pid::UUID FROM _h_landed")
+    con.execute(
+        "INSERT INTO event_landings SELECT event_id, landed::UUID FROM _h_applied"
+        " WHERE in_timeline AND pid IS NOT NULL AND pid <> landed"
+    )
 
 
 def _forget_erased(con: duckdb.DuckDBPyConnection) -> None:
