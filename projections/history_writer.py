@@ -55,7 +55,7 @@ _INPUTS = (
     "ccpa_opted_out, email_consent, email_soft_bounces, sms_consent, sms_soft_bounces,"
     " push_opted_in_soft_bounces, push_unknown_soft_bounces"
 )
-_TEMP_TABLES = ("_h_batch", "_h_id_from", "_h_old", "_h_late", "_h_running", "_h_members",
+_TEMP_TABLES = ("_h_att", "_h_batch", "_h_id_from", "_h_old", "_h_late", "_h_running", "_h_members",
                 "_h_tree_from", "_h_lineage", "_h_intervals", "_h_spans", "_h_owned",
                 "_h_values", "_h_want", "_h_current", "_h_recent", "_h_prior", "_h_lookup",
                 "_h_states", "_h_change_days", "_h_seeds", "_h_activity_batch")  # fmt: skip
@@ -75,9 +75,11 @@ def write_history(con: duckdb.DuckDBPyConnection, changes: BatchChanges, applied
         if has_effects:
             _batch_facts(con)  # before the batch's attachments: effects on stored ones
         con.execute(
-            "INSERT INTO identifier_attachments SELECT id_key::UUID, pid::UUID, id_type, valid,"
-            " make_timestamp(at_us) FROM _h_attached"
+            "CREATE OR REPLACE TEMP TABLE _h_att AS SELECT id_key::UUID AS id_key,"
+            " pid::UUID AS att, id_type, valid, make_timestamp(at_us) AS attached_at, id_value"
+            " FROM _h_attached"
         )
+        con.execute("INSERT INTO identifier_attachments SELECT * EXCLUDE (id_value) FROM _h_att")
         trees = bool(log.roots) and _members(con, has_effects)
         if trees:
             _root_intervals(con)
@@ -180,21 +182,27 @@ def _lineage(con: duckdb.DuckDBPyConnection, log: HistoryLog) -> None:
 
 
 def _activity(con: duckdb.DuckDBPyConnection) -> None:
-    """The batch's first active day per (profile, month, event name), kept when earlier."""
+    """The batch's first active day per (profile, month, event name), kept when earlier. Only
+    the stored rows of the batch's months can match: a filter on ``month`` that the zonemaps
+    prune (rows are appended roughly in time order), instead of a scan of the whole table."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_activity_batch AS"
         " SELECT landed::UUID AS profile_id, date_trunc('month', ts)::DATE AS month, event_name,"
         "  min(ts::DATE) AS first_day"
         " FROM _h_applied WHERE type = 'track' GROUP BY ALL"
     )
+    row = con.execute("SELECT min(month)::VARCHAR FROM _h_activity_batch").fetchone()
+    if row is None or row[0] is None:
+        return
+    stored = f"(SELECT * FROM activity_days WHERE month >= DATE '{row[0]}')"
     con.execute(
-        "DELETE FROM activity_days AS a USING _h_activity_batch AS b"
-        " WHERE a.profile_id = b.profile_id AND a.month = b.month"
-        " AND a.event_name = b.event_name AND a.first_day > b.first_day"
+        f"DELETE FROM activity_days AS a USING _h_activity_batch AS b"
+        f" WHERE a.profile_id = b.profile_id AND a.month = b.month"
+        f" AND a.event_name = b.event_name AND a.first_day > b.first_day"
+        f" AND a.month >= DATE '{row[0]}'"
     )
     con.execute(
-        "INSERT INTO activity_days SELECT b.* FROM _h_activity_batch AS b"
-        " ANTI JOIN activity_days AS a"
+        f"INSERT INTO activity_days SELECT b.* FROM _h_activity_batch AS b ANTI JOIN {stored} AS a"
         " ON a.profile_id = b.profile_id AND a.month = b.month AND a.event_name = b.event_name"
     )
 
@@ -271,7 +279,7 @@ def _prior_states(con: duckdb.DuckDBPyConnection, has_effects: bool, trees: bool
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_want AS SELECT r.*, a.id_key IS NULL AS stored"
         f" FROM ({' UNION '.join(requests)}) AS r"
-        " LEFT JOIN (SELECT id_key::UUID AS id_key, pid::UUID AS att FROM _h_attached) AS a"
+        " LEFT JOIN _h_att AS a"
         " ON a.id_key = r.id_key AND a.att = r.att"
     )
     row = con.execute(
@@ -690,7 +698,7 @@ def _owned_identifiers(con: duckdb.DuckDBPyConnection, since: str) -> None:
         "CREATE OR REPLACE TEMP TABLE _h_values AS"
         " SELECT id_key, any_value(id_value) AS id_value FROM ("
         "  SELECT id_key, id_value FROM _h_current WHERE id_type IN ('email', 'phone')"
-        "  UNION ALL SELECT id_key::UUID, id_value FROM _h_attached"
+        "  UNION ALL SELECT id_key, id_value FROM _h_att"
         "  WHERE id_type IN ('email', 'phone'))"
         " GROUP BY id_key"
     )
