@@ -715,7 +715,10 @@ def _states_and_change_days(con: duckdb.DuckDBPyConnection, since: str) -> None:
     for messaging identifiers; the last seen event for an email or phone whose root holds
     another of its type (it decides which one counts). The other days (most are an anonymous
     id or customer id seen again) leave every input as it was, so judging them would only
-    repeat the day before.
+    repeat the day before. For the same reason a root is judged on the days a span of an
+    identifier starts (an attachment, a creation, a merge into it) and on its change days,
+    not on the tree's first changed day as such: on a day without either its inputs are the
+    day before's (the stored span running into it, which the recompute keeps as the seed).
     """
     con.execute(
         f"""
@@ -776,7 +779,7 @@ def _states_and_change_days(con: duckdb.DuckDBPyConnection, since: str) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _h_change_days AS
-        SELECT root, greatest(from_day, tree_from) AS day FROM _h_owned
+        SELECT root, from_day AS day FROM _h_owned WHERE from_day >= tree_from
         UNION
         SELECT o.root, s.day
         FROM _h_owned AS o
