@@ -20,13 +20,22 @@ day they touch:
   to d: only the rows from the batch's first day for that identifier on are rewritten, from
   the stored row before them;
 - a profile tree (a root with everything merged into it) is recomputed from the earliest day
-  of any of its changes in the batch (identifier states, attachments, creations, merges,
-  erasures): the stored span running into that day is the starting point, and only the days
-  from then on on which something the inputs read moved are judged again, from only the
-  identifiers the inputs read (see ``_states_and_change_days``).
+  of any of its changes in the batch that can move its inputs (identifier states other than
+  a non-messaging identifier seen again, attachments, creations, merges, erasures): the
+  stored span running into that day is the starting point, and only the days from then on
+  on which something the inputs read moved are judged again, from only the identifiers the
+  inputs read (see ``_states_and_change_days``);
+- the stored day states it reads are found without scanning identifier_day_states (the
+  largest history table, keyed by random ids that no zonemap narrows): the rows from the
+  batch's earliest day on, by a filter on ``day``, and before them each identifier's current
+  state, from identifiers (see ``_prior_states``). activity_days is matched from the batch's
+  earliest month on in the same way.
 
 So a batch costs what its own events touch, not the length of the history behind them; in
-time order that is the last few days. The tables are the same whatever the batch sizes
+time order that is the last few days. (Lookups by profile or identifier id in identifiers,
+identifier_attachments, profile_lineage, profile_merges, profile_reachability_history and,
+for merges, events still scan the id column, filtered by the batch's ids: DuckDB joins by
+hash, not by index, and these ids are random.) The tables are the same whatever the batch sizes
 (a property test folds random logs in any order both ways).
 
 ``write_history`` runs first in ``batch_writer.write_changes``: it reads the stored state
