@@ -33,7 +33,7 @@ CHILD = """
 import json, resource, sys, time
 import projections.batch_writer as writer
 if sys.argv[3] == "off":
-    writer.write_history = lambda con, changes: None
+    writer.write_history = lambda *args: None
 from consumers.rebuild import rebuild_from_file
 started = time.monotonic()
 stats = rebuild_from_file(sys.argv[1], sys.argv[2])

@@ -34,6 +34,7 @@ import orjson
 
 from profile_engine.events import (
     CHANNEL_ID_TYPE,
+    ID_TYPE_CHANNEL,
     Bounce,
     Ccpa,
     Consent,
@@ -248,12 +249,16 @@ class HistoryLog:
     """
 
     __slots__ = ("attached", "bounces", "ccpa", "consents", "erasures", "merges", "roots",
-                 "seen")  # fmt: skip
+                 "seen", "seen_unread")  # fmt: skip
 
     def __init__(self) -> None:
         # (id_key, id_type, valid, value, profile attached to, time)
         self.attached: list[tuple[IdKey, str, bool, str, str, int]] = []
-        self.seen: list[tuple[IdKey, str | None, int, str]] = []  # (key, incarnation, us, eid)
+        # (key, incarnation, us, eid) of messaging identifiers (ID_TYPE_CHANNEL), whose last
+        # seen the reachability inputs read; of the other types in ``seen_unread``: being
+        # seen moves nothing the inputs read of them (only a CCPA request does).
+        self.seen: list[tuple[IdKey, str | None, int, str]] = []
+        self.seen_unread: list[tuple[IdKey, str | None, int, str]] = []
         self.consents: list[tuple[IdKey, str | None, str, int, str]] = []  # + status
         self.bounces: list[tuple[IdKey, str | None, str, int]] = []  # + bounce type
         self.ccpa: list[tuple[IdKey, str | None, str, int, str]] = []  # + request
@@ -421,10 +426,11 @@ class BatchFold:
         self._batch_applied[key[1]] = prepared.fingerprint
         self._met.add(target)
         if prepared.type in SEEN_EVENT_TYPES:
-            seen_log, incarnation = self._history.seen, self._incarnation
+            history, incarnation = self._history, self._incarnation
             for i in plan.attached:
                 self._delta(keys[i], idents[i]).seen(key)
-                seen_log.append((keys[i], incarnation.get(keys[i]), key[0], key[1]))
+                log = history.seen if idents[i][0] in ID_TYPE_CHANNEL else history.seen_unread
+                log.append((keys[i], incarnation.get(keys[i]), key[0], key[1]))
         erased = self._apply_payload(prepared, key, target)
         self._applied.append(Applied(prepared, target, not erased))
 

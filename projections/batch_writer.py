@@ -30,7 +30,7 @@ from profile_engine.crypto import ref_blind
 from profile_engine.fold import FoldConfig
 from projections.connection import registered
 from projections.history_writer import write_history
-from projections.rows import NEVER_US, TIMESTAMP, without_identifier
+from projections.rows import NEVER_US, REACHABILITY_INPUT_COLUMNS, TIMESTAMP, without_identifier
 from projections.store import DeadLetter, TopicOffset, arrow
 
 _STR = pa.string()
@@ -118,9 +118,11 @@ def _applied(con: duckdb.DuckDBPyConnection, batch: Sequence[Prepared]) -> dict[
 
 
 def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None:
-    write_history(con, changes)  # first: it reads the stored state from before the batch
     batch = _BatchTables.build(changes)
-    with registered(con, **batch.tables()):
+    tables = batch.tables()
+    # First: it reads the stored state from before the batch.
+    write_history(con, changes, tables["_b_applied"])
+    with registered(con, **tables):
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _tally_delta AS FROM reachability_input_tally LIMIT 0"
         )
@@ -755,14 +757,6 @@ def _reachability_inputs(con: duckdb.DuckDBPyConnection, batch: _BatchTables) ->
     con.execute(REACHABILITY_INPUTS.format(identifiers="_ids", profiles="profiles",
                                            scope="SELECT pid FROM _scope"))  # fmt: skip
     _tally(con, "SELECT pid FROM _scope", 1)
-
-
-# The columns of profile_reachability_inputs besides profile_id: reachability_input_tally's
-# groups.
-REACHABILITY_INPUT_COLUMNS = (
-    "ccpa_opted_out, email_consent, email_soft_bounces, sms_consent, sms_soft_bounces,"
-    " push_opted_in_soft_bounces, push_unknown_soft_bounces"
-)
 
 
 def _tally(con: duckdb.DuckDBPyConnection, profiles: str, sign: int) -> None:

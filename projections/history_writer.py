@@ -20,13 +20,22 @@ day they touch:
   to d: only the rows from the batch's first day for that identifier on are rewritten, from
   the stored row before them;
 - a profile tree (a root with everything merged into it) is recomputed from the earliest day
-  of any of its changes in the batch (identifier states, attachments, creations, merges,
-  erasures): the stored span running into that day is the starting point, and only the days
-  from then on on which something the inputs read moved are judged again, from only the
-  identifiers the inputs read (see ``_states_and_change_days``).
+  of any of its changes in the batch that can move its inputs (identifier states other than
+  a non-messaging identifier seen again, attachments, creations, merges, erasures): the
+  stored span running into that day is the starting point, and only the days from then on
+  on which something the inputs read moved are judged again, from only the identifiers the
+  inputs read (see ``_states_and_change_days``);
+- the stored day states it reads are found without scanning identifier_day_states (the
+  largest history table, keyed by random ids that no zonemap narrows): the rows from the
+  batch's earliest day on, by a filter on ``day``, and before them each identifier's current
+  state, from identifiers (see ``_prior_states``). activity_days is matched from the batch's
+  earliest month on in the same way.
 
 So a batch costs what its own events touch, not the length of the history behind them; in
-time order that is the last few days. The tables are the same whatever the batch sizes
+time order that is the last few days. (Lookups by profile or identifier id in identifiers,
+identifier_attachments, profile_lineage, profile_merges, profile_reachability_history and,
+for merges, events still scan the id column, filtered by the batch's ids: DuckDB joins by
+hash, not by index, and these ids are random.) The tables are the same whatever the batch sizes
 (a property test folds random logs in any order both ways).
 
 ``write_history`` runs first in ``batch_writer.write_changes``: it reads the stored state
@@ -45,25 +54,24 @@ import pyarrow as pa
 
 from profile_engine.batch_fold import BatchChanges, HistoryLog
 from projections.connection import registered
-from projections.rows import NEVER_US
+from projections.rows import NEVER_US, REACHABILITY_INPUT_COLUMNS
 
 _STR = pa.string()
 _I64 = pa.int64()
 
-# The columns of profile_reachability_inputs besides profile_id.
-_INPUTS = (
-    "ccpa_opted_out, email_consent, email_soft_bounces, sms_consent, sms_soft_bounces,"
-    " push_opted_in_soft_bounces, push_unknown_soft_bounces"
-)
-_TEMP_TABLES = ("_h_batch", "_h_id_from", "_h_old", "_h_late", "_h_running", "_h_members",
-                "_h_tree_from", "_h_lineage", "_h_intervals", "_h_owned", "_h_values",
+_INPUTS = REACHABILITY_INPUT_COLUMNS
+_TEMP_TABLES = ("_h_att", "_h_batch", "_h_id_from", "_h_old", "_h_late", "_h_running", "_h_members",
+                "_h_tree_from", "_h_lineage", "_h_intervals", "_h_spans", "_h_owned",
+                "_h_values", "_h_want", "_h_current", "_h_recent", "_h_prior", "_h_lookup",
                 "_h_states", "_h_change_days", "_h_seeds", "_h_activity_batch")  # fmt: skip
 
 
-def write_history(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None:
-    """Bring the history tables up to date with one batch (inside its transaction)."""
+def write_history(con: duckdb.DuckDBPyConnection, changes: BatchChanges, applied: pa.Table) -> None:
+    """Bring the history tables up to date with one batch (inside its transaction).
+    ``applied``: the batch writer's table of the applied events (one row each, in order:
+    event_id, type, ts, event_name, in_timeline, pid its final profile)."""
     log = changes.history
-    tables = _tables(changes, log)
+    tables = _tables(changes, log, applied)
     with registered(con, **tables):
         _lineage(con, log)
         _activity(con)
@@ -72,13 +80,22 @@ def write_history(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None
         if has_effects:
             _batch_facts(con)  # before the batch's attachments: effects on stored ones
         con.execute(
-            "INSERT INTO identifier_attachments SELECT id_key::UUID, pid::UUID, id_type, valid,"
-            " make_timestamp(at_us) FROM _h_attached"
+            "CREATE OR REPLACE TEMP TABLE _h_att AS SELECT id_key::UUID AS id_key,"
+            " pid::UUID AS att, id_type, valid, make_timestamp(at_us) AS attached_at, id_value"
+            " FROM _h_attached"
         )
+        con.execute("INSERT INTO identifier_attachments SELECT * EXCLUDE (id_value) FROM _h_att")
+        trees = bool(log.roots) and _members(con, has_effects)
+        if trees:
+            _root_intervals(con)
+            _owned_spans(con)
+        since = _prior_states(con, has_effects, trees)
         if has_effects:
-            _identifier_states(con)
-        if log.roots:
-            _reachability_history(con, has_effects)
+            _identifier_states(con, since)
+        if trees:
+            _owned_identifiers(con, since)
+            _states_and_change_days(con, since)
+            _recompute_spans(con)
         if log.erasures:
             _forget_erased(con)
     for name in _TEMP_TABLES:
@@ -98,13 +115,15 @@ _EFFECT_TYPES = (_STR, _STR, _I64, _STR, _STR)
 
 def _effects(log: HistoryLog) -> pa.Table:
     """Every identifier effect of the batch as one table (kind, key, incarnation, time, event
-    id, status), built column by column from the log's tuples (no per-row Python)."""
+    id, status, and ``reads``: whether it can move a reachability input), built column by
+    column from the log's tuples (no per-row Python)."""
     parts = []
-    for kind, rows, names in (
-        ("seen", log.seen, ("id_key", "inc", "us", "eid")),
-        ("consent", log.consents, ("id_key", "inc", "status", "us", "eid")),
-        ("bounce", log.bounces, ("id_key", "inc", "status", "us")),
-        ("ccpa", log.ccpa, ("id_key", "inc", "status", "us", "eid")),
+    for kind, rows, names, reads in (
+        ("seen", log.seen, ("id_key", "inc", "us", "eid"), True),
+        ("seen", log.seen_unread, ("id_key", "inc", "us", "eid"), False),
+        ("consent", log.consents, ("id_key", "inc", "status", "us", "eid"), True),
+        ("bounce", log.bounces, ("id_key", "inc", "status", "us"), True),
+        ("ccpa", log.ccpa, ("id_key", "inc", "status", "us", "eid"), True),
     ):
         if not rows:
             continue
@@ -116,24 +135,17 @@ def _effects(log: HistoryLog) -> pa.Table:
             for name, kind_type in zip(_EFFECT_NAMES, _EFFECT_TYPES, strict=True)
         }
         columns["kind"] = pa.array([kind] * len(rows), _STR)
+        columns["reads"] = pa.array([reads] * len(rows), pa.bool_())
         parts.append(pa.table(columns))
     if not parts:
-        return _columns((*_EFFECT_NAMES, "kind"), (*_EFFECT_TYPES, _STR), [])
+        return _columns((*_EFFECT_NAMES, "kind", "reads"), (*_EFFECT_TYPES, _STR, pa.bool_()), [])
     return pa.concat_tables(parts)
 
 
-def _tables(changes: BatchChanges, log: HistoryLog) -> dict[str, pa.Table]:
-    final = changes.final_profile
-    activity = [
-        (a.profile_id, p.timestamp_us, p.detail[0])
-        for a in changes.applied
-        if (p := a.prepared).type == "track"
-    ]
-    landed = [
-        (a.prepared.event_id, a.profile_id)
-        for a in changes.applied
-        if a.in_timeline and (now := final.get(a.profile_id)) is not None and now != a.profile_id
-    ]
+def _tables(changes: BatchChanges, log: HistoryLog, applied: pa.Table) -> dict[str, pa.Table]:
+    # The batch writer's row per applied event, with the profile it landed on (before the
+    # batch's later merges): for activity_days and event_landings.
+    landed = pa.array([a.profile_id for a in changes.applied], _STR)
     return {
         "_h_created": _columns(
             ("pid", "created_us"), (_STR, _I64),
@@ -148,8 +160,8 @@ def _tables(changes: BatchChanges, log: HistoryLog) -> dict[str, pa.Table]:
             log.attached,
         ),
         "_h_effects": _effects(log),
-        "_h_activity": _columns(("pid", "us", "event_name"), (_STR, _I64, _STR), activity),
-        "_h_landed": _columns(("event_id", "pid"), (_STR, _STR), landed),
+        "_h_applied": applied.select(["event_id", "type", "ts", "event_name", "in_timeline", "pid"])
+        .append_column("landed", landed),
     }  # fmt: skip
 
 
@@ -175,22 +187,27 @@ def _lineage(con: duckdb.DuckDBPyConnection, log: HistoryLog) -> None:
 
 
 def _activity(con: duckdb.DuckDBPyConnection) -> None:
-    """The batch's first active day per (profile, month, event name), kept when earlier."""
+    """The batch's first active day per (profile, month, event name), kept when earlier. Only
+    the stored rows of the batch's months can match: a filter on ``month`` that the zonemaps
+    prune (rows are appended roughly in time order), instead of a scan of the whole table."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_activity_batch AS"
-        " SELECT pid::UUID AS profile_id,"
-        "  date_trunc('month', make_timestamp(us))::DATE AS month, event_name,"
-        "  min(make_timestamp(us)::DATE) AS first_day"
-        " FROM _h_activity GROUP BY ALL"
+        " SELECT landed::UUID AS profile_id, date_trunc('month', ts)::DATE AS month, event_name,"
+        "  min(ts::DATE) AS first_day"
+        " FROM _h_applied WHERE type = 'track' GROUP BY ALL"
+    )
+    row = con.execute("SELECT min(month)::VARCHAR FROM _h_activity_batch").fetchone()
+    if row is None or row[0] is None:
+        return
+    stored = f"(SELECT * FROM activity_days WHERE month >= DATE '{row[0]}')"
+    con.execute(
+        f"DELETE FROM activity_days AS a USING _h_activity_batch AS b"
+        f" WHERE a.profile_id = b.profile_id AND a.month = b.month"
+        f" AND a.event_name = b.event_name AND a.first_day > b.first_day"
+        f" AND a.month >= DATE '{row[0]}'"
     )
     con.execute(
-        "DELETE FROM activity_days AS a USING _h_activity_batch AS b"
-        " WHERE a.profile_id = b.profile_id AND a.month = b.month"
-        " AND a.event_name = b.event_name AND a.first_day > b.first_day"
-    )
-    con.execute(
-        "INSERT INTO activity_days SELECT b.* FROM _h_activity_batch AS b"
-        " ANTI JOIN activity_days AS a"
+        f"INSERT INTO activity_days SELECT b.* FROM _h_activity_batch AS b ANTI JOIN {stored} AS a"
         " ON a.profile_id = b.profile_id AND a.month = b.month AND a.event_name = b.event_name"
     )
 
@@ -203,7 +220,10 @@ def _landings(con: duckdb.DuckDBPyConnection, log: HistoryLog) -> None:
             " WHERE e.profile_id IN (SELECT merged::UUID FROM _h_merges)"
             " AND e.event_id NOT IN (SELECT event_id FROM event_landings)"
         )
-    con.execute("INSERT INTO event_landings SELECT event_id, pid::UUID FROM _h_landed")
+    con.execute(
+        "INSERT INTO event_landings SELECT event_id, landed::UUID FROM _h_applied"
+        " WHERE in_timeline AND pid IS NOT NULL AND pid <> landed"
+    )
 
 
 def _forget_erased(con: duckdb.DuckDBPyConnection) -> None:
@@ -211,6 +231,114 @@ def _forget_erased(con: duckdb.DuckDBPyConnection) -> None:
     erased = "SELECT pid FROM _h_members WHERE tree IN (SELECT pid::UUID FROM _h_erasures)"
     for table in ("identifier_attachments", "identifier_day_states", "event_landings"):
         con.execute(f"DELETE FROM {table} WHERE profile_id IN ({erased})")
+
+
+# -- the stored states a batch reads ---------------------------------------------------------
+
+# The columns of identifier_day_states after (id_key, profile_id, day), and the same state
+# as the identifiers table holds it: a live identifier's row there is the merge of all its
+# facts, that is the state of its latest day (its attachment's last row in
+# identifier_day_states), kept by the fold's own writer. It has a row there only if some
+# event changed it (``has_state``): seen, consent, a bounce or a CCPA request.
+_STATE_COLUMNS = (
+    "first_seen_us, last_seen_us, last_seen_eid, explicit_consent, explicit_us, explicit_eid,"
+    " unknown_us, unknown_eid, hard_bounces, complaints, recent_soft_bounces_us, ccpa, ccpa_us,"
+    " ccpa_eid"
+)
+_CURRENT_STATE = """
+    epoch_us(i.first_seen) AS first_seen_us, epoch_us(i.last_seen) AS last_seen_us,
+    i.last_seen_event_id AS last_seen_eid, i.consent_explicit AS explicit_consent,
+    epoch_us(i.consent_explicit_at) AS explicit_us, i.consent_explicit_event_id AS explicit_eid,
+    epoch_us(i.consent_unknown_at) AS unknown_us, i.consent_unknown_event_id AS unknown_eid,
+    i.hard_bounces, i.complaints,
+    coalesce(i.recent_soft_bounces_us, []::BIGINT[]) AS recent_soft_bounces_us,
+    i.ccpa, epoch_us(i.ccpa_updated_at) AS ccpa_us, i.ccpa_event_id AS ccpa_eid,
+    i.first_seen IS NOT NULL OR i.consent_explicit_at IS NOT NULL
+        OR i.consent_unknown_at IS NOT NULL OR i.hard_bounces > 0 OR i.complaints > 0
+        OR i.soft_bounces > 0 OR i.ccpa_updated_at IS NOT NULL AS has_state
+"""
+
+
+def _prior_states(con: duckdb.DuckDBPyConnection, has_effects: bool, trees: bool) -> str:
+    """Before the batch writes identifier_day_states: what the writer reads of it, without
+    scanning it (it is the largest history table, and a join on random keys reads all of it).
+
+    Every read is a request (identifier, attachment, cut day): the stored rows from the cut
+    on, and the latest one before it (``_h_prior``). Cuts are days of the batch's own events
+    (an identifier's first day in the batch, a tree's first changed day), so the rows from
+    the earliest cut on (``since``) are the last few days written, which a filter on ``day``
+    finds by the zonemaps (rows are appended roughly in day order): ``_h_recent``. The latest
+    row before a cut is the latest of those before it; or, when the identifier has none from
+    ``since`` on, its current state (``_h_current``, from identifiers, dated -infinity: only
+    its order matters); or none is needed, when a stored row falls on the cut itself. Only
+    an identifier whose stored rows all lie after its cut (a fact older than the previous
+    batch's) needs the rows before ``since``: ``_h_lookup``, a scan for those few.
+
+    Returns ``since`` as a date literal ('infinity' when nothing is read).
+    """
+    requests = ["SELECT NULL::UUID AS id_key, NULL::UUID AS att, NULL::DATE AS cut WHERE false"]
+    if has_effects:
+        requests.append("SELECT id_key, att, from_day FROM _h_id_from WHERE att IS NOT NULL")
+    if trees:
+        requests.append("SELECT DISTINCT id_key, att, tree_from FROM _h_spans")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _h_want AS SELECT r.*, a.id_key IS NULL AS stored"
+        f" FROM ({' UNION '.join(requests)}) AS r"
+        " LEFT JOIN _h_att AS a"
+        " ON a.id_key = r.id_key AND a.att = r.att"
+    )
+    row = con.execute(
+        "SELECT coalesce(min(cut), 'infinity'::DATE)::VARCHAR FROM _h_want"
+    ).fetchone()
+    since = f"DATE '{row[0] if row else 'infinity'}'"
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _h_current AS"
+        f" SELECT w.id_key, w.att AS profile_id, i.id_type, i.id_value, {_CURRENT_STATE}"
+        " FROM (SELECT DISTINCT id_key, att FROM _h_want WHERE stored) AS w"
+        " JOIN identifiers AS i ON i.id_key = w.id_key"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _h_recent AS SELECT s.* FROM identifier_day_states AS s"
+        " SEMI JOIN _h_want AS w ON s.id_key = w.id_key AND s.profile_id = w.att"
+        f" WHERE s.day >= {since}"
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _h_prior AS
+        WITH marks AS (
+            SELECT w.id_key, w.att, w.cut, w.stored,
+                max(s.day) FILTER (s.day < w.cut) AS before_day,
+                min(s.day) FILTER (s.day >= w.cut) AS next_day
+            FROM _h_want AS w
+            LEFT JOIN _h_recent AS s ON s.id_key = w.id_key AND s.profile_id = w.att
+            GROUP BY ALL
+        )
+        SELECT m.cut, s.* FROM marks AS m
+        JOIN _h_recent AS s
+            ON s.id_key = m.id_key AND s.profile_id = m.att AND s.day = m.before_day
+        UNION ALL
+        SELECT m.cut, c.id_key, c.profile_id, '-infinity'::DATE, {_STATE_COLUMNS}
+        FROM marks AS m
+        JOIN _h_current AS c ON c.id_key = m.id_key AND c.profile_id = m.att AND c.has_state
+        WHERE m.before_day IS NULL AND m.next_day IS NULL AND m.stored
+        """
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _h_lookup AS SELECT w.id_key, w.att, w.cut FROM _h_want AS w"
+        " JOIN _h_recent AS s ON s.id_key = w.id_key AND s.profile_id = w.att"
+        " GROUP BY w.id_key, w.att, w.cut HAVING min(s.day) > w.cut"
+    )
+    if _any(con, "_h_lookup"):
+        con.execute(
+            f"""
+            INSERT INTO _h_prior
+            SELECT l.cut, s.* FROM identifier_day_states AS s
+            JOIN _h_lookup AS l ON s.id_key = l.id_key AND s.profile_id = l.att
+            WHERE s.day < {since} AND s.id_key IN (SELECT id_key FROM _h_lookup)
+            QUALIFY s.day = max(s.day) OVER (PARTITION BY l.id_key, l.att, l.cut)
+            """
+        )
+    return since
 
 
 # -- identifier_day_states -------------------------------------------------------------------
@@ -234,8 +362,8 @@ def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
             WHERE e.inc IS NULL
         ), seen AS (
             SELECT id_key::UUID AS id_key, att, day, min(us) AS first_us,
-                max(struct_pack(us := us, eid := eid)) AS seen
-            FROM effects WHERE kind = 'seen' GROUP BY ALL
+                max(struct_pack(us := us, eid := eid)) AS seen, bool_or(reads) AS reads
+            FROM effects WHERE kind = 'seen' GROUP BY id_key, att, day
         ), rare AS (
             SELECT
                 id_key::UUID AS id_key, att, day,
@@ -255,7 +383,8 @@ def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
             coalesce(s.id_key, r.id_key) AS id_key, coalesce(s.att, r.att) AS att,
             coalesce(s.day, r.day) AS day, s.first_us, s.seen, r.explicit, r.unknown,
             coalesce(r.hard, 0) AS hard, coalesce(r.complaints, 0) AS complaints,
-            coalesce(r.soft, []::BIGINT[]) AS soft, r.ccpa, r.id_key IS NOT NULL AS rare
+            coalesce(r.soft, []::BIGINT[]) AS soft, r.ccpa, r.id_key IS NOT NULL AS rare,
+            r.id_key IS NOT NULL OR s.reads AS moves
         FROM seen AS s
         FULL JOIN rare AS r
             ON r.id_key = s.id_key AND r.att IS NOT DISTINCT FROM s.att AND r.day = s.day
@@ -263,25 +392,30 @@ def _batch_facts(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_id_from AS SELECT id_key, att, min(day) AS from_day,"
-        " min(first_us) AS first_us, bool_or(rare) AS rare FROM _h_batch GROUP BY ALL"
+        " min(first_us) AS first_us, bool_or(rare) AS rare,"
+        " min(day) FILTER (moves) AS moves_from FROM _h_batch GROUP BY ALL"
     )
 
 
-def _identifier_states(con: duckdb.DuckDBPyConnection) -> None:
+def _identifier_states(con: duckdb.DuckDBPyConnection, since: str) -> None:
     """Rewrite each changed identifier's day states from the batch's first day for it on.
 
     The state at the end of day d is the stored state at d (its latest row on or before d)
     merged with the batch's facts up to d; the rewritten days are the batch's days and the
-    stored days from the first one on.
+    stored days from the first one on. The stored rows come from ``_prior_states``.
     """
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _h_old AS
         SELECT s.*, f.from_day
-        FROM identifier_day_states AS s
+        FROM _h_recent AS s
         JOIN _h_id_from AS f ON s.id_key = f.id_key AND s.profile_id = f.att
-        QUALIFY s.day >= f.from_day OR s.day = max(CASE WHEN s.day < f.from_day THEN s.day END)
-            OVER (PARTITION BY s.id_key, s.profile_id)
+        WHERE s.day >= f.from_day
+        UNION ALL
+        SELECT p.* EXCLUDE (cut), f.from_day
+        FROM _h_prior AS p
+        JOIN _h_id_from AS f
+            ON p.id_key = f.id_key AND p.profile_id = f.att AND p.cut = f.from_day
         """
     )
     # Late: identifiers with stored days on or after the batch's first day for them (a late
@@ -299,6 +433,7 @@ def _identifier_states(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "DELETE FROM identifier_day_states AS s USING _h_id_from AS f"
         " WHERE s.id_key = f.id_key AND s.profile_id = f.att AND s.day >= f.from_day"
+        f" AND s.day >= {since}"
     )
     _insert_states(
         con,
@@ -434,33 +569,24 @@ def _insert_states(
 # -- profile_reachability_history ------------------------------------------------------------
 
 
-def _reachability_history(con: duckdb.DuckDBPyConnection, has_effects: bool) -> None:
-    """Rewrite the history rows of every profile tree the batch changed, from the earliest
-    day of its changes on.
-
-    A tree is a root (live, or erased in this batch) with every profile merged into it. Per
-    profile: its root on each day (merges apply from the merge's day); per identifier: the
-    root that owns it on each day (from its attachment on) and its state on each day (its
-    day states); per root, from the tree's first changed day: the reachability inputs on
-    each day on which anything of it changed, after the stored span running into that day.
-    """
-    _members(con, has_effects)
-    if not _any(con, "_h_tree_from"):
-        return
-    _root_intervals(con)
-    _owned_identifiers(con)
-    _states_and_change_days(con)
-    _recompute_spans(con)
+# The history rows of every profile tree the batch changed are rewritten from the earliest
+# day of its changes on. A tree is a root (live, or erased in this batch) with every profile
+# merged into it. Per profile: its root on each day (merges apply from the merge's day); per
+# identifier: the root that owns it on each day (from its attachment on) and its state on
+# each day (its day states); per root, from the tree's first changed day: the reachability
+# inputs on each day on which anything of it changed, after the stored span running into
+# that day.
 
 
 def _any(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     return con.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone() == (True,)
 
 
-def _members(con: duckdb.DuckDBPyConnection, has_effects: bool) -> None:
+def _members(con: duckdb.DuckDBPyConnection, has_effects: bool) -> bool:
     """Every profile of the reached trees (runs before the batch's merges reach
     profile_merges, so stored members are found under their stored survivor), the first day
-    each tree changed, and the lineage of the changed trees' members."""
+    each tree changed, and the lineage of the changed trees' members; False when no tree
+    changed."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_members AS"
         " SELECT pid::UUID AS pid, root::UUID AS tree FROM _h_roots"
@@ -468,8 +594,8 @@ def _members(con: duckdb.DuckDBPyConnection, has_effects: bool) -> None:
         " JOIN _h_roots AS r ON m.survivor_profile_id = r.pid::UUID"
     )
     changed_identifiers = (
-        " UNION ALL SELECT m.tree, f.from_day FROM _h_id_from AS f"
-        " JOIN _h_members AS m ON m.pid = f.att"
+        " UNION ALL SELECT m.tree, f.moves_from FROM _h_id_from AS f"
+        " JOIN _h_members AS m ON m.pid = f.att WHERE f.moves_from IS NOT NULL"
         if has_effects
         else ""
     )
@@ -498,6 +624,7 @@ def _members(con: duckdb.DuckDBPyConnection, has_effects: bool) -> None:
         " FROM profile_lineage AS l JOIN _h_members AS m ON l.profile_id = m.pid"
         " JOIN _h_tree_from AS t ON t.tree = m.tree"
     )
+    return _any(con, "_h_tree_from")
 
 
 def _root_intervals(con: duckdb.DuckDBPyConnection) -> None:
@@ -531,58 +658,75 @@ def _root_intervals(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _owned_identifiers(con: duckdb.DuckDBPyConnection) -> None:
-    """Which root owns each identifier of the changed trees on which days (the spans that
-    reach the tree's first changed day), whether the inputs read it (``read``: a messaging
-    identifier, or one with a CCPA request in its states; the others never move an input),
-    and the values that break last-seen ties between emails or phones (kept in a temporary
-    table only)."""
+def _owned_spans(con: duckdb.DuckDBPyConnection) -> None:
+    """Which root owns each identifier of the changed trees on which days: the spans that
+    reach the tree's first changed day."""
     con.execute(
         """
-        CREATE OR REPLACE TEMP TABLE _h_owned AS
+        CREATE OR REPLACE TEMP TABLE _h_spans AS
         WITH spans AS (
             SELECT a.id_key, a.profile_id AS att, a.id_type, a.valid, i.root, l.tree_from,
                 greatest(i.from_day, a.attached_at::DATE) AS from_day, i.to_day
             FROM identifier_attachments AS a
             JOIN _h_intervals AS i ON i.pid = a.profile_id
             JOIN _h_lineage AS l ON l.pid = a.profile_id
-        ), with_ccpa AS (
-            SELECT DISTINCT id_key, profile_id AS att FROM identifier_day_states
-            WHERE ccpa IS NOT NULL
+        )
+        SELECT * FROM spans AS s
+        WHERE (s.to_day IS NULL OR s.from_day < s.to_day)
+            AND (s.to_day IS NULL OR s.to_day > s.tree_from)
+        """
+    )
+
+
+def _owned_identifiers(con: duckdb.DuckDBPyConnection, since: str) -> None:
+    """The owned spans with whether the inputs read the identifier (``read``: a messaging
+    identifier, or one with a CCPA request in its states; the others never move an input),
+    and the values that break last-seen ties between emails or phones (kept in a temporary
+    table only). A state keeps its CCPA request once it has one, so an identifier has one
+    in its states if its latest state has: a row from ``since`` on, or its current state."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _h_owned AS
+        WITH with_ccpa AS (
+            SELECT id_key, profile_id AS att FROM identifier_day_states
+            WHERE day >= {since} AND ccpa IS NOT NULL
+            UNION
+            SELECT id_key, profile_id FROM _h_current WHERE ccpa IS NOT NULL
         )
         SELECT s.*,
             s.id_type IN ('email', 'phone', 'push_token') OR c.id_key IS NOT NULL AS read
-        FROM spans AS s
+        FROM _h_spans AS s
         LEFT JOIN with_ccpa AS c ON c.id_key = s.id_key AND c.att = s.att
-        WHERE (s.to_day IS NULL OR s.from_day < s.to_day)
-            AND (s.to_day IS NULL OR s.to_day > s.tree_from)
         """
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_values AS"
         " SELECT id_key, any_value(id_value) AS id_value FROM ("
-        "  SELECT id_key, id_value FROM identifiers"
-        "  WHERE id_key IN (SELECT id_key FROM _h_owned WHERE id_type IN ('email', 'phone'))"
-        "  UNION ALL SELECT id_key::UUID, id_value FROM _h_attached"
+        "  SELECT id_key, id_value FROM _h_current WHERE id_type IN ('email', 'phone')"
+        "  UNION ALL SELECT id_key, id_value FROM _h_att"
         "  WHERE id_type IN ('email', 'phone'))"
         " GROUP BY id_key"
     )
 
 
-def _states_and_change_days(con: duckdb.DuckDBPyConnection) -> None:
+def _states_and_change_days(con: duckdb.DuckDBPyConnection, since: str) -> None:
     """The day states the recompute needs (from the last one before the tree's first changed
-    day on), judged as the identifiers table judges them, and the days per root from the
-    tree's first changed day on on which something of it changed.
+    day on: the rows from ``since`` on, as the batch left them, and before them the ones
+    ``_prior_states`` found), judged as the identifiers table judges them, and the days per
+    root from the tree's first changed day on on which something of it changed.
 
     A day state is a change day only when it moves what the inputs read of its identifier
     (``changed``): the CCPA request for every type; deliverability, consent and soft bounces
     for messaging identifiers; the last seen event for an email or phone whose root holds
     another of its type (it decides which one counts). The other days (most are an anonymous
     id or customer id seen again) leave every input as it was, so judging them would only
-    repeat the day before.
+    repeat the day before. For the same reason a root is judged on the days a span of an
+    identifier starts (an attachment, a creation, a merge into it) and on its change days,
+    not on the tree's first changed day as such: on a day without either its inputs are the
+    day before's (the stored span running into it, which the recompute keeps as the seed).
     """
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TEMP TABLE _h_states AS
         WITH peers AS (
             SELECT *, count(*) OVER (PARTITION BY root, id_type) AS peers FROM _h_owned
@@ -605,8 +749,18 @@ def _states_and_change_days(con: duckdb.DuckDBPyConnection) -> None:
                 END AS consent,
                 len(s.recent_soft_bounces_us) AS consecutive,
                 s.ccpa, w.id_type, w.ranked
-            FROM identifier_day_states AS s
-            JOIN wanted AS w ON s.id_key = w.id_key AND s.profile_id = w.att
+            FROM (
+                SELECT s.*, w.tree_from FROM identifier_day_states AS s
+                JOIN wanted AS w ON s.id_key = w.id_key AND s.profile_id = w.att
+                WHERE s.day >= {since}
+                UNION ALL
+                SELECT p.* EXCLUDE (cut), w.tree_from FROM _h_prior AS p
+                JOIN wanted AS w
+                    ON p.id_key = w.id_key AND p.profile_id = w.att AND p.cut = w.tree_from
+                WHERE p.day < {since}
+            ) AS s
+            JOIN wanted AS w
+                ON s.id_key = w.id_key AND s.profile_id = w.att AND s.tree_from = w.tree_from
         ), read AS (
             SELECT *,
                 CASE WHEN id_type IN ('email', 'phone', 'push_token') THEN struct_pack(
@@ -630,7 +784,7 @@ def _states_and_change_days(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE _h_change_days AS
-        SELECT root, greatest(from_day, tree_from) AS day FROM _h_owned
+        SELECT root, from_day AS day FROM _h_owned WHERE from_day >= tree_from
         UNION
         SELECT o.root, s.day
         FROM _h_owned AS o

@@ -15,6 +15,7 @@ from profile_engine.batch_fold import timeline_payload, trait_text
 
 __all__ = [
     "NEVER_US",
+    "REACHABILITY_INPUT_COLUMNS",
     "TIMESTAMP",
     "timeline_payload",
     "trait_text",
@@ -24,6 +25,12 @@ __all__ = [
 
 TIMESTAMP = pa.timestamp("us")
 NEVER_US = -(2**63)  # sorts below every real time: "never seen" in last-seen comparisons
+# The columns of profile_reachability_inputs besides profile_id (also those of
+# reachability_input_tally's groups and of profile_reachability_history's spans).
+REACHABILITY_INPUT_COLUMNS = (
+    "ccpa_opted_out, email_consent, email_soft_bounces, sms_consent, sms_soft_bounces,"
+    " push_opted_in_soft_bounces, push_unknown_soft_bounces"
+)
 
 
 def trait_value(text: str, value_type: str) -> Any:
