@@ -331,10 +331,9 @@ def _erase(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
     if not batch.erased:
         return
     _scrub_other_profiles(con)
+    _tally(con, "SELECT pid FROM _erased", -1)  # the inputs rows the loop below deletes
     for table in ("profiles", "identifiers", "traits", "trait_tombstones", "subscriptions",
                   "orders", "events", "profile_reachability_inputs"):  # fmt: skip
-        if table == "profile_reachability_inputs":
-            _tally(con, "SELECT pid FROM _erased", -1)
         con.execute(f"DELETE FROM {table} WHERE profile_id IN (SELECT pid FROM _erased)")
     con.execute(
         "DELETE FROM profile_merges WHERE survivor_profile_id IN (SELECT pid FROM _erased)"
