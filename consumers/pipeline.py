@@ -18,6 +18,7 @@ the one record at fault is found and dead-lettered, so no input can stop the fol
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import time
@@ -223,7 +224,12 @@ class Pipeline:
                     started = time.monotonic()
                     self._flush(source, pending)
                     cut.committed(time.monotonic() - started)
+                    _let_go_of(pending)
                     pending = []
+                    # After the batch's records are gone, not while they are held: the young
+                    # generations are then a few thousand objects, not the batch's hundreds of
+                    # thousands, and the collection (which holds the GIL) is that much shorter.
+                    gc.collect(1)
                 if chunk is None and not pending:
                     self.stats.lag = 0
                 if options.progress:
@@ -244,7 +250,6 @@ class Pipeline:
         uncommitted, so the source's read positions may be stored with them."""
         try:
             self._fold_and_commit(source, records, last)
-            gc.collect(1)
         except BadInput:
             if len(records) == 1:
                 self._commit_as_dead_letter(source, records[0], last)
@@ -288,6 +293,7 @@ class Pipeline:
             self._destroy_keys(changes)
         self.store.commit_batch(changes, offsets, letters)
         self._count(records, folded, duplicates, len(letters), offsets)
+        _take_apart(changes, fold)
 
     def _unreadable_if_erased(self, event: Prepared, fold: BatchFold) -> Prepared:
         """A sealed event under a key an erasure of this run destroyed folds as a rebuild
@@ -356,6 +362,36 @@ class Pipeline:
     def start_offsets(self, offsets: dict[int, int]) -> None:
         """Where the source starts, so a batch's offsets cover partitions it did not touch."""
         self._next_offsets = dict(offsets)
+
+
+# How many records, or a batch structure's attributes, are let go of at a time (see _let_go_of).
+RELEASE_STEP = 2_000
+
+
+def _let_go_of(records: list[Record]) -> None:
+    """Empty a committed batch's list of records a slice at a time.
+
+    Freeing objects is C code that keeps the GIL until the last one is freed: dropping a
+    batch at once would keep the server's readers (threads of the same process) waiting for
+    all of it. Between slices the interpreter can hand the GIL over.
+    """
+    while records:
+        del records[-RELEASE_STEP:]
+
+
+def _take_apart(*finished: object) -> None:
+    """Drop the attributes of a finished batch's objects one by one (an object's own
+    attributes first, also those of the objects they hold), for the reason _let_go_of gives:
+    freeing a BatchFold and its BatchChanges whole is one long stretch with the GIL held."""
+    for owner in finished:
+        names = list(getattr(owner, "__dict__", ())) + list(getattr(type(owner), "__slots__", ()))
+        for name in names:
+            value = getattr(owner, name, None)
+            if hasattr(value, "__slots__") and not isinstance(value, type):
+                _take_apart(value)
+            with contextlib.suppress(AttributeError):
+                delattr(owner, name)
+            del value
 
 
 def _needs_the_broker(pending: list[Record], options: PipelineOptions) -> bool:
