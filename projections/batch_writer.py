@@ -30,7 +30,13 @@ from profile_engine.crypto import ref_blind
 from profile_engine.fold import FoldConfig
 from projections.connection import registered
 from projections.history_writer import write_history
-from projections.rows import NEVER_US, REACHABILITY_INPUT_COLUMNS, TIMESTAMP, without_identifier
+from projections.rows import (
+    NEVER_US,
+    REACHABILITY_INPUT_COLUMNS,
+    TIMESTAMP,
+    arrow_array,
+    without_identifier,
+)
 from projections.store import DeadLetter, TopicOffset, arrow
 
 _STR = pa.string()
@@ -48,14 +54,14 @@ def load_world(
     if keys:
         world.owners = _owners(con, keys)
     if world.owners:
-        owners = pa.table({"pid": pa.array(sorted(set(world.owners.values())), _STR)})
+        owners = pa.table({"pid": arrow_array(sorted(set(world.owners.values())), _STR)})
         world.profiles = _owner_profiles(con, owners, config)
     world.applied = _applied(con, batch)
     return world
 
 
 def _owners(con: duckdb.DuckDBPyConnection, keys: list[IdKey]) -> dict[IdKey, str]:
-    wanted = pa.table({"id_key": pa.array(keys, _STR)})
+    wanted = pa.table({"id_key": arrow_array(keys, _STR)})
     with registered(con, _w_keys=wanted):
         rows = con.execute(
             "SELECT id_key::VARCHAR, profile_id::VARCHAR FROM identifiers"
@@ -98,8 +104,8 @@ def _owner_profiles(
 def _applied(con: duckdb.DuckDBPyConnection, batch: Sequence[Prepared]) -> dict[str, str]:
     wanted = pa.table(
         {
-            "event_id": pa.array([p.event_id for p in batch], _STR),
-            "event_key": pa.array([p.event_key for p in batch], _STR),
+            "event_id": arrow_array([p.event_id for p in batch], _STR),
+            "event_key": arrow_array([p.event_key for p in batch], _STR),
         }
     )
     if not len(batch):
@@ -169,14 +175,14 @@ class _BatchTables:
 
     def tables(self) -> dict[str, pa.Table]:
         tables = {name: pa.table(columns) for name, columns in self.columns.items()}
-        tables["_b_erased"] = pa.table({"pid": pa.array(self.erased, _STR)})
+        tables["_b_erased"] = pa.table({"pid": arrow_array(self.erased, _STR)})
         tables["_b_moves"] = pa.table(
             {
-                "old": pa.array([m[0] for m in self.moves], _STR),
-                "new": pa.array([m[1] for m in self.moves], _STR),
+                "old": arrow_array([m[0] for m in self.moves], _STR),
+                "new": arrow_array([m[1] for m in self.moves], _STR),
             }
         )
-        tables["_b_scope"] = pa.table({"pid": pa.array(sorted(self.scope), _STR)})
+        tables["_b_scope"] = pa.table({"pid": arrow_array(sorted(self.scope), _STR)})
         return tables
 
     def _events(self, changes: BatchChanges) -> None:
@@ -189,22 +195,22 @@ class _BatchTables:
         self.scope.update(pid for pid in pids if pid is not None)
         created = changes.created
         self.columns["_b_created"] = {
-            "pid": pa.array(list(created), _STR),
-            "created_us": pa.array([k[0] for k in created.values()], _I64),
-            "created_event_id": pa.array([k[1] for k in created.values()], _STR),
+            "pid": arrow_array(list(created), _STR),
+            "created_us": arrow_array([k[0] for k in created.values()], _I64),
+            "created_event_id": arrow_array([k[1] for k in created.values()], _STR),
         }
         self.columns["_b_applied"] = {
-            "event_id": pa.array([p.event_id for p in prepared], _STR),
-            "event_key": pa.array([p.event_key for p in prepared], _STR),
-            "fingerprint": pa.array([p.fingerprint for p in prepared], _STR),
-            "pid": pa.array(pids, _STR),
-            "in_timeline": pa.array([a.in_timeline for a in applied], pa.bool_()),
-            "type": pa.array([p.type for p in prepared], _STR),
-            "ts": pa.array([p.timestamp_us for p in prepared], TIMESTAMP),
-            "event_name": pa.array(
+            "event_id": arrow_array([p.event_id for p in prepared], _STR),
+            "event_key": arrow_array([p.event_key for p in prepared], _STR),
+            "fingerprint": arrow_array([p.fingerprint for p in prepared], _STR),
+            "pid": arrow_array(pids, _STR),
+            "in_timeline": arrow_array([a.in_timeline for a in applied], pa.bool_()),
+            "type": arrow_array([p.type for p in prepared], _STR),
+            "ts": arrow_array([p.timestamp_us for p in prepared], TIMESTAMP),
+            "event_name": arrow_array(
                 [p.detail[0] if p.type == "track" else None for p in prepared], _STR
             ),
-            "payload": pa.array([p.payload for p in prepared], _STR),
+            "payload": arrow_array([p.payload for p in prepared], _STR),
         }
         live = [(p, pid) for p, pid in zip(prepared, pids, strict=True) if pid]
         traits = [
@@ -295,11 +301,11 @@ class _BatchTables:
                     if wrapped is not None:
                         keys.setdefault(ref, wrapped)
         self.columns["_b_data_keys"] = {
-            "key_ref": pa.array(list(keys), _STR),
-            "blind": pa.array([ref_blind(ref) for ref in keys], _STR),
-            "wrapped": pa.array(list(keys.values()), pa.binary()),
+            "key_ref": arrow_array(list(keys), _STR),
+            "blind": arrow_array([ref_blind(ref) for ref in keys], _STR),
+            "wrapped": arrow_array(list(keys.values()), pa.binary()),
         }
-        self.columns["_b_erased_keys"] = {"id_key": pa.array(sorted(changes.erased_keys), _STR)}
+        self.columns["_b_erased_keys"] = {"id_key": arrow_array(sorted(changes.erased_keys), _STR)}
 
 
 def _columns(
@@ -307,7 +313,7 @@ def _columns(
 ) -> dict[str, pa.Array]:
     """Row tuples -> named Arrow columns (one C-level transpose)."""
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-    return {n: pa.array(c, t) for n, t, c in zip(names, types, columns, strict=True)}
+    return {n: arrow_array(c, t) for n, t, c in zip(names, types, columns, strict=True)}
 
 
 # -- the statements ------------------------------------------------------------------------
@@ -389,7 +395,7 @@ def _scrub_conflict_events(con: duckdb.DuckDBPyConnection, conflicts_sql: str) -
     by_event: dict[str, list[tuple[str, str]]] = {}
     for event_id, id_type, value in scrubbed:
         by_event.setdefault(event_id, []).append((id_type, value))
-    wanted = pa.table({"event_id": pa.array(sorted(by_event), _STR)})
+    wanted = pa.table({"event_id": arrow_array(sorted(by_event), _STR)})
     with registered(con, _w_scrub=wanted):
         payloads = con.execute(
             "SELECT event_id, payload::VARCHAR FROM events"
@@ -404,14 +410,14 @@ def _scrub_conflict_events(con: duckdb.DuckDBPyConnection, conflicts_sql: str) -
     changes = {
         "_w_payloads": pa.table(
             {
-                "event_id": pa.array([u[0] for u in updated], _STR),
-                "payload": pa.array([u[1] for u in updated], _STR),
+                "event_id": arrow_array([u[0] for u in updated], _STR),
+                "payload": arrow_array([u[1] for u in updated], _STR),
             }
         ),
         "_w_taken": pa.table(
             {
-                "event_id": pa.array([r[0] for r in rows], _STR),
-                "value": pa.array([r[1] for r in rows], _STR),
+                "event_id": arrow_array([r[0] for r in rows], _STR),
+                "value": arrow_array([r[1] for r in rows], _STR),
             }
         ),
     }
@@ -742,8 +748,8 @@ def _revenue_by_profile(con: duckdb.DuckDBPyConnection) -> pa.Table:
         by_profile.setdefault(pid, []).append(revenue)
     return pa.table(
         {
-            "pid": pa.array(list(by_profile), _STR),
-            "revenue": pa.array([math.fsum(v) for v in by_profile.values()], pa.float64()),
+            "pid": arrow_array(list(by_profile), _STR),
+            "revenue": arrow_array([math.fsum(v) for v in by_profile.values()], pa.float64()),
         }
     )
 
@@ -847,14 +853,14 @@ def write_dead_letters(con: duckdb.DuckDBPyConnection, letters: Sequence[DeadLet
     d = letters
     table = pa.table(
         {
-            "source": pa.array([x.source for x in d], _STR),
-            "partition": pa.array([x.partition for x in d], pa.int32()),
-            "offset": pa.array([x.offset for x in d], _I64),
-            "line_number": pa.array([x.line_number for x in d], _I64),
-            "message_key": pa.array([x.key for x in d], pa.binary()),
-            "raw": pa.array([x.raw for x in d], pa.binary()),
-            "reason": pa.array([x.reason for x in d], _STR),
-            "logged_at": pa.array([x.timestamp_us for x in d], TIMESTAMP),
+            "source": arrow_array([x.source for x in d], _STR),
+            "partition": arrow_array([x.partition for x in d], pa.int32()),
+            "offset": arrow_array([x.offset for x in d], _I64),
+            "line_number": arrow_array([x.line_number for x in d], _I64),
+            "message_key": arrow_array([x.key for x in d], pa.binary()),
+            "raw": arrow_array([x.raw for x in d], pa.binary()),
+            "reason": arrow_array([x.reason for x in d], _STR),
+            "logged_at": arrow_array([x.timestamp_us for x in d], TIMESTAMP),
         }
     )
     with registered(con, _b_dead=table):
@@ -866,9 +872,9 @@ def write_offsets(con: duckdb.DuckDBPyConnection, offsets: Sequence[TopicOffset]
         return
     rows = pa.table(
         {
-            "topic": pa.array([o.topic for o in offsets], _STR),
-            "partition": pa.array([o.partition for o in offsets], pa.int32()),
-            "next_offset": pa.array([o.next_offset for o in offsets], _I64),
+            "topic": arrow_array([o.topic for o in offsets], _STR),
+            "partition": arrow_array([o.partition for o in offsets], pa.int32()),
+            "next_offset": arrow_array([o.next_offset for o in offsets], _I64),
         }
     )
     with registered(con, _offsets=rows):

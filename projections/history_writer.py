@@ -57,7 +57,7 @@ import pyarrow as pa
 
 from profile_engine.batch_fold import BatchChanges, HistoryLog
 from projections.connection import registered
-from projections.rows import NEVER_US, REACHABILITY_INPUT_COLUMNS
+from projections.rows import NEVER_US, REACHABILITY_INPUT_COLUMNS, arrow_array
 
 _STR = pa.string()
 _I64 = pa.int64()
@@ -109,7 +109,7 @@ def _columns(
     names: tuple[str, ...], types: tuple[pa.DataType, ...], rows: Sequence[tuple[Any, ...]]
 ) -> pa.Table:
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-    return pa.table({n: pa.array(c, t) for n, t, c in zip(names, types, columns, strict=True)})
+    return pa.table({n: arrow_array(c, t) for n, t, c in zip(names, types, columns, strict=True)})
 
 
 _EFFECT_NAMES = ("id_key", "inc", "us", "eid", "status")
@@ -132,13 +132,13 @@ def _effects(log: HistoryLog) -> pa.Table:
             continue
         given = dict(zip(names, zip(*rows, strict=True), strict=True))
         columns = {
-            name: pa.array(given[name], kind_type)
+            name: arrow_array(given[name], kind_type)
             if name in given
             else pa.nulls(len(rows), kind_type)
             for name, kind_type in zip(_EFFECT_NAMES, _EFFECT_TYPES, strict=True)
         }
-        columns["kind"] = pa.array([kind] * len(rows), _STR)
-        columns["reads"] = pa.array([reads] * len(rows), pa.bool_())
+        columns["kind"] = arrow_array([kind] * len(rows), _STR)
+        columns["reads"] = arrow_array([reads] * len(rows), pa.bool_())
         parts.append(pa.table(columns))
     if not parts:
         return _columns((*_EFFECT_NAMES, "kind", "reads"), (*_EFFECT_TYPES, _STR, pa.bool_()), [])
@@ -148,7 +148,7 @@ def _effects(log: HistoryLog) -> pa.Table:
 def _tables(changes: BatchChanges, log: HistoryLog, applied: pa.Table) -> dict[str, pa.Table]:
     # The batch writer's row per applied event, with the profile it landed on (before the
     # batch's later merges): for activity_days and event_landings.
-    landed = pa.array([a.profile_id for a in changes.applied], _STR)
+    landed = arrow_array([a.profile_id for a in changes.applied], _STR)
     return {
         "_h_created": _columns(
             ("pid", "created_us"), (_STR, _I64),

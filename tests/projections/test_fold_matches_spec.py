@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -145,3 +146,24 @@ def test_a_generated_stream_gives_the_specification_tables(tmp_path: Path) -> No
             continue
     _compare(tmp_path, log, FoldConfig(), batch=3_000)
     assert dump(tmp_path / "production.duckdb")["profile_merges"]  # merges were exercised
+
+
+def test_the_tables_are_the_same_when_every_column_is_converted_in_pieces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch writer converts its columns ARROW_STEP values at a time, and the pipeline
+    lets go of a batch's records a slice at a time: with steps of a few values both happen
+    in every batch, and the tables are still the specification's."""
+    from consumers import pipeline
+    from profile_engine.contract import ContractError, parse_event
+    from projections import rows
+
+    monkeypatch.setattr(rows, "ARROW_STEP", 7)
+    monkeypatch.setattr(pipeline, "RELEASE_STEP", 5)
+    log = []
+    for raw in generate_events(4_000, seed=11):
+        try:
+            log.append(parse_event(raw))
+        except (ContractError, TypeError):
+            continue
+    _compare(tmp_path, log, FoldConfig(), batch=700)
