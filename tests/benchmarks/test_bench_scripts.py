@@ -196,3 +196,17 @@ def test_bench_fold_compares_the_fold_with_the_raw_read(kafka_bootstrap: str) ->
         result["fold_events_per_s"] / result["raw_read_events_per_s"], rel=0.01, abs=0.002
     )
     assert result["peak_rss_mb"] > 0 and result["db_mb"] > 0
+
+
+def test_bench_gil_reports_the_probe_and_the_folds_collections() -> None:
+    (result,) = run_script(
+        "bench_gil.py", "--profiles", "2000", "--events", "3000", "--batch-size", "1000"
+    )
+    assert result["consumed"] == result["events"] == 3000
+    late = result["probe_late"]
+    assert late["wakes"] > 0
+    assert late["p50_ms"] <= late["p99_ms"] <= late["p999_ms"] <= late["max_ms"]
+    # A young collection after each batch but the last, the full one at the end.
+    generations = [c["generation"] for c in result["collections"]]
+    assert generations[-1] == 2 and generations.count(1) >= 1
+    assert all(s["count"] > 0 and s["max_ms"] > result["stalls_over_ms"] for s in result["stalls"])
