@@ -47,8 +47,9 @@ RETRY_AFTER_S = 5.0
 # The fold thread's niceness (0-19 above the server's; the decode processes it starts inherit it).
 FOLD_NICENESS = 10
 # Smaller batches than consume's (consumers.pipeline.DEFAULT_BATCH_SIZE): each commit is what
-# readers see next, and the fold's longest steps (fetches into Python that hold the GIL) are
-# shorter. Measured in the README's bench_serve rows.
+# readers see next, and what the fold still does in one stretch with the GIL held (a batch's
+# young collection, freeing its largest structures) is shorter. Measured in the README's
+# bench_serve rows.
 SERVE_BATCH_SIZE = 25_000
 WATCH_EVERY_S = 1.0
 # The fold turns automatic garbage collection off for the whole process while it runs; the
