@@ -157,3 +157,4 @@ def serve(options: ServeOptions, announce: Callable[[str], None]) -> None:
             log.warning("the fold did not stop within %.0f s; exiting", FOLD_STOP_TIMEOUT_S)
         lock.release()
         sock.close()
+        gc.unfreeze()  # a serve run inside a longer process (the tests) leaves nothing frozen
