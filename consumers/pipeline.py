@@ -364,7 +364,7 @@ class Pipeline:
         self._next_offsets = dict(offsets)
 
 
-# How many records, or a batch structure's attributes, are let go of at a time (see _let_go_of).
+# How many of a committed batch's records are let go of at a time (see _let_go_of).
 RELEASE_STEP = 2_000
 
 
@@ -380,9 +380,10 @@ def _let_go_of(records: list[Record]) -> None:
 
 
 def _take_apart(*finished: object) -> None:
-    """Drop the attributes of a finished batch's objects one by one (an object's own
-    attributes first, also those of the objects they hold), for the reason _let_go_of gives:
-    freeing a BatchFold and its BatchChanges whole is one long stretch with the GIL held."""
+    """Drop the attributes of a finished batch's objects one at a time (an attribute that is
+    itself an object with slots, the batch's HistoryLog, taken apart first), for the reason
+    _let_go_of gives: freeing a BatchFold and its BatchChanges whole is one long stretch with
+    the GIL held. Only references are dropped; no container is emptied."""
     for owner in finished:
         names = list(getattr(owner, "__dict__", ())) + list(getattr(type(owner), "__slots__", ()))
         for name in names:
