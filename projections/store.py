@@ -75,6 +75,9 @@ def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
 # Measured in the README's Benchmarks: at 1GB the fold's process peaked above 2 GB at 10M
 # events, and 640MB folds the 2M-event file with no more CPU; below it the CPU rises.
 DEFAULT_MEMORY_LIMIT = "640MB"
+# Building the lookup indexes at the end of a rebuild needs more than folding: at 10M events
+# the checkpoint and index build ran out of 640MB. Used unless the variable sets a limit.
+DEFAULT_INDEX_BUILD_LIMIT = "1GB"
 MEMORY_ENV = "PROFILE_ENGINE_DUCKDB_MEMORY"
 MIN_MEMORY_BYTES = 64 * 1024**2  # below this DuckDB cannot even create the tables
 _MEMORY_TEXT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)\s*", re.IGNORECASE)
@@ -86,7 +89,16 @@ class MemoryLimitInvalid(NeedsOperator):
 
 def memory_limit() -> str:
     """DuckDB's memory limit for a writer: PROFILE_ENGINE_DUCKDB_MEMORY or 640MB."""
-    text = os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY_LIMIT
+    return _checked_limit(os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY_LIMIT)
+
+
+def index_build_limit() -> str:
+    """DuckDB's memory limit while a rebuild builds its indexes: PROFILE_ENGINE_DUCKDB_MEMORY
+    or 1GB."""
+    return _checked_limit(os.environ.get(MEMORY_ENV) or DEFAULT_INDEX_BUILD_LIMIT)
+
+
+def _checked_limit(text: str) -> str:
     match = _MEMORY_TEXT.fullmatch(text)
     if match is None:
         raise MemoryLimitInvalid(f"{MEMORY_ENV}={text!r} is not a size such as 512MB or 2GB")
@@ -275,11 +287,13 @@ class ProjectionStore:
 
         An ART index must fit in memory while it is built, and the buffer pool is full of the
         fold's unwritten pages by then: a checkpoint first writes them out so they can be
-        evicted, leaving the memory limit to the indexes."""
+        evicted, leaving the memory limit to the indexes. Both run under index_build_limit."""
         with write_errors(self.db_path):
+            self.con.execute(f"SET memory_limit = '{index_build_limit()}'")
             self.con.execute("CHECKPOINT")
             create_indexes(self.con)
             self.con.execute("CHECKPOINT")
+            self.con.execute(f"SET memory_limit = '{memory_limit()}'")
 
     def drop_indexes(self) -> None:
         drop_indexes(self.con)
