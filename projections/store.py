@@ -49,8 +49,9 @@ class ProjectionConfigError(NeedsOperator):
     """The projection was built with other fold settings than the ones requested."""
 
 
-def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
-    """Open a projection for writing, creating tables, views and indexes as needed."""
+def open_projection(db_path: str | Path, indexes: bool = True) -> duckdb.DuckDBPyConnection:
+    """Open a projection for writing, creating tables, views and (unless ``indexes`` is
+    false) indexes as needed."""
     limit = memory_limit()
     _create_file(str(db_path))
     con = connect(db_path)
@@ -68,7 +69,8 @@ def open_projection(db_path: str | Path) -> duckdb.DuckDBPyConnection:
         raise
     con.execute(sql_file("schema.sql"))
     con.execute(sql_file("views.sql"))
-    create_indexes(con)
+    if indexes:
+        create_indexes(con)
     return con
 
 
@@ -194,9 +196,14 @@ def arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) 
 class ProjectionStore:
     """One projection database: its bookkeeping, the stored world of a batch, batch commits."""
 
-    def __init__(self, db_path: str | Path, con: duckdb.DuckDBPyConnection | None = None) -> None:
+    def __init__(
+        self,
+        db_path: str | Path,
+        con: duckdb.DuckDBPyConnection | None = None,
+        indexes: bool = True,
+    ) -> None:
         self.db_path = str(db_path)
-        self.con = con if con is not None else open_projection(db_path)
+        self.con = con if con is not None else open_projection(db_path, indexes)
         self._owns_connection = con is None
         self.set_meta("schema_version", SCHEMA_VERSION)
 
