@@ -7,9 +7,9 @@ For each size N (``--events 500000,2000000,10000000``):
 2. `profile-engine rebuild --from-file` folds it into a fresh database in a child process,
    while this script sums the RSS of that process and all its descendants every
    ``--sample-interval`` seconds and keeps the peak (a sum of RSS counts pages the processes
-   share once per process, so it errs high; the kernel's own high-water mark of the largest
-   single process is reported beside it, and so is the CPU time the rebuild used, which
-   varies far less than its wall time when other work shares the machine);
+   share once per process, so it errs high; the kernel's high-water mark of the largest
+   process, read as it samples, is reported beside it, and so is the CPU time the rebuild
+   used, which varies far less than its wall time when other work shares the machine);
 3. on the result, the read path as the CLI runs it (read-only, sandboxed): `counts` p50/p99
    over ``--counts-runs`` runs (the first, cold, reported apart) and profile lookup p50/p99
    over ``--lookups`` random identifiers, a tenth of them merged-away profile ids.
@@ -96,8 +96,9 @@ def cli_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PROFILE_ENGINE_")}
 
 
-def tree_rss_bytes(root: psutil.Process) -> int:
-    """RSS of ``root`` and every live descendant (processes that end meanwhile count 0)."""
+def tree_rss_bytes(root: psutil.Process, high_water: dict[int, int] | None = None) -> int:
+    """RSS of ``root`` and every live descendant (processes that end meanwhile count 0);
+    ``high_water`` gets each one's high-water mark so far, by pid."""
     total = 0
     try:
         members = [root, *root.children(recursive=True)]
@@ -108,7 +109,24 @@ def tree_rss_bytes(root: psutil.Process) -> int:
             total += member.memory_info().rss
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
+        if high_water is not None:
+            high_water[member.pid] = max(high_water.get(member.pid, 0), _high_water(member))
     return total
+
+
+def _high_water(process: psutil.Process) -> int:
+    """The kernel's high-water mark of the process's RSS since it started its program (Linux's
+    VmHWM), or its RSS now where there is none. Not wait4's ru_maxrss: Linux carries a forked
+    child's high-water mark, the parent's memory at the fork, across exec, so a rebuild forked
+    after a large size's queries reported this script's memory, not its own."""
+    try:
+        with open(f"/proc/{process.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        return int(process.memory_info().rss)
+    except (OSError, psutil.Error):
+        return 0
 
 
 def run_sampled(
@@ -120,12 +138,11 @@ def run_sampled(
         child = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err, env=cli_env())
         root = psutil.Process(child.pid)
         peak = samples = 0
+        high_water: dict[int, int] = {}
         try:
             while True:
-                peak = max(peak, tree_rss_bytes(root))
+                peak = max(peak, tree_rss_bytes(root, high_water))
                 samples += 1
-                # wait4 reaps the child and hands back its rusage: ru_maxrss is the kernel's
-                # high-water mark of the largest process among it and its waited-for children.
                 pid, status, usage = os.wait4(child.pid, os.WNOHANG)
                 if pid:
                     break
@@ -140,7 +157,7 @@ def run_sampled(
         exit_code=child.returncode,
         seconds=seconds,
         peak_tree_rss_mb=round(peak / MB, 1),
-        peak_process_rss_mb=round(usage.ru_maxrss / 1024, 1),  # ru_maxrss is in KiB on Linux
+        peak_process_rss_mb=round(max(high_water.values(), default=0) / MB, 1),
         cpu_seconds=usage.ru_utime + usage.ru_stime,
         samples=samples,
     )
