@@ -44,6 +44,10 @@ from projections.store import DeadLetter, ProjectionStore, TopicOffset
 
 DEFAULT_BATCH_SIZE = 100_000
 DEFAULT_MAX_WAIT_S = 1.0
+# A run's first batch is cut at this size and each next one at twice the last, up to the
+# batch size: until its first batch is cut the fold can only wait for the source, which
+# decodes the events while the fold works on a small first batch instead.
+FIRST_BATCH_SIZE = 12_500
 
 
 class Record(NamedTuple):
@@ -135,8 +139,8 @@ COMMIT_AMORTISATION = 2.0
 
 
 class BatchCut:
-    """When the pending records make a batch: ``batch_size`` of them, or, in follow mode, a
-    time after the first of them.
+    """When the pending records make a batch: ``batch_size`` of them (fewer for a run's first
+    batches, see FIRST_BATCH_SIZE), or, in follow mode, a time after the first of them.
 
     Caught up with the log, that time is ``max_wait_s``, so a quiet topic's events reach the
     tables within about a second. Behind it (the source has not been idle since the batch
@@ -157,6 +161,7 @@ class BatchCut:
         self._first_at = 0.0
         self._idle = False
         self._last_commit_s = 0.0
+        self._committed = 0
 
     def started(self) -> None:
         """The first record of a new batch arrived."""
@@ -169,6 +174,12 @@ class BatchCut:
 
     def committed(self, seconds: float) -> None:
         self._last_commit_s = seconds
+        self._committed += 1
+
+    def size(self) -> int:
+        """The size that makes the current batch: FIRST_BATCH_SIZE doubled per batch
+        committed in this run, at most ``batch_size``."""
+        return min(self.batch_size, FIRST_BATCH_SIZE << min(self._committed, 32))
 
     def wait_s(self) -> float | None:
         """How long after its first record the current batch is cut by time (None: never)."""
@@ -179,7 +190,7 @@ class BatchCut:
         return max(self.max_wait_s, COMMIT_AMORTISATION * self._last_commit_s)
 
     def due(self, pending: int) -> bool:
-        if pending >= self.batch_size:
+        if pending >= self.size():
             return True
         wait = self.wait_s()
         return wait is not None and self._clock() - self._first_at >= wait

@@ -12,7 +12,7 @@ from pathlib import Path
 from consumers.codec import DecodeError
 from consumers.event_preparer import EventPreparer
 from consumers.key_store import SealingConfig
-from consumers.pipeline import Record, prepared_record
+from consumers.pipeline import DEFAULT_BATCH_SIZE, Record, prepared_record
 from consumers.process_stream import ProcessStream
 from consumers.reader import KafkaReader, ReadPlan, Undecodable
 from consumers.wire import records_from_wire, records_to_wire
@@ -24,6 +24,11 @@ from projections.store import DeadLetter
 
 AVRO_CONTAINER_MAGIC = b"Obj\x01"
 CHUNK = 2_000
+# Chunks the decoding process may have waiting (marshal bytes, about 1 MB each): more than a
+# default batch, so that it decodes the next batch while this process writes the last one.
+# With fewer, it stops when the queue fills during the batch's SQL, and the fold then waits
+# for the rest of its next batch to be decoded (see the README's Benchmarks).
+QUEUED_CHUNKS = 2 * DEFAULT_BATCH_SIZE // CHUNK
 
 
 class ListSource:
@@ -80,7 +85,9 @@ class FileSource:
         if not self._in_child:
             yield from file_chunks(str(self.path), window, self._sealing)
             return
-        self._stream = ProcessStream(wire_file_chunks, str(self.path), window, self._sealing)
+        self._stream = ProcessStream(
+            wire_file_chunks, str(self.path), window, self._sealing, queued_chunks=QUEUED_CHUNKS
+        )
         for data in self._stream:
             yield records_from_wire(data)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumers.pipeline import COMMIT_AMORTISATION, BatchCut
+from consumers.pipeline import COMMIT_AMORTISATION, FIRST_BATCH_SIZE, BatchCut
 
 
 class Clock:
@@ -72,3 +72,21 @@ def test_a_new_batch_forgets_that_the_last_one_was_caught_up() -> None:
     clock.now += 1.0
     assert not cut.due(10)
     assert cut.wait_s() == COMMIT_AMORTISATION * 5.0
+
+
+def test_a_runs_first_batches_grow_from_the_first_size_to_the_batch_size() -> None:
+    cut = BatchCut(batch_size=100_000, max_wait_s=None, clock=Clock())
+    sizes = []
+    for _ in range(5):
+        cut.started()
+        sizes.append(cut.size())
+        assert not cut.due(cut.size() - 1)
+        assert cut.due(cut.size())
+        cut.committed(1.0)
+    assert sizes == [FIRST_BATCH_SIZE * 2**n for n in range(4)] + [100_000]
+
+
+def test_a_batch_size_below_the_first_size_is_kept_from_the_start() -> None:
+    cut = BatchCut(batch_size=FIRST_BATCH_SIZE // 4, max_wait_s=None, clock=Clock())
+    cut.started()
+    assert cut.size() == FIRST_BATCH_SIZE // 4
