@@ -8,8 +8,13 @@ a fresh copy of the projection:
 - alone: the fold without readers;
 - with readers: the same, while N client threads (default 8) ask /api/counts and
   /api/profiles/{id} in turn, each as fast as it is answered (closed loop: on 2 cores the
-  clients and the server's request handling take a core from the fold), or each at most
-  ``--client-rate`` requests a second (people at a page: the load a dashboard puts on it).
+  clients and the server's request handling take a core from the fold), or each at
+  ``--client-rate`` requests a second on average (people at a page: the load a dashboard
+  puts on it). Paced clients arrive as independent people do (``--arrivals poisson``, the
+  default: random gaps, exponentially distributed, each client with its own seeded stream);
+  ``--arrivals together`` keeps every client on the same clock, so all N requests arrive in
+  the same instant each period and the last waits behind the other N-1 (the worst case for
+  latency, not how people use a page).
 
 Reported: the fold rate of each run (messages consumed per second while it was behind the
 log, from the end of its first committed batch: that batch reads a cold file and is timed
@@ -18,7 +23,7 @@ from the issue: counts p99 <= 100 ms, profile p99 <= 20 ms, fold rate with reade
 the rate alone.
 
 Usage: python benchmarks/bench_serve.py [--profiles N] [--rate R] [--seconds S]
-           [--backlog B] [--clients C] [--client-rate R]
+           [--backlog B] [--clients C] [--client-rate R] [--arrivals poisson|together]
 Uses PROFILE_ENGINE_BOOTSTRAP_SERVERS (default the local broker). Prints one JSON object.
 """
 
@@ -29,6 +34,7 @@ import http.client
 import json
 import multiprocessing as mp
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -114,8 +120,9 @@ def produce(
 
 
 def read(
-    url: str, keys: list[str], clients: int, rate: float, seconds: float, out: Connection
-) -> None:
+    url: str, keys: list[str], clients: int, rate: float, arrivals: str, seconds: float,
+    out: Connection,
+) -> None:  # fmt: skip
     parsed = urllib.parse.urlsplit(url)
     stop_at = time.monotonic() + seconds
     samples: dict[str, list[float]] = {"counts": [], "profile": []}
@@ -126,13 +133,17 @@ def read(
         connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
         mine: dict[str, list[float]] = {"counts": [], "profile": []}
         turn = number
+        gaps = random.Random(SEED + number)
         next_at = time.monotonic()
+        if rate > 0 and arrivals == "poisson":
+            next_at += gaps.expovariate(rate)
         while time.monotonic() < stop_at:
-            if rate > 0:  # paced: one request every 1/rate seconds, never catching up a burst
+            if rate > 0:  # paced, never catching up a burst of missed requests
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                next_at = max(next_at, time.monotonic() - 1 / rate) + 1 / rate
+                gap = gaps.expovariate(rate) if arrivals == "poisson" else 1 / rate
+                next_at = max(next_at, time.monotonic() - gap) + gap
             turn += 1
             if turn % 2:
                 kind, path = "counts", "/api/counts?month=2026-01"
@@ -226,7 +237,15 @@ def one_run(
         mine, theirs_read = ctx.Pipe()
         readers = ctx.Process(
             target=read,
-            args=(url, keys, options.clients, options.client_rate, options.seconds, theirs_read),
+            args=(
+                url,
+                keys,
+                options.clients,
+                options.client_rate,
+                options.arrivals,
+                options.seconds,
+                theirs_read,
+            ),
         )
         readers.start()
     window_start = time.monotonic()
@@ -281,6 +300,10 @@ def main() -> None:
         "--client-rate", type=float, default=0.0,
         help="requests a second per client (default 0: as fast as answered)",
     )  # fmt: skip
+    parser.add_argument(
+        "--arrivals", choices=("poisson", "together"), default="poisson",
+        help="paced clients: independent random gaps (default) or all on one clock",
+    )  # fmt: skip
     parser.add_argument("--lookups", type=int, default=500, help="profile keys sampled")
     parser.add_argument(
         "--batch-size", type=int, default=None, help="serve's --batch-size (default: its own)"
@@ -291,6 +314,7 @@ def main() -> None:
         "profiles": options.profiles, "rate": options.rate, "seconds": options.seconds,
         "backlog": options.backlog, "clients": options.clients,
         "client_rate": options.client_rate or "as fast as answered", "cpus": os.cpu_count(),
+        "arrivals": options.arrivals if options.client_rate else None,
         "batch_size": options.batch_size or "serve's default",
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
