@@ -44,9 +44,9 @@ from projections.store import DeadLetter, ProjectionStore, TopicOffset
 
 DEFAULT_BATCH_SIZE = 100_000
 DEFAULT_MAX_WAIT_S = 1.0
-# A run's first batch is cut at this size and each next one at twice the last, up to the
-# batch size: until its first batch is cut the fold can only wait for the source, which
-# decodes the events while the fold works on a small first batch instead.
+# A run's first batch is cut at this size, and each next one at twice the last, up to the
+# batch size: the fold starts once this many events are decoded instead of a whole batch,
+# and the source decodes the next batch while the fold works on this one.
 FIRST_BATCH_SIZE = 12_500
 
 
