@@ -2,12 +2,13 @@
 
 ``load_world`` pages in what identity resolution of a batch needs (three joins on 128-bit
 keys). ``write_changes`` runs inside the store's batch transaction: the batch's rows arrive as
-Arrow tables, and DuckDB merges them with the stored rows of the profiles the batch touched:
-erasures first, then last-writer-wins traits, subscriptions and orders (moving the rows of
-merged-away profiles to their survivor), every identifier of a touched profile (stored state
-combined with the batch's per-identifier aggregates, last-seen flags recomputed), the profile
-rows and the reachability inputs counts read, then the timeline, merges, conflicts and applied
-event ids. Every rule is the one of profile_engine.fold; property tests compare the tables.
+Arrow tables, and DuckDB merges them with the stored rows of the profiles the batch touched
+(their identifier rows paged in once, for the history writer too): erasures first, then
+last-writer-wins traits, subscriptions and orders (moving the rows of merged-away profiles to
+their survivor), every identifier of a touched profile (stored state combined with the
+batch's per-identifier aggregates, last-seen flags recomputed), the profile rows and the
+reachability inputs counts read, then the timeline, merges, conflicts and applied event ids.
+Every rule is the one of profile_engine.fold; property tests compare the tables.
 """
 
 from __future__ import annotations
@@ -126,9 +127,10 @@ def _applied(con: duckdb.DuckDBPyConnection, batch: Sequence[Prepared]) -> dict[
 def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None:
     batch = _BatchTables.build(changes)
     tables = batch.tables()
-    # First: it reads the stored state from before the batch.
-    write_history(con, changes, tables["_b_applied"])
     with registered(con, **tables):
+        _page_in_touched(con)
+        # Before any write: it reads the stored state from before the batch.
+        write_history(con, changes, tables["_b_applied"])
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _tally_delta AS FROM reachability_input_tally LIMIT 0"
         )
@@ -147,8 +149,8 @@ def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None
         con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-_TEMP_TABLES = ("_erased", "_erased_ids", "_moves", "_scope", "_ids", "_lww", "_order_rows",
-                "_order_scope", "_tally_delta", "_tally_new")  # fmt: skip
+_TEMP_TABLES = ("_erased", "_erased_ids", "_moves", "_scope", "_stored_ids", "_ids", "_lww",
+                "_order_rows", "_order_scope", "_tally_delta", "_tally_new")  # fmt: skip
 
 
 class _BatchTables:
@@ -319,18 +321,44 @@ def _columns(
 # -- the statements ------------------------------------------------------------------------
 
 
-def _erase(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
-    """Erased profiles leave every table, with the profiles merged into them earlier."""
+def _page_in_touched(con: duckdb.DuckDBPyConnection) -> None:
+    """The profiles the batch rewrites (``_scope``: its live ones, and those merged away),
+    the ones it erases (``_erased``, with the profiles merged into them earlier), and their
+    stored identifier rows as they were before the batch (``_stored_ids``), which are then
+    deleted: the identifiers table is the largest the batch rewrites rows of, and its
+    history, erasure and merge steps all read these rows, so it is scanned once, not once
+    per step (a join on random keys reads the whole table)."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _moves AS SELECT old::UUID AS old, new::UUID AS new"
+        " FROM _b_moves"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _scope AS SELECT pid::UUID AS pid FROM _b_scope"
+        " UNION SELECT old FROM _moves"
+    )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _erased AS SELECT DISTINCT pid FROM ("
         " SELECT pid::UUID AS pid FROM _b_erased"
         " UNION ALL SELECT merged_profile_id FROM profile_merges"
         "  WHERE survivor_profile_id IN (SELECT pid::UUID FROM _b_erased))"
     )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _stored_ids AS FROM identifiers"
+        " WHERE profile_id IN (SELECT pid FROM _scope UNION ALL SELECT pid FROM _erased)"
+    )
+    con.execute(
+        "DELETE FROM identifiers"
+        " WHERE profile_id IN (SELECT pid FROM _scope UNION ALL SELECT pid FROM _erased)"
+    )
+
+
+def _erase(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
+    """Erased profiles leave every table, with the profiles merged into them earlier (their
+    identifier rows already went in ``_page_in_touched``)."""
     # The erased identifiers: stored ones of the erased profiles, and those the batch carried.
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _erased_ids AS"
-        " SELECT id_key, id_type, id_value FROM identifiers"
+        " SELECT id_key, id_type, id_value FROM _stored_ids"
         " WHERE profile_id IN (SELECT pid FROM _erased)"
         " UNION ALL SELECT id_key::UUID, NULL, NULL FROM _b_erased_keys"
     )
@@ -338,7 +366,7 @@ def _erase(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
         return
     _scrub_other_profiles(con)
     _tally(con, "SELECT pid FROM _erased", -1)  # the inputs rows the loop below deletes
-    for table in ("profiles", "identifiers", "traits", "trait_tombstones", "subscriptions",
+    for table in ("profiles", "traits", "trait_tombstones", "subscriptions",
                   "orders", "events", "profile_reachability_inputs"):  # fmt: skip
         con.execute(f"DELETE FROM {table} WHERE profile_id IN (SELECT pid FROM _erased)")
     con.execute(
@@ -457,15 +485,6 @@ def _data_keys(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
 def _move_merged_rows(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
     """Merged-away profiles: their timeline and merge records point at the survivor; their
     other rows are merged with the survivor's by the statements that follow."""
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _moves AS SELECT old::UUID AS old, new::UUID AS new"
-        " FROM _b_moves"
-    )
-    # Every live profile whose rows are rewritten, and the merged-away ones whose rows go.
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _scope AS SELECT pid::UUID AS pid FROM _b_scope"
-        " UNION SELECT old FROM _moves"
-    )
     if not batch.moves:
         return
     con.execute(
@@ -566,101 +585,100 @@ def _newer(a: str, b: str) -> str:
 def _identifiers(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
     """Every identifier row of the profiles in scope is rewritten: its stored state combined
     with the batch's aggregates, its profile after merges, its type's last-seen flag."""
-    stored = arrow(
-        con,
-        "DELETE FROM identifiers WHERE profile_id IN (SELECT pid FROM _scope) RETURNING"
-        " id_key::VARCHAR AS id_key, profile_id::VARCHAR AS profile_id, id_type, id_value,"
-        " valid, epoch_us(first_seen) AS first_us, epoch_us(last_seen) AS last_us,"
-        " last_seen_event_id AS last_eid, hard_bounces AS hard, complaints, soft_bounces AS soft,"
-        " recent_soft_bounces_us AS recent, consent_explicit AS explicit,"
-        " epoch_us(consent_explicit_at) AS explicit_us, consent_explicit_event_id AS explicit_eid,"
-        " epoch_us(consent_unknown_at) AS unknown_us, consent_unknown_event_id AS unknown_eid,"
-        " ccpa, epoch_us(ccpa_updated_at) AS ccpa_us, ccpa_event_id AS ccpa_eid",
-    )
-    with registered(con, _s=stored):
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE _ids AS
-            WITH joined AS (
-                SELECT s, d, m.new AS moved_to
-                FROM _s AS s
-                FULL OUTER JOIN (SELECT * FROM _b_ids WHERE NOT fresh) AS d
-                    ON s.id_key = d.id_key
-                LEFT JOIN _moves AS m ON s.profile_id::UUID = m.old
-                UNION ALL
-                SELECT NULL, d, NULL FROM _b_ids AS d WHERE d.fresh
-            ), combined AS (
-                SELECT
-                    coalesce(d.id_key, s.id_key)::UUID AS id_key,
-                    coalesce(d.pid::UUID, moved_to, s.profile_id::UUID) AS profile_id,
-                    coalesce(d.id_type, s.id_type) AS id_type,
-                    coalesce(d.id_value, s.id_value) AS id_value,
-                    coalesce(s.valid, d.valid) AS valid,
-                    least(s.first_us, d.first_us) AS first_us,
-                    CASE WHEN {_newer("d.last", "s.last")} THEN d.last_us ELSE s.last_us END
-                        AS last_us,
-                    CASE WHEN {_newer("d.last", "s.last")} THEN d.last_eid ELSE s.last_eid END
-                        AS last_eid,
-                    coalesce(s.hard, 0) + coalesce(d.hard, 0) AS hard,
-                    coalesce(s.complaints, 0) + coalesce(d.complaints, 0) AS complaints,
-                    coalesce(s.soft, 0) + coalesce(len(d.soft_times), 0) AS soft,
-                    list_concat(coalesce(s.recent, []), coalesce(d.soft_times, [])) AS bounces,
-                    CASE WHEN {_newer("d.explicit", "s.explicit")} THEN d.explicit
-                        ELSE s.explicit END AS explicit,
-                    CASE WHEN {_newer("d.explicit", "s.explicit")} THEN d.explicit_us
-                        ELSE s.explicit_us END AS explicit_us,
-                    CASE WHEN {_newer("d.explicit", "s.explicit")} THEN d.explicit_eid
-                        ELSE s.explicit_eid END AS explicit_eid,
-                    CASE WHEN {_newer("d.unknown", "s.unknown")} THEN d.unknown_us
-                        ELSE s.unknown_us END AS unknown_us,
-                    CASE WHEN {_newer("d.unknown", "s.unknown")} THEN d.unknown_eid
-                        ELSE s.unknown_eid END AS unknown_eid,
-                    CASE WHEN {_newer("d.ccpa", "s.ccpa")} THEN d.ccpa ELSE s.ccpa END AS ccpa,
-                    CASE WHEN {_newer("d.ccpa", "s.ccpa")} THEN d.ccpa_us ELSE s.ccpa_us END
-                        AS ccpa_us,
-                    CASE WHEN {_newer("d.ccpa", "s.ccpa")} THEN d.ccpa_eid ELSE s.ccpa_eid END
-                        AS ccpa_eid
-                FROM joined
-            ), judged AS (
-                SELECT
-                    *,
-                    list_sort(list_filter(bounces, lambda t: last_us IS NULL OR t > last_us))
-                        AS recent,
-                    CASE
-                        WHEN explicit IS NULL THEN 'unknown'
-                        WHEN explicit IN ('opted_in', 'opted_out') OR unknown_us IS NULL
-                            THEN explicit
-                        WHEN {_newer("unknown", "explicit")} THEN 'unknown'
-                        ELSE explicit
-                    END AS consent
-                FROM combined
-            )
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _ids AS
+        WITH stored AS (
+            SELECT id_key, profile_id, id_type, id_value, valid,
+                epoch_us(first_seen) AS first_us, epoch_us(last_seen) AS last_us,
+                last_seen_event_id AS last_eid, hard_bounces AS hard, complaints,
+                soft_bounces AS soft, recent_soft_bounces_us AS recent,
+                consent_explicit AS explicit, epoch_us(consent_explicit_at) AS explicit_us,
+                consent_explicit_event_id AS explicit_eid,
+                epoch_us(consent_unknown_at) AS unknown_us,
+                consent_unknown_event_id AS unknown_eid,
+                ccpa, epoch_us(ccpa_updated_at) AS ccpa_us, ccpa_event_id AS ccpa_eid
+            FROM _stored_ids WHERE profile_id IN (SELECT pid FROM _scope)
+        ), joined AS (
+            SELECT s, d, m.new AS moved_to
+            FROM stored AS s
+            FULL OUTER JOIN (SELECT * FROM _b_ids WHERE NOT fresh) AS d
+                ON s.id_key = d.id_key::UUID
+            LEFT JOIN _moves AS m ON s.profile_id = m.old
+            UNION ALL
+            SELECT NULL, d, NULL FROM _b_ids AS d WHERE d.fresh
+        ), combined AS (
             SELECT
-                id_key, profile_id, id_type, id_value, valid,
-                valid AND hard = 0 AND complaints = 0 AS deliverable,
-                consent,
-                make_timestamp(CASE WHEN consent = 'unknown' THEN unknown_us ELSE explicit_us END)
-                    AS consent_updated_at,
-                make_timestamp(first_us) AS first_seen,
-                make_timestamp(last_us) AS last_seen,
-                last_eid AS last_seen_event_id,
-                row_number() OVER (
-                    PARTITION BY profile_id, id_type
-                    ORDER BY coalesce(last_us, {NEVER_US}) DESC, coalesce(last_eid, '') DESC,
-                        id_value DESC
-                ) = 1 AS is_last_seen,
-                hard AS hard_bounces, complaints, soft AS soft_bounces,
-                len(recent) AS consecutive_soft_bounces,
-                explicit AS consent_explicit,
-                make_timestamp(explicit_us) AS consent_explicit_at,
-                explicit_eid AS consent_explicit_event_id,
-                make_timestamp(unknown_us) AS consent_unknown_at,
-                unknown_eid AS consent_unknown_event_id,
-                recent AS recent_soft_bounces_us,
-                ccpa, make_timestamp(ccpa_us) AS ccpa_updated_at, ccpa_eid AS ccpa_event_id
-            FROM judged
-            """
+                coalesce(d.id_key::UUID, s.id_key) AS id_key,
+                coalesce(d.pid::UUID, moved_to, s.profile_id) AS profile_id,
+                coalesce(d.id_type, s.id_type) AS id_type,
+                coalesce(d.id_value, s.id_value) AS id_value,
+                coalesce(s.valid, d.valid) AS valid,
+                least(s.first_us, d.first_us) AS first_us,
+                CASE WHEN {_newer("d.last", "s.last")} THEN d.last_us ELSE s.last_us END
+                    AS last_us,
+                CASE WHEN {_newer("d.last", "s.last")} THEN d.last_eid ELSE s.last_eid END
+                    AS last_eid,
+                coalesce(s.hard, 0) + coalesce(d.hard, 0) AS hard,
+                coalesce(s.complaints, 0) + coalesce(d.complaints, 0) AS complaints,
+                coalesce(s.soft, 0) + coalesce(len(d.soft_times), 0) AS soft,
+                list_concat(coalesce(s.recent, []), coalesce(d.soft_times, [])) AS bounces,
+                CASE WHEN {_newer("d.explicit", "s.explicit")} THEN d.explicit
+                    ELSE s.explicit END AS explicit,
+                CASE WHEN {_newer("d.explicit", "s.explicit")} THEN d.explicit_us
+                    ELSE s.explicit_us END AS explicit_us,
+                CASE WHEN {_newer("d.explicit", "s.explicit")} THEN d.explicit_eid
+                    ELSE s.explicit_eid END AS explicit_eid,
+                CASE WHEN {_newer("d.unknown", "s.unknown")} THEN d.unknown_us
+                    ELSE s.unknown_us END AS unknown_us,
+                CASE WHEN {_newer("d.unknown", "s.unknown")} THEN d.unknown_eid
+                    ELSE s.unknown_eid END AS unknown_eid,
+                CASE WHEN {_newer("d.ccpa", "s.ccpa")} THEN d.ccpa ELSE s.ccpa END AS ccpa,
+                CASE WHEN {_newer("d.ccpa", "s.ccpa")} THEN d.ccpa_us ELSE s.ccpa_us END
+                    AS ccpa_us,
+                CASE WHEN {_newer("d.ccpa", "s.ccpa")} THEN d.ccpa_eid ELSE s.ccpa_eid END
+                    AS ccpa_eid
+            FROM joined
+        ), judged AS (
+            SELECT
+                *,
+                list_sort(list_filter(bounces, lambda t: last_us IS NULL OR t > last_us))
+                    AS recent,
+                CASE
+                    WHEN explicit IS NULL THEN 'unknown'
+                    WHEN explicit IN ('opted_in', 'opted_out') OR unknown_us IS NULL
+                        THEN explicit
+                    WHEN {_newer("unknown", "explicit")} THEN 'unknown'
+                    ELSE explicit
+                END AS consent
+            FROM combined
         )
+        SELECT
+            id_key, profile_id, id_type, id_value, valid,
+            valid AND hard = 0 AND complaints = 0 AS deliverable,
+            consent,
+            make_timestamp(CASE WHEN consent = 'unknown' THEN unknown_us ELSE explicit_us END)
+                AS consent_updated_at,
+            make_timestamp(first_us) AS first_seen,
+            make_timestamp(last_us) AS last_seen,
+            last_eid AS last_seen_event_id,
+            row_number() OVER (
+                PARTITION BY profile_id, id_type
+                ORDER BY coalesce(last_us, {NEVER_US}) DESC, coalesce(last_eid, '') DESC,
+                    id_value DESC
+            ) = 1 AS is_last_seen,
+            hard AS hard_bounces, complaints, soft AS soft_bounces,
+            len(recent) AS consecutive_soft_bounces,
+            explicit AS consent_explicit,
+            make_timestamp(explicit_us) AS consent_explicit_at,
+            explicit_eid AS consent_explicit_event_id,
+            make_timestamp(unknown_us) AS consent_unknown_at,
+            unknown_eid AS consent_unknown_event_id,
+            recent AS recent_soft_bounces_us,
+            ccpa, make_timestamp(ccpa_us) AS ccpa_updated_at, ccpa_eid AS ccpa_event_id
+        FROM judged
+        """
+    )
     con.execute("INSERT INTO identifiers BY NAME SELECT * FROM _ids")
 
 

@@ -28,23 +28,24 @@ day they touch:
 - the stored day states it reads are found without scanning identifier_day_states (the
   largest history table, keyed by random ids that no zonemap narrows): the rows from the
   batch's earliest day on, by a filter on ``day``, and before them each identifier's current
-  state, from identifiers (see ``_prior_states``). activity_days is matched from the batch's
-  earliest month on in the same way.
+  state, from the identifier rows the batch writer paged in (see ``_prior_states``).
+  activity_days is matched from the batch's earliest month on in the same way.
 
 So a batch costs what its own events touch, not the length of the history behind them; in
-time order that is the last few days. (Lookups by profile or identifier id in identifiers,
+time order that is the last few days. (Lookups by profile or identifier id in
 identifier_attachments, profile_lineage, profile_merges, profile_reachability_history and,
-for merges, events still scan the id column, filtered by the batch's ids: DuckDB joins by
-hash, not by index, and these ids are random.) The answers are the same whatever the batch
-sizes (a property test folds random logs in any order both ways); the rows of
+for merges, events and event_landings still scan the id column, filtered by the batch's ids:
+DuckDB joins by hash, not by index, and these ids are random.) The answers are the same
+whatever the batch sizes (a property test folds random logs in any order both ways); the rows of
 profile_reachability_history may not be: on a 200k-event generated stream, batches of 100k
 and of 7k left a few profiles with two adjacent spans of the same inputs in one and a single
 span in the other (the same answer for every day; not yet made canonical).
 
-``write_history`` runs first in ``batch_writer.write_changes``: it reads the stored state
-from before the batch (the timeline before merges move it, identifier values before an
-erasure removes them). Rows keyed by identifier, and the landings, of an erased profile are
-deleted with it; what stays holds no identifier value or trait.
+``write_history`` runs first in ``batch_writer.write_changes``, right after the stored
+identifier rows of the batch's profiles are paged in: it reads the stored state from before
+the batch (the timeline before merges move it, identifier states before the batch's). Rows
+keyed by identifier, and the landings, of an erased profile are deleted with it; what stays
+holds no identifier value or trait.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ import pyarrow as pa
 from profile_engine.batch_fold import BatchChanges, HistoryLog
 from projections.connection import registered
 from projections.rows import NEVER_US, REACHABILITY_INPUT_COLUMNS, arrow_array
+from projections.store import arrow
 
 _STR = pa.string()
 _I64 = pa.int64()
@@ -216,12 +218,17 @@ def _activity(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _landings(con: duckdb.DuckDBPyConnection, log: HistoryLog) -> None:
-    """Before merges move the timeline to the survivor: where each moved event landed."""
+    """Before merges move the timeline to the survivor: where each moved event landed (an
+    event that moved before keeps its first landing). The stored landings are probed for
+    the moved events only: an anti join with the whole table would hash all of it."""
     if log.merges:
         con.execute(
-            "INSERT INTO event_landings SELECT e.event_id, e.profile_id FROM events AS e"
-            " WHERE e.profile_id IN (SELECT merged::UUID FROM _h_merges)"
-            " AND e.event_id NOT IN (SELECT event_id FROM event_landings)"
+            "INSERT INTO event_landings"
+            " WITH moved AS (SELECT event_id, profile_id FROM events"
+            "  WHERE profile_id IN (SELECT merged::UUID FROM _h_merges))"
+            " SELECT m.event_id, m.profile_id FROM moved AS m ANTI JOIN ("
+            "  SELECT event_id FROM event_landings"
+            "  WHERE event_id IN (SELECT event_id FROM moved)) AS l USING (event_id)"
         )
     con.execute(
         "INSERT INTO event_landings SELECT event_id, landed::UUID FROM _h_applied"
@@ -272,10 +279,12 @@ def _prior_states(con: duckdb.DuckDBPyConnection, has_effects: bool, trees: bool
     the earliest cut on (``since``) are the last few days written, which a filter on ``day``
     finds by the zonemaps (rows are appended roughly in day order): ``_h_recent``. The latest
     row before a cut is the latest of those before it; or, when the identifier has none from
-    ``since`` on, its current state (``_h_current``, from identifiers, dated -infinity: only
-    its order matters); or none is needed, when a stored row falls on the cut itself. Only
-    an identifier whose stored rows all lie after its cut (a fact older than the previous
-    batch's) needs the rows before ``since``: ``_h_lookup``, a scan for those few.
+    ``since`` on, its current state (``_h_current``, dated -infinity: only its order
+    matters; from the batch writer's ``_stored_ids``, the stored identifier rows of the
+    profiles the batch rewrites or erases, which hold every identifier of a changed tree);
+    or none is needed, when a stored row falls on the cut itself. Only an identifier whose
+    stored rows all lie after its cut (a fact older than the previous batch's) needs the
+    rows before ``since``: ``_h_lookup``, a scan for those few.
 
     Returns ``since`` as a date literal ('infinity' when nothing is read).
     """
@@ -298,7 +307,7 @@ def _prior_states(con: duckdb.DuckDBPyConnection, has_effects: bool, trees: bool
         "CREATE OR REPLACE TEMP TABLE _h_current AS"
         f" SELECT w.id_key, w.att AS profile_id, i.id_type, i.id_value, {_CURRENT_STATE}"
         " FROM (SELECT DISTINCT id_key, att FROM _h_want WHERE stored) AS w"
-        " JOIN identifiers AS i ON i.id_key = w.id_key"
+        " JOIN _stored_ids AS i ON i.id_key = w.id_key"
     )
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _h_recent AS SELECT s.* FROM identifier_day_states AS s"
@@ -804,16 +813,19 @@ def _recompute_spans(con: duckdb.DuckDBPyConnection) -> None:
     kept where the inputs change, ended by the profile's merge or erasure."""
     from projections.batch_writer import REACHABILITY_INPUTS_SELECT
 
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _h_seeds AS SELECT h.profile_id AS pid,"
-        f" h.valid_from AS day, {_INPUTS}"
-        " FROM profile_reachability_history AS h JOIN _h_lineage AS l ON h.profile_id = l.pid"
-        " WHERE h.valid_from < l.tree_from AND (h.valid_to IS NULL OR h.valid_to > l.tree_from)"
-    )
-    con.execute(
+    # The seeds are among the rows replaced: one pass over the table finds both.
+    replaced = arrow(
+        con,
         "DELETE FROM profile_reachability_history AS h USING _h_lineage AS l"
         " WHERE h.profile_id = l.pid AND (h.valid_to IS NULL OR h.valid_to > l.tree_from)"
+        f" RETURNING h.profile_id, h.valid_from, {_INPUTS}",
     )
+    with registered(con, _h_replaced=replaced):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _h_seeds AS SELECT l.pid, r.valid_from AS day,"
+            f" {_INPUTS} FROM _h_replaced AS r JOIN _h_lineage AS l ON r.profile_id::UUID = l.pid"
+            " WHERE r.valid_from < l.tree_from"
+        )
     inputs = REACHABILITY_INPUTS_SELECT.format(
         identifiers="_h_ids_at", profiles="_h_profiles_at",
         scope="SELECT profile_id FROM _h_profiles_at",
