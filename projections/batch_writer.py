@@ -583,8 +583,9 @@ def _newer(a: str, b: str) -> str:
 
 
 def _identifiers(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
-    """Every identifier row of the profiles in scope is rewritten: its stored state combined
-    with the batch's aggregates, its profile after merges, its type's last-seen flag."""
+    """Every identifier row of the profiles in scope (none erased) is rewritten: its stored
+    state combined with the batch's aggregates, its profile after merges, its type's
+    last-seen flag."""
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _ids AS
@@ -599,6 +600,7 @@ def _identifiers(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
                 consent_unknown_event_id AS unknown_eid,
                 ccpa, epoch_us(ccpa_updated_at) AS ccpa_us, ccpa_event_id AS ccpa_eid
             FROM _stored_ids WHERE profile_id IN (SELECT pid FROM _scope)
+                AND profile_id NOT IN (SELECT pid FROM _erased)
         ), joined AS (
             SELECT s, d, m.new AS moved_to
             FROM stored AS s
