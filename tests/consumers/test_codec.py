@@ -15,7 +15,7 @@ from typing import Any
 import fastavro
 import pytest
 from fastavro.schema import parse_schema, to_parsing_canonical_form
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from consumers.codec import (
@@ -730,6 +730,12 @@ def test_the_envelope_reader_reads_what_fastavro_reads(record: dict[str, Any]) -
 @given(envelope_records(), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255),
                                                st.sampled_from(["set", "insert", "delete"])),
                                      min_size=1, max_size=3))  # fmt: skip
+# The event_id's length zeroed makes its first byte the type's enum index: -7, which fastavro
+# reads as a Python index from the end of the symbols.
+@example(record={"event_id": "\r\x80", "type": "identify", "timestamp": -(2**63),
+                 "identifiers": [], "payload": ("profile_engine.Identify", {"traits": {}}),
+                 "sealed": None},
+         damage=[(0, 0, "set"), (14, 1, "insert")])  # fmt: skip
 def test_damaged_messages_are_refused_or_read_alike(
     record: dict[str, Any], damage: list[tuple[int, int, str]]
 ) -> None:
@@ -744,8 +750,15 @@ def test_damaged_messages_are_refused_or_read_alike(
                 body[at] = byte
             else:
                 del body[at]
-    own, library = read_both(codec, b"\xc3\x01" + codec.fingerprint + bytes(body))
-    assert repr(own) == repr(library)
+    message = b"\xc3\x01" + codec.fingerprint + bytes(body)
+    own, library = read_both(codec, message)
+    if own[0] == "corrupt" and library[0] == "record":
+        # fastavro takes a negative enum index as a Python index from the end; the Avro
+        # spec, and the fast reader, refuse it. What fastavro made of such bytes is not
+        # what they encode: written back, it gives other bytes.
+        assert foreign_message(codec, library[1]) != message
+    else:
+        assert repr(own) == repr(library)
 
 
 def test_a_message_in_another_schema_version_is_read_by_fastavro() -> None:
