@@ -342,14 +342,9 @@ def _page_in_touched(con: duckdb.DuckDBPyConnection) -> None:
         " UNION ALL SELECT merged_profile_id FROM profile_merges"
         "  WHERE survivor_profile_id IN (SELECT pid::UUID FROM _b_erased))"
     )
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE _stored_ids AS FROM identifiers"
-        " WHERE profile_id IN (SELECT pid FROM _scope UNION ALL SELECT pid FROM _erased)"
-    )
-    con.execute(
-        "DELETE FROM identifiers"
-        " WHERE profile_id IN (SELECT pid FROM _scope UNION ALL SELECT pid FROM _erased)"
-    )
+    touched = "profile_id IN (SELECT pid FROM _scope UNION ALL SELECT pid FROM _erased)"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _stored_ids AS FROM identifiers WHERE {touched}")
+    con.execute(f"DELETE FROM identifiers WHERE {touched}")
 
 
 def _erase(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:

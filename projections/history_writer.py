@@ -224,7 +224,7 @@ def _landings(con: duckdb.DuckDBPyConnection, log: HistoryLog) -> None:
     if log.merges:
         con.execute(
             "INSERT INTO event_landings"
-            " WITH moved AS (SELECT event_id, profile_id FROM events"
+            " WITH moved AS MATERIALIZED (SELECT event_id, profile_id FROM events"
             "  WHERE profile_id IN (SELECT merged::UUID FROM _h_merges))"
             " SELECT m.event_id, m.profile_id FROM moved AS m ANTI JOIN ("
             "  SELECT event_id FROM event_landings"
