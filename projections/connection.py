@@ -92,6 +92,16 @@ _DATA_ERRORS = (
 )
 
 
+_MEMORY_ERRORS = (duckdb.OutOfMemoryException, duckdb.TransactionException, duckdb.FatalException)
+
+
+def _out_of_memory(error: duckdb.Error) -> bool:
+    """A commit that could not allocate (changing an index) fails as a transaction error,
+    or as a fatal one that invalidates the instance."""
+    text = str(error)
+    return "could not allocate" in text or "Out of Memory" in text
+
+
 @contextmanager
 def write_errors(db_path: str) -> Iterator[None]:
     """Translate what can go wrong while a batch is written into the project's kinds."""
@@ -99,7 +109,9 @@ def write_errors(db_path: str) -> Iterator[None]:
         yield
     except _DATA_ERRORS as error:
         raise DataRejected(f"the database refused a value: {first_line(error)}") from error
-    except duckdb.OutOfMemoryException as error:
+    except _MEMORY_ERRORS as error:
+        if not isinstance(error, duckdb.OutOfMemoryException) and not _out_of_memory(error):
+            raise
         raise MemoryExhausted(
             f"{db_path} needed more memory than DuckDB's limit ({first_line(error)}); nothing "
             "of the batch was kept: raise PROFILE_ENGINE_DUCKDB_MEMORY (for example 2GB) and "

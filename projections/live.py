@@ -46,6 +46,9 @@ TIMELINE_MAX_LIMIT = 200
 SQL_MAX_ROWS = 1_000_000
 EXPORT_BATCH_ROWS = 10_000
 NAME_TRAITS = ("first_name", "last_name")
+# The sandbox locks DuckDB's settings, so the server's memory limit cannot grow with its
+# indexes (as consume's does): it is sized at start for the indexed tables to double.
+SERVED_INDEX_ROOM = 2.0
 
 
 class CursorError(BadInput):
@@ -57,7 +60,7 @@ class LiveProjection:
 
     def __init__(self, db_path: str | Path, ring: KeyRing | None = None) -> None:
         self.db_path = str(db_path)
-        self.connection = open_projection(db_path)
+        self.connection = open_projection(db_path, room=SERVED_INDEX_ROOM)
         try:
             # As consume: a keyed projection is served only with its master key (and a plain
             # one only without); ProjectionConfigError otherwise. With the key, readers open

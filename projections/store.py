@@ -49,9 +49,25 @@ class ProjectionConfigError(NeedsOperator):
     """The projection was built with other fold settings than the ones requested."""
 
 
-def open_projection(db_path: str | Path, indexes: bool = True) -> duckdb.DuckDBPyConnection:
+# DuckDB holds an ART index whole in memory to change it: a batch of random 128-bit keys
+# touches nearly every block of nodes, and a changed block cannot be evicted before the next
+# checkpoint (past the limit the commit fails, and DuckDB may declare the database invalid).
+# So a writer's limit is its working memory plus room for the lookup indexes, which grow
+# with the indexed rows: bytes per row and index, measured in the README's "Where the
+# fold's memory goes" (46-50 for unique keys, 24 for events by profile), rounded up.
+INDEX_BYTES_PER_ROW = 48
+# The reserve is sized for the indexed tables to grow by a quarter; a writer that can change
+# its settings refits it after a batch once they grew by a tenth (ProjectionStore).
+INDEX_ROOM = 1.25
+REFIT_AFTER_GROWTH = 1.1
+
+
+def open_projection(
+    db_path: str | Path, indexes: bool = True, room: float = INDEX_ROOM
+) -> duckdb.DuckDBPyConnection:
     """Open a projection for writing, creating tables, views and (unless ``indexes`` is
-    false) indexes as needed."""
+    false) indexes as needed; ``room``: how far the indexed tables may grow before the
+    memory limit must be refit (see fit_limit_to_indexes)."""
     limit = memory_limit()
     _create_file(str(db_path))
     con = connect(db_path)
@@ -71,7 +87,39 @@ def open_projection(db_path: str | Path, indexes: bool = True) -> duckdb.DuckDBP
     con.execute(sql_file("views.sql"))
     if indexes:
         create_indexes(con)
+        fit_limit_to_indexes(con, limit, room)
     return con
+
+
+def indexed_tables() -> list[str]:
+    """The table of each index indexes.sql creates (a table twice when it has two)."""
+    try:
+        text = sql_file("indexes.sql")
+    except FileNotFoundError:
+        return []
+    return re.findall(r"\bON\s+(\w+)\s*\(", text, flags=re.IGNORECASE)
+
+
+def index_reserve_bytes(con: duckdb.DuckDBPyConnection) -> int:
+    """Room for the lookup indexes (built or about to be): their tables' rows times
+    INDEX_BYTES_PER_ROW, from DuckDB's row counts (no scan)."""
+    sizes = dict(
+        con.execute(
+            "SELECT table_name, estimated_size FROM duckdb_tables()"
+            " WHERE database_name = current_database()"
+        ).fetchall()
+    )
+    return sum(int(sizes.get(table, 0)) for table in indexed_tables()) * INDEX_BYTES_PER_ROW
+
+
+def fit_limit_to_indexes(
+    con: duckdb.DuckDBPyConnection, working: str, room: float = INDEX_ROOM
+) -> int:
+    """Set DuckDB's limit to ``working`` plus the indexes' reserve times ``room``; returns
+    the reserve it was sized for."""
+    reserve = index_reserve_bytes(con)
+    con.execute(f"SET memory_limit = '{limit_bytes(working) + round(reserve * room)} bytes'")
+    return reserve
 
 
 # Measured in the README's Benchmarks: at 1GB the fold's process peaked above 2 GB at 10M
@@ -104,12 +152,19 @@ def _checked_limit(text: str) -> str:
     match = _MEMORY_TEXT.fullmatch(text)
     if match is None:
         raise MemoryLimitInvalid(f"{MEMORY_ENV}={text!r} is not a size such as 512MB or 2GB")
-    number, unit = float(match.group(1)), match.group(2).upper()
-    power = "KMGT".index(unit[0]) + 1
-    size = number * (1024 if "I" in unit else 1000) ** power
-    if size < MIN_MEMORY_BYTES:
+    if limit_bytes(text) < MIN_MEMORY_BYTES:
         raise MemoryLimitInvalid(f"{MEMORY_ENV}={text} is too small: DuckDB needs at least 64MiB")
     return text.strip()
+
+
+def limit_bytes(text: str) -> int:
+    """The bytes of a size such as 640MB or 1.5GiB (checked by _checked_limit)."""
+    match = _MEMORY_TEXT.fullmatch(text)
+    if match is None:
+        raise MemoryLimitInvalid(f"{MEMORY_ENV}={text!r} is not a size such as 512MB or 2GB")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    power = "KMGT".index(unit[0]) + 1
+    return int(number * (1024 if "I" in unit else 1000) ** power)
 
 
 def _create_file(path: str) -> None:
@@ -206,6 +261,11 @@ class ProjectionStore:
         self.con = con if con is not None else open_projection(db_path, indexes)
         self._owns_connection = con is None
         self.set_meta("schema_version", SCHEMA_VERSION)
+        # What the memory limit's index reserve was sized for (None: no indexes are kept up,
+        # or the limit cannot change: a sandboxed instance is sized once, with more room).
+        self._reserved_for: int | None = None
+        if indexes and self._owns_connection:
+            self._reserved_for = index_reserve_bytes(self.con)
 
     def close(self) -> None:
         if self._owns_connection:
@@ -296,11 +356,11 @@ class ProjectionStore:
         fold's unwritten pages by then: a checkpoint first writes them out so they can be
         evicted, leaving the memory limit to the indexes. Both run under index_build_limit."""
         with write_errors(self.db_path):
-            self.con.execute(f"SET memory_limit = '{index_build_limit()}'")
+            fit_limit_to_indexes(self.con, index_build_limit())
             self.con.execute("CHECKPOINT")
             create_indexes(self.con)
             self.con.execute("CHECKPOINT")
-            self.con.execute(f"SET memory_limit = '{memory_limit()}'")
+            self._reserved_for = fit_limit_to_indexes(self.con, memory_limit())
 
     def drop_indexes(self) -> None:
         drop_indexes(self.con)
@@ -339,6 +399,14 @@ class ProjectionStore:
                 write_changes(con, changes)
             write_dead_letters(con, dead_letters)
             write_offsets(con, offsets)
+        self._refit_limit()
+
+    def _refit_limit(self) -> None:
+        """Grow the memory limit with the indexed tables (see INDEX_BYTES_PER_ROW)."""
+        if self._reserved_for is None:
+            return
+        if index_reserve_bytes(self.con) > self._reserved_for * REFIT_AFTER_GROWTH:
+            self._reserved_for = fit_limit_to_indexes(self.con, memory_limit())
 
 
 __all__ = [

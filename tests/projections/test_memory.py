@@ -10,11 +10,14 @@ import pytest
 from profile_engine.errors import ErrorKind
 from projections.connection import MemoryExhausted, write_errors
 from projections.store import (
+    INDEX_BYTES_PER_ROW,
+    INDEX_ROOM,
     MemoryLimitInvalid,
     ProjectionStore,
     index_build_limit,
     memory_limit,
 )
+from tests.projections.logs import fold
 
 
 @pytest.mark.parametrize("text", ["2GB", "512MB", "1.5GiB", " 64MiB "])
@@ -70,4 +73,97 @@ def test_running_out_of_memory_while_writing_says_what_to_raise(tmp_path: Path) 
     message = str(caught.value)
     assert caught.value.kind is ErrorKind.NEEDS_OPERATOR
     assert "PROFILE_ENGINE_DUCKDB_MEMORY" in message and "\n" not in message
+    con.close()
+
+
+def _projection_with_large_indexes(db_path: Path, identifiers: int) -> None:
+    """A projection whose identifier indexes alone outgrow the smallest working limit (ART
+    nodes of random 128-bit keys: about 90 bytes an identifier for the two indexes)."""
+    with ProjectionStore(db_path) as store:
+        store.drop_indexes()
+        _insert_identifiers(store.con, identifiers)
+        store.build_indexes()
+
+
+def _insert_identifiers(con: duckdb.DuckDBPyConnection, count: int) -> None:
+    con.execute(
+        "INSERT INTO identifiers (id_key, profile_id, id_type, id_value, valid, deliverable,"
+        " consent, hard_bounces, complaints, soft_bounces, consecutive_soft_bounces)"
+        " SELECT gen_random_uuid(), gen_random_uuid(), 'anonymous_id', 'a' || i::VARCHAR,"
+        " true, true, 'unknown', 0, 0, 0, 0 FROM range(?) AS r(i)",
+        [count],
+    )
+
+
+def test_the_fold_keeps_working_on_a_projection_whose_indexes_outgrow_the_working_limit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # DuckDB holds an index whole in memory to change it (a batch of random keys touches
+    # nearly every node block) and cannot spill it: the limit must make room for them.
+    db_path = tmp_path / "p.duckdb"
+    monkeypatch.delenv("PROFILE_ENGINE_DUCKDB_MEMORY", raising=False)
+    _projection_with_large_indexes(db_path, 1_000_000)
+    monkeypatch.setenv("PROFILE_ENGINE_DUCKDB_MEMORY", "64MiB")
+    fold(
+        db_path,
+        *[{"type": "identify", "identifiers": {"anonymous_id": f"new-{n}"}, "traits": {"a": 1}}
+          for n in range(3_000)],
+    )  # fmt: skip
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        added = con.execute(
+            "SELECT count(*) FROM identifiers WHERE id_value LIKE 'new-%'"
+        ).fetchone()
+    finally:
+        con.close()
+    assert added == (3_000,)
+
+
+def test_indexes_larger_than_the_working_limit_are_built(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PROFILE_ENGINE_DUCKDB_MEMORY", "64MiB")
+    _projection_with_large_indexes(tmp_path / "p.duckdb", 1_000_000)
+    con = duckdb.connect(str(tmp_path / "p.duckdb"), read_only=True)
+    try:
+        indexed = con.execute(
+            "SELECT count(*) FROM duckdb_indexes() WHERE table_name = 'identifiers'"
+        ).fetchone()
+    finally:
+        con.close()
+    assert indexed == (2,)
+
+
+def _limit_bytes(con: duckdb.DuckDBPyConnection) -> float:
+    (text,) = con.execute("SELECT current_setting('memory_limit')").fetchall()[0]
+    number, unit = text.split()
+    return float(number) * 1024 ** (["KiB", "MiB", "GiB", "TiB"].index(unit) + 1)
+
+
+def test_a_writer_makes_room_for_its_indexes_as_the_tables_grow(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PROFILE_ENGINE_DUCKDB_MEMORY", raising=False)
+    with ProjectionStore(tmp_path / "p.duckdb") as store:
+        empty = _limit_bytes(store.con)
+        _insert_identifiers(store.con, 200_000)
+        store.commit_batch(None)
+        grown = _limit_bytes(store.con)
+    # identifiers has two indexes (by key and by profile)
+    assert empty == pytest.approx(640e6, rel=0.001)
+    assert grown == pytest.approx(640e6 + 2 * 200_000 * INDEX_BYTES_PER_ROW * INDEX_ROOM, rel=0.001)
+
+
+def test_a_commit_that_cannot_hold_its_indexes_says_what_to_raise(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PROFILE_ENGINE_DUCKDB_MEMORY", raising=False)
+    _projection_with_large_indexes(tmp_path / "p.duckdb", 1_000_000)
+    con = duckdb.connect(str(tmp_path / "p.duckdb"))
+    con.execute("SET memory_limit = '64MiB'")  # no room for the indexes: a raw connection
+    with pytest.raises(MemoryExhausted) as caught, write_errors("p.duckdb"):
+        con.execute("BEGIN")
+        con.execute("DELETE FROM identifiers WHERE id_value LIKE '%7'")
+        con.execute("COMMIT")
+    assert "PROFILE_ENGINE_DUCKDB_MEMORY" in str(caught.value)
     con.close()
