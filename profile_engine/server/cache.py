@@ -7,17 +7,31 @@ computes the new answer; whoever asks while it does gets the answer of the batch
 instead of waiting in line (an answer is never older than the last commit by more than the
 time one computation takes). After a settings change nobody gets an older answer: the change
 must show at once, so askers wait for the computation.
+
+Kept warm (``keep_warm``, on a thread of the server's): after each change the answers asked for
+lately are computed again at once, so the first asker after a commit finds the new answer or,
+while it is computed, gets the one before, and no reader waits for a computation except the
+first of its kind and after a settings change. A computation meets the fold's commits (DuckDB
+makes readers wait while a commit changes the lookup indexes): the thread waits, not a reader.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from profile_engine.errors import first_line
+
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 MAX_ENTRIES = 256  # answers of distinct arguments kept (months x channels in practice)
+WARM_FOR_S = 120.0  # an answer is kept warm this long after it was last asked for
+WATCH_EVERY_S = 0.05  # how often keep_warm looks for a change (a comparison of two numbers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +50,41 @@ class PerChangeCache:
         self._lock = threading.Lock()
         self._entries: dict[Hashable, _Entry] = {}
         self._flights: dict[Hashable, threading.Lock] = {}
+        # key -> (its computation, when it was last asked for): what keep_warm recomputes
+        self._asked: dict[Hashable, tuple[Callable[[], Any], float]] = {}
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        with self._lock:
+            if len(self._asked) >= MAX_ENTRIES:
+                self._asked.clear()
+            self._asked[key] = (compute, time.monotonic())
+        return self._get(key, compute)
+
+    def refresh(self, now: float | None = None) -> int:
+        """Compute again every answer asked for in the last WARM_FOR_S that is not current;
+        returns how many were computed (an answer being computed by an asker is waited for)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            asked = [(k, c) for k, (c, at) in self._asked.items() if now - at <= WARM_FOR_S]
+        version = self._version()
+        stale = [(k, c) for k, c in asked if self._fresh(k, version) is None]
+        for key, compute in stale:
+            self._get(key, compute)
+        return len(stale)
+
+    def keep_warm(self, stop: threading.Event) -> None:
+        """Until ``stop`` is set: after each change, refresh (runs on a thread of its own)."""
+        seen = self._version()
+        while not stop.wait(WATCH_EVERY_S):
+            version = self._version()
+            if version != seen:
+                seen = version
+                try:
+                    self.refresh()
+                except Exception as error:  # the asker meets it again, with its answer
+                    log.warning("keeping answers warm failed: %s", first_line(error))
+
+    def _get(self, key: Hashable, compute: Callable[[], T]) -> T:
         version = self._version()  # read before computing: a later change invalidates it
         found = self._fresh(key, version)
         if found is not None:

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -141,6 +142,11 @@ def serve(options: ServeOptions, announce: Callable[[str], None]) -> None:
     gc.collect()
     gc.freeze()
     runner.start()
+    warm_stop = threading.Event()
+    warm = threading.Thread(
+        target=engine.answers.keep_warm, args=(warm_stop,), name="keep-warm", daemon=True
+    )
+    warm.start()
     stopped = False
     try:
         write_server_file(options.db_path, info)
@@ -148,6 +154,8 @@ def serve(options: ServeOptions, announce: Callable[[str], None]) -> None:
         server.run(sockets=[sock])
     finally:
         remove_server_file(options.db_path, os.getpid())
+        warm_stop.set()
+        warm.join(FOLD_STOP_TIMEOUT_S)
         stopped = runner.stop(FOLD_STOP_TIMEOUT_S)
         if stopped:
             projection.close()

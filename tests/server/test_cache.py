@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
-from profile_engine.server.cache import PerChangeCache
+from profile_engine.server.cache import WARM_FOR_S, PerChangeCache
 
 
 def test_an_answer_is_reused_until_the_projection_changes() -> None:
@@ -110,3 +111,59 @@ def test_after_a_settings_change_askers_wait_for_the_new_answer() -> None:
     answer, waited = _asked_while_computing(cache, threading.Event())
 
     assert answer == "new" and waited >= 0.25
+
+
+def test_after_a_change_the_answers_asked_for_lately_are_computed_before_anyone_asks() -> None:
+    version = [0]
+    cache = PerChangeCache(lambda: version[0])
+    computed: list[tuple[str, int]] = []
+
+    def answer(name: str) -> Callable[[], str]:
+        def compute() -> str:
+            computed.append((name, version[0]))
+            return f"{name}@{version[0]}"
+
+        return compute
+
+    cache.get("counts", answer("counts"))
+    cache.get("daily", answer("daily"))
+    assert cache.refresh() == 0  # nothing changed
+    version[0] = 1
+    assert cache.refresh() == 2
+    assert cache.get("counts", answer("counts")) == "counts@1"  # no computation left for it
+    assert computed == [("counts", 0), ("daily", 0), ("counts", 1), ("daily", 1)]
+
+
+def test_answers_nobody_asked_for_lately_are_left_cold() -> None:
+    version = [0]
+    cache = PerChangeCache(lambda: version[0])
+    cache.get("counts", lambda: version[0])
+    version[0] = 1
+    asked_at = time.monotonic()
+    assert cache.refresh(now=asked_at + WARM_FOR_S + 1) == 0
+    assert cache.refresh(now=asked_at) == 1
+
+
+def test_keep_warm_computes_the_new_answer_on_its_own_thread_after_a_change() -> None:
+    version = [0]
+    cache = PerChangeCache(lambda: version[0])
+    threads: list[str] = []
+
+    def compute() -> int:
+        threads.append(threading.current_thread().name)
+        return version[0]
+
+    cache.get("counts", compute)
+    stop = threading.Event()
+    warm = threading.Thread(target=cache.keep_warm, args=(stop,), name="warm")
+    warm.start()
+    try:
+        version[0] = 1
+        deadline = time.monotonic() + 5
+        while len(threads) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        warm.join()
+    assert threads == [threading.current_thread().name, "warm"]
+    assert cache.get("counts", compute) == 1 and len(threads) == 2
