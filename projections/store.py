@@ -53,9 +53,9 @@ class ProjectionConfigError(NeedsOperator):
 # touches nearly every block of nodes, and a changed block cannot be evicted before the next
 # checkpoint (past the limit the commit fails, and DuckDB may declare the database invalid).
 # So a writer's limit is its working memory plus room for the lookup indexes, which grow
-# with the indexed rows: bytes per row and index, measured in the README's "Where the
-# fold's memory goes" (46-50 for unique keys, 24 for events by profile), rounded up.
-INDEX_BYTES_PER_ROW = 48
+# with the indexed rows: bytes per row and index, measured in the README ("The lookup
+# indexes in a writer's memory": 35 at 10M events, 39 on a 1M-profile projection), rounded up.
+INDEX_BYTES_PER_ROW = 40
 # The reserve is sized for the indexed tables to grow by a quarter; a writer that can change
 # its settings refits it after a batch once they grew by a tenth (ProjectionStore).
 INDEX_ROOM = 1.25
@@ -91,25 +91,16 @@ def open_projection(
     return con
 
 
-def indexed_tables() -> list[str]:
-    """The table of each index indexes.sql creates (a table twice when it has two)."""
-    try:
-        text = sql_file("indexes.sql")
-    except FileNotFoundError:
-        return []
-    return re.findall(r"\bON\s+(\w+)\s*\(", text, flags=re.IGNORECASE)
-
-
 def index_reserve_bytes(con: duckdb.DuckDBPyConnection) -> int:
-    """Room for the lookup indexes (built or about to be): their tables' rows times
-    INDEX_BYTES_PER_ROW, from DuckDB's row counts (no scan)."""
-    sizes = dict(
-        con.execute(
-            "SELECT table_name, estimated_size FROM duckdb_tables()"
-            " WHERE database_name = current_database()"
-        ).fetchall()
+    """Room for the lookup indexes the projection has (none while a rebuild folds): each
+    index's table rows times INDEX_BYTES_PER_ROW, from DuckDB's row counts (no scan)."""
+    row = first_row(
+        con,
+        "SELECT coalesce(sum(t.estimated_size), 0) FROM duckdb_indexes() AS i"
+        " JOIN duckdb_tables() AS t USING (database_name, schema_name, table_name)"
+        " WHERE i.database_name = current_database()",
     )
-    return sum(int(sizes.get(table, 0)) for table in indexed_tables()) * INDEX_BYTES_PER_ROW
+    return int(row[0] if row else 0) * INDEX_BYTES_PER_ROW
 
 
 def fit_limit_to_indexes(
@@ -356,7 +347,9 @@ class ProjectionStore:
         fold's unwritten pages by then: a checkpoint first writes them out so they can be
         evicted, leaving the memory limit to the indexes. Both run under index_build_limit."""
         with write_errors(self.db_path):
-            fit_limit_to_indexes(self.con, index_build_limit())
+            # Building needs no room for the indexes: DuckDB writes out what it built (the
+            # eight indexes of a 10M-event projection were built at a 512MB limit).
+            self.con.execute(f"SET memory_limit = '{index_build_limit()}'")
             self.con.execute("CHECKPOINT")
             create_indexes(self.con)
             self.con.execute("CHECKPOINT")
