@@ -92,14 +92,16 @@ _DATA_ERRORS = (
 )
 
 
-_MEMORY_ERRORS = (duckdb.OutOfMemoryException, duckdb.TransactionException, duckdb.FatalException)
-
-
-def _out_of_memory(error: duckdb.Error) -> bool:
-    """A commit that could not allocate (changing an index) fails as a transaction error,
-    or as a fatal one that invalidates the instance."""
+def _out_of_memory(error: BaseException) -> bool:
+    """DuckDB ran out of its limit: an OutOfMemoryException, or a commit that could not
+    allocate (changing an index), which fails as a transaction error or as a fatal one that
+    invalidates the instance."""
+    if isinstance(error, duckdb.OutOfMemoryException):
+        return True
     text = str(error)
-    return "could not allocate" in text or "Out of Memory" in text
+    return isinstance(error, duckdb.Error) and (
+        "could not allocate" in text or "Out of Memory" in text
+    )
 
 
 @contextmanager
@@ -109,15 +111,13 @@ def write_errors(db_path: str) -> Iterator[None]:
         yield
     except _DATA_ERRORS as error:
         raise DataRejected(f"the database refused a value: {first_line(error)}") from error
-    except _MEMORY_ERRORS as error:
-        if not isinstance(error, duckdb.OutOfMemoryException) and not _out_of_memory(error):
-            raise
-        raise MemoryExhausted(
-            f"{db_path} needed more memory than DuckDB's limit ({first_line(error)}); nothing "
-            "of the batch was kept: raise PROFILE_ENGINE_DUCKDB_MEMORY (for example 2GB) and "
-            "run the command again"
-        ) from error
     except (duckdb.Error, OSError) as error:
+        if _out_of_memory(error):
+            raise MemoryExhausted(
+                f"{db_path} needed more memory than DuckDB's limit ({first_line(error)}); "
+                "nothing of the batch was kept: raise PROFILE_ENGINE_DUCKDB_MEMORY (for example "
+                "2GB) and run the command again"
+            ) from error
         text = first_line(error)
         storage = isinstance(error, duckdb.IOException | OSError) or any(
             sign in text for sign in ("No space left", "Could not write", "Read-only file system")
