@@ -47,8 +47,12 @@ SQL_MAX_ROWS = 1_000_000
 EXPORT_BATCH_ROWS = 10_000
 NAME_TRAITS = ("first_name", "last_name")
 # The sandbox locks DuckDB's settings, so the server's memory limit cannot grow with its
-# indexes (as consume's does): it is sized at start for the indexed tables to double.
+# indexes (as consume's does): it is sized at start for the indexed tables to double, and
+# for at least 1 GB of index (about 25M indexed rows, a projection of some 6M events), so a
+# server started on a new projection folds that much of a long log before it needs a restart.
+# A limit only caps: a smaller projection never fills it.
 SERVED_INDEX_ROOM = 2.0
+SERVED_INDEX_LEAST = 1_000_000_000
 
 
 class CursorError(BadInput):
@@ -60,7 +64,7 @@ class LiveProjection:
 
     def __init__(self, db_path: str | Path, ring: KeyRing | None = None) -> None:
         self.db_path = str(db_path)
-        self.connection = open_projection(db_path, room=SERVED_INDEX_ROOM)
+        self.connection = open_projection(db_path, room=SERVED_INDEX_ROOM, least=SERVED_INDEX_LEAST)
         try:
             # As consume: a keyed projection is served only with its master key (and a plain
             # one only without); ProjectionConfigError otherwise. With the key, readers open

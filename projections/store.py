@@ -63,11 +63,11 @@ REFIT_AFTER_GROWTH = 1.1
 
 
 def open_projection(
-    db_path: str | Path, indexes: bool = True, room: float = INDEX_ROOM
+    db_path: str | Path, indexes: bool = True, room: float = INDEX_ROOM, least: int = 0
 ) -> duckdb.DuckDBPyConnection:
     """Open a projection for writing, creating tables, views and (unless ``indexes`` is
-    false) indexes as needed; ``room``: how far the indexed tables may grow before the
-    memory limit must be refit (see fit_limit_to_indexes)."""
+    false) indexes as needed; ``room`` and ``least``: how far the indexed tables may grow
+    before the memory limit must be refit (see fit_limit_to_indexes)."""
     limit = memory_limit()
     _create_file(str(db_path))
     con = connect(db_path)
@@ -87,7 +87,7 @@ def open_projection(
     con.execute(sql_file("views.sql"))
     if indexes:
         create_indexes(con)
-        fit_limit_to_indexes(con, limit, room)
+        fit_limit_to_indexes(con, limit, room, least)
     return con
 
 
@@ -104,12 +104,13 @@ def index_reserve_bytes(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def fit_limit_to_indexes(
-    con: duckdb.DuckDBPyConnection, working: str, room: float = INDEX_ROOM
+    con: duckdb.DuckDBPyConnection, working: str, room: float = INDEX_ROOM, least: int = 0
 ) -> int:
-    """Set DuckDB's limit to ``working`` plus the indexes' reserve times ``room``; returns
-    the reserve it was sized for."""
+    """Set DuckDB's limit to ``working`` plus the indexes' reserve times ``room`` (at least
+    ``least`` bytes); returns the reserve it was sized for."""
     reserve = index_reserve_bytes(con)
-    con.execute(f"SET memory_limit = '{limit_bytes(working) + round(reserve * room)} bytes'")
+    extra = max(round(reserve * room), least)
+    con.execute(f"SET memory_limit = '{limit_bytes(working) + extra} bytes'")
     return reserve
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from profile_engine.errors import ErrorKind
 from projections.connection import MemoryExhausted, write_errors
+from projections.live import SERVED_INDEX_LEAST, LiveProjection
 from projections.store import (
     INDEX_BYTES_PER_ROW,
     INDEX_ROOM,
@@ -165,3 +166,18 @@ def test_a_projection_folded_without_indexes_keeps_the_working_limit(
         _insert_identifiers(store.con, 200_000)
         store.commit_batch(None)
         assert _limit_bytes(store.con) == pytest.approx(640e6, rel=0.001)
+
+
+def test_the_server_is_sized_for_a_projection_to_grow_before_its_settings_lock(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # serve cannot refit its limit (the sandbox locks DuckDB's settings): a new projection
+    # still gets room for the indexes of a few million events.
+    monkeypatch.delenv("PROFILE_ENGINE_DUCKDB_MEMORY", raising=False)
+    projection = LiveProjection(tmp_path / "p.duckdb")
+    try:
+        limit = _limit_bytes(projection.connection)
+    finally:
+        projection.close()
+    # DuckDB shows a limit past 1 GiB with one decimal of GiB
+    assert limit == pytest.approx(640e6 + SERVED_INDEX_LEAST, rel=0.03)
