@@ -267,7 +267,14 @@ def one_run(
     behind_seconds = (behind_until or window_start) - window_start
     result["fold_rate"] = round(consumed / behind_seconds, 1) if behind_seconds > 0 else None
     result["behind_the_log_seconds"] = round(behind_seconds, 1)
-    result["lag_at_end"] = status(url)["lag"]
+    final = status(url)
+    result["lag_at_end"] = final["lag"]
+    if final["state"] == "failed":
+        # The server keeps answering reads after its fold stops (its stderr is not kept
+        # here): figures of readers beside a stopped fold would look like a slow fold.
+        server.send_signal(signal.SIGTERM)
+        producer.terminate()
+        raise SystemExit(f"the server's fold stopped: {final['error']}")
     if readers is not None:
         answer = mine.recv()
         readers.join()
