@@ -12,7 +12,12 @@ For each size N (``--events 500000,2000000,10000000``):
    used, which varies far less than its wall time when other work shares the machine);
 3. on the result, the read path as the CLI runs it (read-only, sandboxed): `counts` p50/p99
    over ``--counts-runs`` runs (the first, cold, reported apart) and profile lookup p50/p99
-   over ``--lookups`` random identifiers, a tenth of them merged-away profile ids.
+   over ``--lookups`` random identifiers, a tenth of them merged-away profile ids;
+4. following the log on the result: ``--follow`` more generated events (another seed, so
+   mostly new people) folded into the indexed projection as `consume` folds them (the same
+   pipeline and store, from a file instead of Kafka), in a child process sampled like the
+   rebuild: `consume` keeps the lookup indexes up, which a rebuild does not, and they must fit
+   in DuckDB's memory as the projection grows (0 skips it).
 
 Prints one JSON object per size as it is measured, then {"summary": ...} with the peak RSS
 growth between sizes and each target of the issue: met (true/false), or null when the size
@@ -173,6 +178,41 @@ def run_cli(args: list[str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
+def follow(db_path: Path, work: Path, options: argparse.Namespace) -> dict[str, Any]:
+    """Fold ``options.follow`` new events into the indexed projection as `consume` does."""
+    more = work / "more.jsonl"
+    generate_args = ["generate", "-n", str(options.follow), "--seed", str(options.seed + 1)]
+    generate_args += ["--days", str(options.days), "--start", f"{GENERATE_START}T00:00:00Z"]
+    run_cli([*generate_args, "--out", str(more)], work)
+    summary_file, errors_file = work / "follow.json", work / "follow.err"
+    command = [sys.executable, __file__, "--fold-into", str(db_path), str(more)]
+    run = run_sampled(command, work, summary_file, errors_file, options.interval)
+    if run.exit_code != 0:
+        error_text = errors_file.read_text(errors="replace").strip()
+        raise SystemExit(f"following {options.follow:,} events failed: {error_text}")
+    stats = json.loads(summary_file.read_text())
+    return {
+        "events": stats["consumed"],
+        "seconds": round(run.seconds, 2),
+        "events_per_s": round(stats["consumed"] / run.seconds),
+        "peak_process_rss_mb": run.peak_process_rss_mb,
+        "peak_tree_rss_mb": run.peak_tree_rss_mb,
+    }
+
+
+def fold_into(db_path: str, events_file: str) -> None:
+    """The child of ``follow``: the consume pipeline from a file; prints its FoldStats."""
+    from consumers.pipeline import Pipeline, PipelineOptions
+    from consumers.sources import FileSource
+    from projections.store import ProjectionStore
+
+    with ProjectionStore(db_path) as store:
+        options = PipelineOptions(max_wait_s=None)
+        pipeline = Pipeline(store, store.fold_config(None), options)
+        stats = pipeline.run(FileSource(Path(events_file), store.time_policy(None)))
+    print(json.dumps(stats.as_dict()))
+
+
 def file_mb(*paths: Path) -> float:
     return round(sum(p.stat().st_size for p in paths if p.exists()) / MB, 1)
 
@@ -211,6 +251,9 @@ def measure_size(events: int, root: Path, options: argparse.Namespace) -> dict[s
             first = date.fromisoformat(GENERATE_START)
             last = first + timedelta(days=max(0, math.ceil(options.days) - 1))
             reads["history"] = query_figures(db_path, first, last, options.history_runs)
+        if options.follow:
+            log(f"{events:,} events: following {options.follow:,} more")
+            reads["follow"] = follow(db_path, work, options)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -325,7 +368,17 @@ def main() -> None:
         default=20,
         help="counts --as-of runs over the generated window, and --daily for all of it (0: skip)",
     )
+    parser.add_argument(
+        "--follow",
+        type=int,
+        default=100_000,
+        help="new events folded into each rebuilt projection as consume folds them (0: skip)",
+    )
+    parser.add_argument("--fold-into", nargs=2, metavar=("DB", "FILE"), help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.fold_into:
+        fold_into(*options.fold_into)
+        return
     results = []
     with scratch_dir(options.work_dir) as root:
         for events in options.events:

@@ -63,7 +63,7 @@ def test_bench_scale_reports_each_size_and_the_targets(
 ) -> None:
     output = run_script(
         "bench_scale.py",
-        "--events", "1500,3000", "--lookups", "40", "--counts-runs", "6",
+        "--events", "1500,3000", "--lookups", "40", "--counts-runs", "6", "--follow", "500",
         "--work-dir", str(tmp_path),
     )  # fmt: skip
 
@@ -85,6 +85,10 @@ def test_bench_scale_reports_each_size_and_the_targets(
         assert result["peak_tree_rss_mb"] > 0
         assert result["peak_process_rss_mb"] > 0
         check_read_path(result, lookups=40, counts_runs=6)
+        followed = result["follow"]  # 500 more events, folded as consume folds them
+        assert followed["events"] == 500
+        assert followed["events_per_s"] == pytest.approx(500 / followed["seconds"], 0.01)
+        assert followed["peak_process_rss_mb"] > 0
     summary = last["summary"]
     assert summary["sizes"] == [1500, 3000]
     small, large = results
