@@ -36,16 +36,23 @@ def test_the_index_build_gets_more_than_the_fold_unless_a_limit_is_set(
     assert (memory_limit(), index_build_limit()) == ("300MB", "300MB")
 
 
-def test_the_fold_limit_is_back_after_the_indexes_are_built(
+def test_a_rebuild_folds_at_the_working_limit_and_makes_room_once_its_indexes_are_built(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    # A rebuild folds with the indexes dropped: nothing to make room for, and a limit that
+    # grew with the tables would let DuckDB cache them in memory past the fold's bound.
     monkeypatch.delenv("PROFILE_ENGINE_DUCKDB_MEMORY", raising=False)
     with ProjectionStore(tmp_path / "p.duckdb") as store:
         store.drop_indexes()
+        _insert_identifiers(store.con, 200_000)
+        store.commit_batch(None)
+        folding = _limit_bytes(store.con)
         store.build_indexes()
-        (limit,) = store.con.execute("SELECT current_setting('memory_limit')").fetchall()[0]
+        built = _limit_bytes(store.con)
         indexes = store.con.execute("SELECT count(*) FROM duckdb_indexes()").fetchall()[0][0]
-    assert limit.replace(" ", "") == "610.3MiB"  # DuckDB's spelling of 640MB
+    assert folding == pytest.approx(640e6, rel=0.001)
+    # identifiers has two indexes (by key and by profile)
+    assert built == pytest.approx(640e6 + 2 * 200_000 * INDEX_BYTES_PER_ROW * INDEX_ROOM, rel=0.001)
     assert indexes > 0
 
 
@@ -153,19 +160,6 @@ def test_a_commit_that_cannot_hold_its_indexes_says_what_to_raise(
         con.execute("COMMIT")
     assert "PROFILE_ENGINE_DUCKDB_MEMORY" in str(caught.value)
     con.close()
-
-
-def test_a_projection_folded_without_indexes_keeps_the_working_limit(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    # A rebuild folds with the indexes dropped: nothing to make room for, and a limit that
-    # grew with the tables would let DuckDB cache them in memory past the fold's bound.
-    monkeypatch.delenv("PROFILE_ENGINE_DUCKDB_MEMORY", raising=False)
-    with ProjectionStore(tmp_path / "p.duckdb") as store:
-        store.drop_indexes()
-        _insert_identifiers(store.con, 200_000)
-        store.commit_batch(None)
-        assert _limit_bytes(store.con) == pytest.approx(640e6, rel=0.001)
 
 
 def test_the_server_is_sized_for_a_projection_to_grow_before_its_settings_lock(
