@@ -141,16 +141,13 @@ def index_build_limit() -> str:
 
 
 def _checked_limit(text: str) -> str:
-    match = _MEMORY_TEXT.fullmatch(text)
-    if match is None:
-        raise MemoryLimitInvalid(f"{MEMORY_ENV}={text!r} is not a size such as 512MB or 2GB")
     if limit_bytes(text) < MIN_MEMORY_BYTES:
         raise MemoryLimitInvalid(f"{MEMORY_ENV}={text} is too small: DuckDB needs at least 64MiB")
     return text.strip()
 
 
 def limit_bytes(text: str) -> int:
-    """The bytes of a size such as 640MB or 1.5GiB (checked by _checked_limit)."""
+    """The bytes of a size such as 640MB or 1.5GiB; MemoryLimitInvalid for anything else."""
     match = _MEMORY_TEXT.fullmatch(text)
     if match is None:
         raise MemoryLimitInvalid(f"{MEMORY_ENV}={text!r} is not a size such as 512MB or 2GB")
