@@ -250,8 +250,9 @@ class ProjectionStore:
         self.con = con if con is not None else open_projection(db_path, indexes)
         self._owns_connection = con is None
         self.set_meta("schema_version", SCHEMA_VERSION)
-        # What the memory limit's index reserve was sized for (None: no indexes are kept up,
-        # or the limit cannot change: a sandboxed instance is sized once, with more room).
+        # What the memory limit's index reserve was sized for. None: no indexes are kept up,
+        # or the connection was given (the server's, sandboxed: its settings are locked, so
+        # it is sized once, with more room; see projections.live).
         self._reserved_for: int | None = None
         if indexes and self._owns_connection:
             self._reserved_for = index_reserve_bytes(self.con)
