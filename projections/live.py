@@ -15,11 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,24 +40,92 @@ from projections.sealed import (
     register_functions,
 )
 from projections.sql_checks import check_read_statement
-from projections.store import ProjectionStore, open_projection
+from projections.store import (
+    INDEX_ROOM,
+    ProjectionStore,
+    index_reserve_bytes,
+    index_room,
+    limit_bytes,
+    memory_limit,
+    open_projection,
+)
 
 SEARCH_MAX_LIMIT = 200
 TIMELINE_MAX_LIMIT = 200
 SQL_MAX_ROWS = 1_000_000
 EXPORT_BATCH_ROWS = 10_000
 NAME_TRAITS = ("first_name", "last_name")
-# The sandbox locks DuckDB's settings, so the server's memory limit cannot grow with its
-# indexes (as consume's does): it is sized at start for the indexed tables to double, and
-# for at least 1 GB of index (about 25M indexed rows, a projection of some 6M events), so a
-# server started on a new projection folds that much of a long log before it needs a restart.
-# A limit only caps: a smaller projection never fills it.
+# The sandbox locks DuckDB's settings, so the server cannot refit its memory limit as consume
+# does after a batch: it sizes the limit at open for the indexed tables to double, with at
+# least PROFILE_ENGINE_SERVE_INDEX_MEMORY (default 1GB: about 25M indexed rows, a projection of
+# some 6M events) of room for the indexes, and once they outgrow that room it reopens the
+# instance with a limit sized again (``LiveProjection.reopen``). A limit only caps: a smaller
+# projection never fills it.
 SERVED_INDEX_ROOM = 2.0
-SERVED_INDEX_LEAST = 1_000_000_000
+SERVE_INDEX_ENV = "PROFILE_ENGINE_SERVE_INDEX_MEMORY"
+DEFAULT_SERVED_INDEX_LEAST = "1GB"
+# A reopen waits this long for the reads in flight (new ones wait behind it), then lets the
+# readers go on and tries again later: a long export never holds the readers up for longer.
+REOPEN_WAIT_S = 2.0
+
+
+def served_index_least() -> int:
+    """The room for the lookup indexes a served projection's limit holds at least."""
+    text = os.environ.get(SERVE_INDEX_ENV) or DEFAULT_SERVED_INDEX_LEAST
+    return limit_bytes(text, SERVE_INDEX_ENV)
 
 
 class CursorError(BadInput):
     """A pagination cursor that this server did not hand out."""
+
+
+class ReadGate:
+    """Readers pass together; a reopen shuts the gate, waits for those inside, and opens it."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._inside = 0
+        self._shut = False
+
+    @contextmanager
+    def passing(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._shut)
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._inside -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def shut(self, wait_s: float) -> Iterator[bool]:
+        """Yields True with nobody inside and nobody let in until the block ends, or False
+        when the readers inside did not all leave within ``wait_s`` (the gate is open again)."""
+        with self._changed:
+            self._shut = True
+            emptied = self._changed.wait_for(lambda: self._inside == 0, timeout=wait_s)
+            if not emptied:
+                self._shut = False
+                self._changed.notify_all()
+        try:
+            yield emptied
+        finally:
+            if emptied:
+                with self._changed:
+                    self._shut = False
+                    self._changed.notify_all()
+
+
+@dataclass(frozen=True)
+class ServedMemory:
+    """DuckDB's memory as the server sized it (GET /api/status, /metrics)."""
+
+    limit_bytes: int  # the working memory plus the room for the indexes
+    index_room_bytes: int
+    index_reserve_bytes: int  # what the indexes need now (INDEX_BYTES_PER_ROW a row)
+    reopens: int  # since the server started, to make more room
 
 
 class LiveProjection:
@@ -64,27 +133,62 @@ class LiveProjection:
 
     def __init__(self, db_path: str | Path, ring: KeyRing | None = None) -> None:
         self.db_path = str(db_path)
-        self.connection = open_projection(db_path, room=SERVED_INDEX_ROOM, least=SERVED_INDEX_LEAST)
+        self.ring = ring  # the master key's ring of a keyed projection; None for a plain one
+        self._gate = ReadGate()
+        self._reopens = 0
+        self._open()
+        self._version = 0
+        self._exact_since = 0
+        self._version_lock = threading.Lock()
+
+    def _open(self) -> None:
+        least = served_index_least()
+        connection = open_projection(self.db_path, room=SERVED_INDEX_ROOM, least=least)
         try:
             # As consume: a keyed projection is served only with its master key (and a plain
             # one only without); ProjectionConfigError otherwise. With the key, readers open
             # sealed values and SQL has pe_open/pe_reveal (projections.sealed).
-            check_keying(ProjectionStore(self.db_path, con=self.connection), ring)
-            if ring is not None:
-                register_functions(self.connection, ring)
+            check_keying(ProjectionStore(self.db_path, con=connection), self.ring)
+            if self.ring is not None:
+                register_functions(connection, self.ring)
             # After open_projection's own settings: nothing can be changed once sandboxed.
             # The fold shares the instance and keeps registering Arrow tables and writing.
-            sandbox(self.connection)
+            sandbox(connection)
+            reserve = index_reserve_bytes(connection)
         except BaseException:
-            self.connection.close()
+            connection.close()
             raise
-        self.ring = ring  # the master key's ring of a keyed projection; None for a plain one
+        self.connection = connection
         # Readers' cursors are made from a connection the fold never uses, one at a time.
-        self._spawner = self.connection.cursor()
+        self._spawner = connection.cursor()
         self._spawn_lock = threading.Lock()
-        self._version = 0
-        self._exact_since = 0
-        self._version_lock = threading.Lock()
+        room = index_room(reserve, SERVED_INDEX_ROOM, least)
+        limit = limit_bytes(memory_limit()) + room
+        self._memory = ServedMemory(limit, room, reserve, self._reopens)
+
+    @property
+    def memory(self) -> ServedMemory:
+        return self._memory
+
+    def outgrown(self) -> bool:
+        """Whether the lookup indexes, with the margin consume keeps (INDEX_ROOM), no longer
+        fit the room the limit was sized with; asked on the fold's thread after a commit."""
+        reserve = index_reserve_bytes(self.connection)
+        self._memory = replace(self._memory, index_reserve_bytes=reserve)
+        return reserve * INDEX_ROOM > self._memory.index_room_bytes
+
+    def reopen(self, wait_s: float = REOPEN_WAIT_S) -> bool:
+        """Close the instance and open it again, its limit sized for the indexes as they are
+        now; False when the reads in flight did not end within ``wait_s`` (nothing changed).
+        Only the fold's thread may call it, between batches: it must hold no cursor."""
+        with self._gate.shut(wait_s) as emptied:
+            if not emptied:
+                return False
+            self._spawner.close()
+            self.connection.close()
+            self._reopens += 1
+            self._open()
+        return True
 
     @property
     def version(self) -> int:
@@ -115,25 +219,27 @@ class LiveProjection:
 
         ``plaintext_views``: in a keyed projection the cursor also has the ``*_plain`` views
         (temporary, this cursor's only), as `sql` has them."""
-        cursor = self._cursor()
-        try:
-            with _translated(self.db_path):
+        with self._gate.passing(), _translated(self.db_path):
+            cursor = self._cursor()
+            try:
                 if plaintext_views and self.ring is not None:
                     create_plaintext_views(cursor)
                 cursor.execute("BEGIN TRANSACTION READ ONLY")
                 yield cursor
-        finally:
-            cursor.close()  # ends (rolls back) the read-only transaction
+            finally:
+                cursor.close()  # ends (rolls back) the read-only transaction
 
     @contextmanager
     def writing_settings(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor that may write; used only for the settings table."""
-        cursor = self._cursor()
         try:
-            with _translated(self.db_path):
-                yield cursor
+            with self._gate.passing(), _translated(self.db_path):
+                cursor = self._cursor()
+                try:
+                    yield cursor
+                finally:
+                    cursor.close()
         finally:
-            cursor.close()
             self.changed(exact=True)
 
     def close(self) -> None:

@@ -109,9 +109,14 @@ def fit_limit_to_indexes(
     """Set DuckDB's limit to ``working`` plus the indexes' reserve times ``room`` (at least
     ``least`` bytes); returns the reserve it was sized for."""
     reserve = index_reserve_bytes(con)
-    extra = max(round(reserve * room), least)
-    con.execute(f"SET memory_limit = '{limit_bytes(working) + extra} bytes'")
+    limit = limit_bytes(working) + index_room(reserve, room, least)
+    con.execute(f"SET memory_limit = '{limit} bytes'")
     return reserve
+
+
+def index_room(reserve: int, room: float = INDEX_ROOM, least: int = 0) -> int:
+    """The bytes a writer's limit holds beyond its working memory for indexes of ``reserve``."""
+    return max(round(reserve * room), least)
 
 
 # Measured in the README's Benchmarks: at 1GB the fold's process peaked above 2 GB at 10M
@@ -126,7 +131,7 @@ _MEMORY_TEXT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B)\s*", re.IGNORECASE)
 
 
 class MemoryLimitInvalid(NeedsOperator):
-    """PROFILE_ENGINE_DUCKDB_MEMORY is not a size DuckDB can work in."""
+    """A memory setting (PROFILE_ENGINE_DUCKDB_MEMORY, ...) is not a size DuckDB can work in."""
 
 
 def memory_limit() -> str:
@@ -146,11 +151,12 @@ def _checked_limit(text: str) -> str:
     return text.strip()
 
 
-def limit_bytes(text: str) -> int:
-    """The bytes of a size such as 640MB or 1.5GiB; MemoryLimitInvalid for anything else."""
+def limit_bytes(text: str, variable: str = MEMORY_ENV) -> int:
+    """The bytes of a size such as 640MB or 1.5GiB; MemoryLimitInvalid, naming ``variable``
+    (where the text came from), for anything else."""
     match = _MEMORY_TEXT.fullmatch(text)
     if match is None:
-        raise MemoryLimitInvalid(f"{MEMORY_ENV}={text!r} is not a size such as 512MB or 2GB")
+        raise MemoryLimitInvalid(f"{variable}={text!r} is not a size such as 512MB or 2GB")
     number, unit = float(match.group(1)), match.group(2).upper()
     power = "KMGT".index(unit[0]) + 1
     return int(number * (1024 if "I" in unit else 1000) ** power)

@@ -5,7 +5,9 @@ The server sees only ``FoldRunner``. The fold is exactly ``consume``'s (same off
 same dead letters); the lookup indexes stay in place (the fold keeps them valid, readers use
 them while it writes); after each committed batch ``LiveProjection.changed`` moves the version
 cached answers are checked against, and ``LogWatcher.committed`` records the projection's next
-offsets (status, consumer group).
+offsets (status, consumer group). Once the indexes outgrow the room DuckDB's limit was sized
+with, the fold stops after the batch, the projection is reopened with a limit sized again
+(``LiveProjection.reopen``), and the fold starts again from the offsets it committed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -197,6 +199,10 @@ class ConsumerFoldRunner:
         self.watcher = LogWatcher(options, start_offsets)
         self.rate = RateMeter()
         self._stop = threading.Event()
+        # Set after a commit once the lookup indexes outgrew the room DuckDB's limit was sized
+        # with: the fold stops after that batch, the projection is reopened with a limit sized
+        # again, and the fold goes on from the offsets it committed.
+        self._make_room = threading.Event()
         self._lock = threading.Lock()
         self._state = FoldState.STARTING
         self._error: str | None = None
@@ -242,6 +248,7 @@ class ConsumerFoldRunner:
             fold_rate=self.rate.rate(),
             started_at=self._started_at,
             uptime_s=time.monotonic() - self._started,
+            memory=asdict(self._projection.memory),
         )
 
     def counters(self) -> FoldCounters:
@@ -259,6 +266,8 @@ class ConsumerFoldRunner:
                 break
             try:
                 self._fold()
+                if self._make_room.is_set() and self._reopened():
+                    continue
                 self._set_state(FoldState.STOPPED, None)
                 return
             except Transient as error:
@@ -272,6 +281,16 @@ class ConsumerFoldRunner:
                 self._set_state(FoldState.FAILED, f"{type(error).__name__}: {first_line(error)}")
                 return
         self._set_state(FoldState.STOPPED, None)
+
+    def _reopened(self) -> bool:
+        """Reopen the projection (see LiveProjection.reopen), trying again while reads are in
+        flight; False when the server stopped first."""
+        self._set_state(FoldState.STARTING, None)
+        while not self._stop.is_set():
+            if self._projection.reopen():
+                self._make_room.clear()
+                return True
+        return False
 
     def _broker_answers(self) -> bool:
         """Wait, interruptibly, until the watcher has reached the broker; False when stopped.
@@ -300,6 +319,11 @@ class ConsumerFoldRunner:
         def after_commit(offsets: list[TopicOffset]) -> None:
             projection.changed()
             self.watcher.committed({o.partition: o.next_offset for o in offsets})
+            if projection.outgrown():
+                self._make_room.set()
+
+        def should_stop() -> bool:
+            return self._stop.is_set() or self._make_room.is_set()
 
         self._set_state(FoldState.FOLLOWING, None)  # the status says "catching up" while behind
         stats: FoldStats | None = None
@@ -313,7 +337,7 @@ class ConsumerFoldRunner:
                 ConsumeOptions(
                     batch_size=options.batch_size,
                     progress=keep,
-                    should_stop=self._stop.is_set,
+                    should_stop=should_stop,
                     after_commit=after_commit,
                     sealing=options.sealing,
                 ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -68,6 +68,27 @@ class _StatusCollector:
             "broker_up", "1 when the broker answered the last look", float(bool(s.broker_reachable))
         )
         yield _gauge("uptime_seconds", "Seconds since the server started", s.uptime_s)
+        if s.memory is not None:
+            yield from _memory(s.memory)
+
+
+def _memory(memory: Mapping[str, int]) -> Iterator[Metric]:
+    yield _gauge("duckdb_memory_limit_bytes", "DuckDB's memory limit", memory["limit_bytes"])
+    yield _gauge(
+        "duckdb_index_room_bytes",
+        "Room for the lookup indexes in DuckDB's limit",
+        memory["index_room_bytes"],
+    )
+    yield _gauge(
+        "duckdb_index_reserve_bytes",
+        "Memory the lookup indexes need to change, estimated from their rows",
+        memory["index_reserve_bytes"],
+    )
+    reopens = CounterMetricFamily(
+        f"{PREFIX}_projection_reopens", "Reopens of the projection to make room for its indexes"
+    )
+    reopens.add_metric([], memory["reopens"])
+    yield reopens
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -60,6 +61,9 @@ class FoldStatus:
     fold_rate: float  # messages consumed per second, recent window
     started_at: datetime
     uptime_s: float
+    # DuckDB's memory as the server sized it: limit_bytes, index_room_bytes,
+    # index_reserve_bytes, reopens (see projections.live.ServedMemory)
+    memory: Mapping[str, int] | None = None
 
     @property
     def lag(self) -> int | None:
@@ -90,6 +94,7 @@ class FoldStatus:
             "fold_rate": round(self.fold_rate, 1),
             "started_at": _iso(self.started_at),
             "uptime_s": round(self.uptime_s, 1),
+            "memory": None if self.memory is None else dict(self.memory),
         }
 
 

@@ -216,3 +216,65 @@ def test_settings_are_the_one_write_and_readers_see_it_at_once(
     with projection.reading() as con:
         assert queries.counts(con, "2026-01")["channels"]["sms"]["reachable"] == 1
     projection.close()
+
+
+def test_a_reopen_waits_for_the_reads_in_flight_and_holds_new_ones_back(
+    projection: LiveProjection,
+) -> None:
+    inside, leave = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def long_read() -> None:
+        with projection.reading() as con:
+            inside.set()
+            leave.wait(10)
+            order.append("long read ends")
+            assert con.execute("SELECT count(*) FROM profiles").fetchone() == (3,)
+
+    def reopen() -> None:
+        assert projection.reopen(wait_s=10)
+        order.append("reopened")
+
+    def late_read() -> None:
+        with projection.reading() as con:
+            order.append("late read")
+            assert con.execute("SELECT count(*) FROM profiles").fetchone() == (3,)
+
+    threads = [threading.Thread(target=long_read)]
+    threads[0].start()
+    assert inside.wait(10)
+    threads.append(threading.Thread(target=reopen))
+    threads[1].start()
+    while not projection._gate._shut:  # the reopen is waiting at the gate
+        threading.Event().wait(0.01)
+    threads.append(threading.Thread(target=late_read))
+    threads[2].start()
+    threads[2].join(0.3)
+    assert order == []  # the late reader waits behind the reopen, the reopen behind the read
+    leave.set()
+    for thread in threads:
+        thread.join(10)
+    assert order == ["long read ends", "reopened", "late read"]
+    assert projection.memory.reopens == 1
+    projection.close()
+
+
+def test_a_reopen_gives_way_to_a_read_that_outlasts_its_wait(projection: LiveProjection) -> None:
+    inside, leave = threading.Event(), threading.Event()
+
+    def long_read() -> None:
+        with projection.reading():
+            inside.set()
+            leave.wait(10)
+
+    reader = threading.Thread(target=long_read)
+    reader.start()
+    assert inside.wait(10)
+    before = projection.connection
+    assert not projection.reopen(wait_s=0.2)
+    with projection.reading() as con:  # the gate is open again: others still read
+        assert con.execute("SELECT count(*) FROM profiles").fetchone() == (3,)
+    leave.set()
+    reader.join(10)
+    assert projection.connection is before and projection.memory.reopens == 0
+    projection.close()

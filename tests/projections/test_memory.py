@@ -8,8 +8,8 @@ import duckdb
 import pytest
 
 from profile_engine.errors import ErrorKind
-from projections.connection import MemoryExhausted, write_errors
-from projections.live import SERVED_INDEX_LEAST, LiveProjection
+from projections.connection import MemoryExhausted, ProjectionUnavailable, write_errors
+from projections.live import SERVE_INDEX_ENV, LiveProjection, ServedMemory, served_index_least
 from projections.store import (
     INDEX_BYTES_PER_ROW,
     INDEX_ROOM,
@@ -165,13 +165,49 @@ def test_a_commit_that_cannot_hold_its_indexes_says_what_to_raise(
 def test_the_server_is_sized_for_a_projection_to_grow_before_its_settings_lock(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # serve cannot refit its limit (the sandbox locks DuckDB's settings): a new projection
-    # still gets room for the indexes of a few million events.
+    # serve cannot refit its limit in place (the sandbox locks DuckDB's settings): a new
+    # projection gets room for the indexes of a few million events before it must reopen.
     monkeypatch.delenv("PROFILE_ENGINE_DUCKDB_MEMORY", raising=False)
+    monkeypatch.delenv(SERVE_INDEX_ENV, raising=False)
     projection = LiveProjection(tmp_path / "p.duckdb")
     try:
         limit = _limit_bytes(projection.connection)
+        memory = projection.memory
     finally:
         projection.close()
     # DuckDB shows a limit past 1 GiB with one decimal of GiB
-    assert limit == pytest.approx(640e6 + SERVED_INDEX_LEAST, rel=0.03)
+    assert limit == pytest.approx(640e6 + 1e9, rel=0.03)
+    assert (memory.limit_bytes, memory.index_room_bytes) == (640_000_000 + 10**9, 10**9)
+
+
+def test_a_served_projection_whose_indexes_outgrew_its_room_reopens_with_more(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("PROFILE_ENGINE_DUCKDB_MEMORY", raising=False)
+    monkeypatch.setenv(SERVE_INDEX_ENV, "10MB")
+    projection = LiveProjection(tmp_path / "p.duckdb")
+    try:
+        assert not projection.outgrown()
+        _insert_identifiers(projection.connection, 200_000)  # 16 MB of reserve, two indexes
+        assert projection.outgrown()
+        before = projection.connection
+        assert projection.reopen()
+        memory = projection.memory
+        reserve = 2 * 200_000 * INDEX_BYTES_PER_ROW
+        assert memory == ServedMemory(640_000_000 + 2 * reserve, 2 * reserve, reserve, 1)
+        assert _limit_bytes(projection.connection) == pytest.approx(memory.limit_bytes, rel=0.001)
+        assert projection.connection is not before and not projection.outgrown()
+        with projection.reading() as con:  # the rows, readers and the sandbox are all back
+            assert con.execute("SELECT count(*) FROM identifiers").fetchone() == (200_000,)
+        with pytest.raises(ProjectionUnavailable, match="disabled"), projection.reading() as con:
+            con.execute("SELECT * FROM read_text('/etc/hostname')")
+    finally:
+        projection.close()
+
+
+def test_the_served_index_room_is_a_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SERVE_INDEX_ENV, "lots")
+    with pytest.raises(MemoryLimitInvalid, match=f"{SERVE_INDEX_ENV}='lots' is not a size"):
+        served_index_least()
+    monkeypatch.setenv(SERVE_INDEX_ENV, "2.5GB")
+    assert served_index_least() == 2_500_000_000

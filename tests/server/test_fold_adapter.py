@@ -13,6 +13,8 @@ import pytest
 from consumers.broker_process import free_port
 from profile_engine.server.fold_adapter import FOLD_NICENESS
 from profile_engine.synthetic import generate_events
+from projections.live import SERVE_INDEX_ENV
+from projections.store import INDEX_ROOM
 from tests.profile_engine.builders import identify, track
 from tests.snapshots import dump
 from tests.support.folding import fold_into_db
@@ -49,6 +51,38 @@ def test_serve_folds_exactly_what_consume_folds_across_a_restart(
         assert counters["consumed"] == total - first  # resumed at the stored offsets
         assert counters["dead_lettered"] > 0 and counters["duplicates"] > 0
     consume_once(*topics, consumed_db)
+    assert dump(served_db) == dump(consumed_db)
+
+
+def test_serve_reopens_its_projection_as_the_indexes_outgrow_their_room_and_folds_on(
+    kafka_bootstrap: str,
+    fresh_topic: str,
+    fresh_dead_letter_topic: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no room to spare, every batch that grows the indexes makes the server reopen the
+    projection with a larger limit: the fold goes on from its offsets and loses nothing."""
+    monkeypatch.setenv(SERVE_INDEX_ENV, "0MB")
+    rows = list(generate_events(1_500, seed=6))
+    served_db, consumed_db = tmp_path / "served.duckdb", tmp_path / "consumed.duckdb"
+    topics = (kafka_bootstrap, fresh_topic, fresh_dead_letter_topic)
+    total = 0
+    for part in (rows[:500], rows[500:]):
+        total += publish_generated(kafka_bootstrap, fresh_topic, part)
+        with serving(served_db, *topics) as server:
+            server.wait_folded(total)
+            # the reopen follows the commit that outgrew the room; then the fold goes on
+            status = server.wait_until(
+                lambda s: s["memory"]["reopens"] >= 1 and s["state"] == "following"
+            )
+            memory = status["memory"]
+            assert memory["index_reserve_bytes"] > 0
+            assert memory["index_room_bytes"] >= memory["index_reserve_bytes"] * INDEX_ROOM
+            metrics = server.get("/metrics").text
+            assert f"profile_engine_projection_reopens_total {memory['reopens']}.0" in metrics
+            assert server.get("/api/counts").json()["total"] > 0
+        consume_once(*topics, consumed_db)
     assert dump(served_db) == dump(consumed_db)
 
 
