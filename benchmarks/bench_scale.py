@@ -12,7 +12,9 @@ For each size N (``--events 500000,2000000,10000000``):
    used, which varies far less than its wall time when other work shares the machine);
 3. on the result, the read path as the CLI runs it (read-only, sandboxed): `counts` p50/p99
    over ``--counts-runs`` runs (the first, cold, reported apart) and profile lookup p50/p99
-   over ``--lookups`` random identifiers, a tenth of them merged-away profile ids;
+   over ``--lookups`` random identifiers, a tenth of them merged-away profile ids (the
+   target's figure), then over as many others in the same process (``profile_lookup_again``:
+   with the index nodes and blocks the first pass loaded, nearer to a resident server);
 4. following the log on the result: ``--follow`` more generated events (another seed, so
    mostly new people) folded into the indexed projection as `consume` folds them (the same
    pipeline and store, from a file instead of Kafka), in a child process sampled like the
@@ -245,7 +247,9 @@ def measure_size(events: int, root: Path, options: argparse.Namespace) -> dict[s
         fold = json.loads(summary_file.read_text())
         db_mb = file_mb(db_path, db_path.with_name(db_path.name + ".wal"))
         log(f"{events:,} events: querying")
-        reads = measure_read_path(db_path, options.lookups, options.counts_runs, options.seed)
+        reads = measure_read_path(
+            db_path, options.lookups, options.counts_runs, options.seed, again=True
+        )
         if options.history_runs:
             log(f"{events:,} events: asking the past")
             first = date.fromisoformat(GENERATE_START)
