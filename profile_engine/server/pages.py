@@ -19,6 +19,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
 
 from profile_engine.errors import ProfileEngineError
 from profile_engine.events import EventType
@@ -406,7 +407,9 @@ def sql_page(request: Request, q: str = "") -> Response:
 async def sql_run(request: Request) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     query = form.get("q", [""])[0]
-    return _sql(request, query)
+    # On a worker thread, as FastAPI runs the plain handlers: on the event loop, a query of up
+    # to the SQL timeout would hold up every other request, the API's included.
+    return await run_in_threadpool(_sql, request, query)
 
 
 def _sql(request: Request, query: str) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -284,6 +285,30 @@ def test_sql_answers_rows_as_json_with_a_row_limit(server: Server) -> None:
     }
     limited = post_sql(server, "SELECT * FROM range(10)", limit=3).json()
     assert (limited["rows"], limited["truncated"]) == ([[0], [1], [2]], True)
+
+
+def test_a_long_query_on_the_sql_page_holds_up_no_other_request(server: Server) -> None:
+    slow = (
+        "SELECT count(*) FROM range(20000) AS a, range(20000) AS b"
+        " WHERE (a.range * 7 + b.range) % 13 = 0"
+    )
+    finished: dict[str, float] = {}
+
+    def run_on_the_page() -> None:
+        with server.client() as client:
+            page = client.post("/sql", data={"q": slow}, headers={"Accept": "text/html"})
+        assert page.status_code == 200 and "30769231" in page.text.replace(",", "")
+        finished["page"] = time.monotonic()
+
+    started = time.monotonic()
+    page = threading.Thread(target=run_on_the_page)
+    page.start()
+    time.sleep(0.3)  # the query is running
+    assert server.get("/api/status").status_code == 200
+    finished["status"] = time.monotonic()
+    page.join(60)
+    assert finished["page"] - started > 1.0, "the query was too quick to show anything"
+    assert finished["status"] < finished["page"] - 0.5
 
 
 @pytest.mark.parametrize(
