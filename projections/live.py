@@ -48,6 +48,7 @@ from projections.store import (
     limit_bytes,
     memory_limit,
     open_projection,
+    writer_limit_bytes,
 )
 
 SEARCH_MAX_LIMIT = 200
@@ -162,9 +163,12 @@ class LiveProjection:
         # Readers' cursors are made from a connection the fold never uses, one at a time.
         self._spawner = connection.cursor()
         self._spawn_lock = threading.Lock()
-        room = index_room(reserve, SERVED_INDEX_ROOM, least)
-        limit = limit_bytes(memory_limit()) + room
-        self._memory = ServedMemory(limit, room, reserve, self._reopens)
+        self._memory = ServedMemory(
+            writer_limit_bytes(memory_limit(), reserve, SERVED_INDEX_ROOM, least),
+            index_room(reserve, SERVED_INDEX_ROOM, least),
+            reserve,
+            self._reopens,
+        )
 
     @property
     def memory(self) -> ServedMemory:

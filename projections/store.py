@@ -109,14 +109,18 @@ def fit_limit_to_indexes(
     """Set DuckDB's limit to ``working`` plus the indexes' reserve times ``room`` (at least
     ``least`` bytes); returns the reserve it was sized for."""
     reserve = index_reserve_bytes(con)
-    limit = limit_bytes(working) + index_room(reserve, room, least)
-    con.execute(f"SET memory_limit = '{limit} bytes'")
+    con.execute(f"SET memory_limit = '{writer_limit_bytes(working, reserve, room, least)} bytes'")
     return reserve
 
 
 def index_room(reserve: int, room: float = INDEX_ROOM, least: int = 0) -> int:
     """The bytes a writer's limit holds beyond its working memory for indexes of ``reserve``."""
     return max(round(reserve * room), least)
+
+
+def writer_limit_bytes(working: str, reserve: int, room: float = INDEX_ROOM, least: int = 0) -> int:
+    """A writer's memory limit: its ``working`` memory plus the room for its indexes."""
+    return limit_bytes(working) + index_room(reserve, room, least)
 
 
 # Measured in the README's Benchmarks: at 1GB the fold's process peaked above 2 GB at 10M
@@ -258,7 +262,7 @@ class ProjectionStore:
         self.set_meta("schema_version", SCHEMA_VERSION)
         # What the memory limit's index reserve was sized for. None: no indexes are kept up,
         # or the connection was given (the server's, sandboxed: its settings are locked, so
-        # it is sized once, with more room; see projections.live).
+        # the server reopens it with a new limit instead; see projections.live).
         self._reserved_for: int | None = None
         if indexes and self._owns_connection:
             self._reserved_for = index_reserve_bytes(self.con)
