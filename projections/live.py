@@ -33,6 +33,7 @@ from profile_engine.events import ID_PRIORITY
 from profile_engine.identifiers import normalise
 from projections import queries
 from projections.connection import DatabaseBusy, ProjectionUnavailable, sandbox
+from projections.read_transactions import PrimedReads, ReadCloser, begin_read
 from projections.sealed import (
     Revealer,
     check_keying,
@@ -138,6 +139,7 @@ class LiveProjection:
         self._gate = ReadGate()
         self._reopens = 0
         self._open()
+        self._closer = ReadCloser()
         self._version = 0
         self._exact_since = 0
         self._version_lock = threading.Lock()
@@ -163,6 +165,7 @@ class LiveProjection:
         # Readers' cursors are made from a connection the fold never uses, one at a time.
         self._spawner = connection.cursor()
         self._spawn_lock = threading.Lock()
+        self._primed = PrimedReads(self._cursor)
         self._memory = ServedMemory(
             writer_limit_bytes(memory_limit(), reserve, SERVED_INDEX_ROOM, least),
             index_room(reserve, SERVED_INDEX_ROOM, least),
@@ -188,6 +191,7 @@ class LiveProjection:
         with self._gate.shut(wait_s) as emptied:
             if not emptied:
                 return False
+            self._closer.drain()  # the reads' transactions end before their connection does
             self._spawner.close()
             self.connection.close()
             self._reopens += 1
@@ -218,20 +222,31 @@ class LiveProjection:
             return self._spawner.cursor()
 
     @contextmanager
+    def committing(self) -> Iterator[None]:
+        """Around the fold's COMMIT, on its thread: reads arriving meanwhile take read
+        transactions begun just before it (see projections.read_transactions)."""
+        self._primed.offer()
+        try:
+            yield
+        finally:
+            for cursor in self._primed.withdraw():
+                self._closer.close_later(cursor)
+
+    @contextmanager
     def reading(self, plaintext_views: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor in a read-only transaction: one snapshot, writes refused by DuckDB.
 
         ``plaintext_views``: in a keyed projection the cursor also has the ``*_plain`` views
         (temporary, this cursor's only), as `sql` has them."""
         with self._gate.passing(), _translated(self.db_path):
-            cursor = self._cursor()
+            cursor = self._primed.take() or begin_read(self._cursor())
             try:
                 if plaintext_views and self.ring is not None:
                     create_plaintext_views(cursor)
-                cursor.execute("BEGIN TRANSACTION READ ONLY")
                 yield cursor
             finally:
-                cursor.close()  # ends (rolls back) the read-only transaction
+                # Ends (rolls back) the read-only transaction, off the request's path.
+                self._closer.close_later(cursor)
 
     @contextmanager
     def writing_settings(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -247,6 +262,7 @@ class LiveProjection:
             self.changed(exact=True)
 
     def close(self) -> None:
+        self._closer.stop()
         self._spawner.close()
         self.connection.close()
 

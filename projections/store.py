@@ -15,8 +15,8 @@ import json
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -255,10 +255,14 @@ class ProjectionStore:
         db_path: str | Path,
         con: duckdb.DuckDBPyConnection | None = None,
         indexes: bool = True,
+        around_commit: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
+        """``around_commit``: entered just before each COMMIT and left after it (the live
+        server readies its readers for the commit; see projections.read_transactions)."""
         self.db_path = str(db_path)
         self.con = con if con is not None else open_projection(db_path, indexes)
         self._owns_connection = con is None
+        self._around_commit = around_commit
         self.set_meta("schema_version", SCHEMA_VERSION)
         # What the memory limit's index reserve was sized for. None: no indexes are kept up,
         # or the connection was given (the server's, sandboxed: its settings are locked, so
@@ -376,7 +380,8 @@ class ProjectionStore:
         except BaseException:
             con.execute("ROLLBACK")
             raise
-        con.execute("COMMIT")
+        with self._around_commit():
+            con.execute("COMMIT")
 
     # -- one batch ----------------------------------------------------------------------------
 

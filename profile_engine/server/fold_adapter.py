@@ -308,7 +308,11 @@ class ConsumerFoldRunner:
     def _fold(self) -> None:
         options = self._options
         projection = self._projection
-        store = ProjectionStore(Path(projection.db_path), con=projection.connection)
+        store = ProjectionStore(
+            Path(projection.db_path),
+            con=projection.connection,
+            around_commit=projection.committing,
+        )
         if options.registry is not None:
             refresh_typed_traits_view(store.con, options.registry)
 

@@ -278,3 +278,38 @@ def test_a_reopen_gives_way_to_a_read_that_outlasts_its_wait(projection: LivePro
     reader.join(10)
     assert projection.connection is before and projection.memory.reopens == 0
     projection.close()
+
+
+def test_reads_arriving_during_a_commit_read_the_batch_before_it(
+    projection: LiveProjection,
+) -> None:
+    writer = projection.connection
+
+    def profiles() -> int:
+        with projection.reading() as con:
+            return int(con.execute("SELECT count(*) FROM profiles").fetchone()[0])  # type: ignore[index]
+
+    def delete_one() -> None:
+        writer.execute("BEGIN TRANSACTION")
+        writer.execute(
+            "DELETE FROM profiles WHERE profile_id IN (SELECT profile_id FROM profiles LIMIT 1)"
+        )
+
+    assert profiles() == 3
+    delete_one()
+    with projection.committing():
+        writer.execute("COMMIT")
+        # A read now takes a transaction begun before the COMMIT: the committed batch is
+        # not in it yet, as for a read that came a moment earlier.
+        assert profiles() == 3
+    assert profiles() == 2
+    delete_one()
+    with projection.committing():
+        writer.execute("COMMIT")  # nobody reads during this one
+    # No read since the last commit: this one runs with no transaction beside it, and a
+    # read during it begins its own, which sees it.
+    delete_one()
+    with projection.committing():
+        writer.execute("COMMIT")
+        assert profiles() == 0
+    projection.close()
