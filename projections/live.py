@@ -498,7 +498,8 @@ def timeline_page(
         raise BadInput(f"limit must be between 1 and {TIMELINE_MAX_LIMIT}")
     if offset < 0:
         raise BadInput("offset must not be negative")
-    # MATERIALIZED keeps the profile filter an index lookup (see queries.timeline).
+    # MATERIALIZED keeps the profile filter an index lookup (a LIMIT on a sorted read turns
+    # into a top-N over the whole table).
     mine = (
         "WITH mine AS MATERIALIZED (SELECT event_id, type, timestamp, event_name, payload"
         " FROM events WHERE profile_id = ?::UUID)"

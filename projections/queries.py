@@ -177,26 +177,47 @@ def profile_document(
     return document
 
 
-# A lookup is a handful of index reads, and each statement costs more to plan and run than
-# its read: the profile row comes with the settings, traits with subscriptions.
-_PROFILE_ROW = (
-    "SELECT first_seen, ccpa_opted_out, order_count, revenue, last_purchase_at,"
-    " (SELECT list((key, value)) FROM settings)"
-    " FROM profiles WHERE profile_id = ?::UUID"
+_IDENTIFIER_FACTS = (
+    "id_type, id_value, valid, deliverable, consent, hard_bounces, complaints,"
+    " consecutive_soft_bounces, last_seen, last_seen_event_id, first_seen"
 )
 
 
+# A lookup is a handful of index reads, and each statement costs more to plan and run than
+# its read; in the server each one also gives the GIL up and takes it back several times,
+# each time behind the fold. So the page's rows come in one statement: each table is read by
+# a subquery of its own, filtered on the profile id alone, which DuckDB answers from that
+# table's index. The timeline is the newest TIMELINE_LENGTH events, kept by arg_max as it
+# reads them (a sort of the profile's events, or a LIMIT, would read more).
+_PROFILE_PAGE = f"""
+    SELECT
+        (SELECT (first_seen, ccpa_opted_out, order_count, revenue, last_purchase_at)
+            FROM profiles WHERE profile_id = $1::UUID),
+        (SELECT list((key, value)) FROM settings),
+        (SELECT list(({_IDENTIFIER_FACTS})) FROM identifiers WHERE profile_id = $1::UUID),
+        (SELECT list((true, name, value, value_type, source, updated_at))
+            FROM traits WHERE profile_id = $1::UUID),
+        (SELECT list((false, list_id, channel, status, identifier, updated_at))
+            FROM subscriptions WHERE profile_id = $1::UUID),
+        (SELECT arg_max((event_id, type, timestamp, event_name, payload), (timestamp, event_id),
+            {TIMELINE_LENGTH}) FROM events WHERE profile_id = $1::UUID)
+"""
+
+
 def _profile_document(con: duckdb.DuckDBPyConnection, profile_id: str) -> dict[str, Any] | None:
-    row = con.execute(_PROFILE_ROW, [profile_id]).fetchone()
-    if row is None:
+    page = con.execute(_PROFILE_PAGE, [profile_id]).fetchone()
+    if page is None or page[0] is None:
         return None
-    first_seen, ccpa_opted_out, order_count, revenue, last_purchase_at, settings_rows = row
+    profile, settings_rows, identifier_facts, trait_rows, subscription_rows, events = page
+    first_seen, ccpa_opted_out, order_count, revenue, last_purchase_at = profile
     settings = settings_in_force(known_overrides(settings_rows or []))
-    identifiers = _identifier_rows(con, profile_id, ccpa_opted_out, settings)
+    identifiers = identifier_records(con, identifier_facts or [], ccpa_opted_out, settings)
     last_email = next(
         (i["value"] for i in identifiers if i["type"] == "email" and i["is_last_seen"]), None
     )
-    profile_traits, profile_subscriptions = _traits_and_subscriptions(con, profile_id)
+    profile_traits, profile_subscriptions = _traits_and_subscriptions(
+        (trait_rows or []) + (subscription_rows or [])
+    )
     return {
         "profile_id": profile_id,
         "first_seen": iso(first_seen),
@@ -212,7 +233,7 @@ def _profile_document(con: duckdb.DuckDBPyConnection, profile_id: str) -> dict[s
             "average": revenue / order_count if order_count else None,
             "last_purchase_at": iso(last_purchase_at),
         },
-        "timeline": timeline(con, profile_id),
+        "timeline": timeline_entries(events or []),
     }
 
 
@@ -221,12 +242,6 @@ def email_hash_number(email: str | None) -> int | None:
     if email is None:
         return None
     return int(hashlib.sha256(email.encode("utf-8")).hexdigest()[:8], 16) % 100
-
-
-_IDENTIFIER_FACTS = (
-    "id_type, id_value, valid, deliverable, consent, hard_bounces, complaints,"
-    " consecutive_soft_bounces, last_seen, last_seen_event_id, first_seen"
-)
 
 
 def identifier_rows(
@@ -313,16 +328,10 @@ def reachable_from(identifiers: list[dict[str, Any]]) -> dict[str, bool]:
 
 
 def _traits_and_subscriptions(
-    con: duckdb.DuckDBPyConnection, profile_id: str
+    rows: list[tuple[Any, ...]],
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """The profile's traits by name and its subscriptions by list and channel, in one read."""
-    rows = con.execute(
-        "SELECT true, name, value, value_type, source, updated_at FROM traits"
-        " WHERE profile_id = $1::UUID"
-        " UNION ALL SELECT false, list_id, channel, status, identifier, updated_at"
-        " FROM subscriptions WHERE profile_id = $1::UUID",
-        [profile_id],
-    ).fetchall()
+    """The profile's traits by name and its subscriptions by list and channel, from its
+    trait rows (marked true) and subscription rows (marked false)."""
     # Sorted here, not by DuckDB: a sort operator costs a lookup more than the few rows do.
     rows.sort(key=lambda row: (not row[0], row[1], row[2]))
     profile_traits = {
@@ -362,16 +371,8 @@ def typed_trait(text: str | None, value_type: str) -> Any:
     return text
 
 
-def timeline(con: duckdb.DuckDBPyConnection, profile_id: str) -> list[dict[str, Any]]:
-    """The latest events, newest first."""
-    # No LIMIT: ORDER BY ... LIMIT gets rewritten into a top-N over the whole table, where a
-    # plain ORDER BY keeps the profile filter an index lookup; only the newest rows of the
-    # sorted result are fetched into Python.
-    rows = con.execute(
-        "SELECT event_id, type, timestamp, event_name, payload FROM events"
-        " WHERE profile_id = ?::UUID ORDER BY timestamp DESC, event_id DESC",
-        [profile_id],
-    ).fetchmany(TIMELINE_LENGTH)
+def timeline_entries(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """The timeline's entries from (event_id, type, timestamp, event_name, payload) rows."""
     return [
         {
             "event_id": event_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from projections import queries
 from projections.readonly import open_readonly
-from tests.projections.logs import fold
+from tests.projections.logs import T0, fold
 
 
 def identify(traits: dict[str, Any] | None = None, **ids: str) -> dict[str, Any]:
@@ -171,3 +172,14 @@ def test_timeline_is_the_latest_twenty_newest_first(db_path: Path) -> None:
     assert timeline[0]["type"] == "track"
     assert timeline[0]["timestamp"] == "2026-01-10T12:25:00Z"
     assert timeline[0]["payload"]["properties"] == {"n": 25}
+
+
+def test_timeline_events_of_the_same_time_come_by_event_id_newest_first(db_path: Path) -> None:
+    same = (T0 + timedelta(hours=1)).isoformat()
+    fold(db_path, *[
+        {"type": "track", "identifiers": {"customer_id": "c1"}, "event": "view",
+         "event_id": event_id, "timestamp": same}
+        for event_id in ("b", "d", "a", "c")
+    ], {"type": "track", "identifiers": {"customer_id": "c1"}, "event": "earlier"})  # fmt: skip
+    timeline = _found(db_path, "customer_id:c1")["timeline"]
+    assert [e["event_id"] for e in timeline] == ["d", "c", "b", "a", "e0005"]
