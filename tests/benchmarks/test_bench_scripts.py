@@ -219,16 +219,16 @@ def test_bench_gil_reports_the_probe_and_the_folds_collections() -> None:
     assert all(s["count"] > 0 and s["max_ms"] > result["stalls_over_ms"] for s in result["stalls"])
 
 
-def test_bench_commit_reads_runs_both_ways_alternating_and_times_each_commit() -> None:
+def test_bench_commit_reads_runs_both_ways_and_times_each_commit() -> None:
     (result,) = run_script(
-        "bench_commit_reads.py", "--events", "12000", "--tail", "6000", "--readers", "2",
-        "--batch-size", "2000", "--rounds", "2",
+        "bench_commit_reads.py", "--events", "8000", "--tail", "4000", "--readers", "2",
+        "--batch-size", "2000", "--rounds", "1",
     )  # fmt: skip
     runs = result["runs"]
-    assert [r["way"] for r in runs] == ["unprimed", "primed", "primed", "unprimed"]
+    assert [r["way"] for r in runs] == ["unprimed", "primed"]
     for run in runs:
         assert run["reads"] > 0
         assert 0 < run["p50_ms"] <= run["p90_ms"] <= run["p99_ms"] <= run["max_ms"]
-        assert len(run["commits_ms"]) == 3  # the tail's 6,000 events in batches of 2,000
+        assert len(run["commits_ms"]) == 2  # the tail's 4,000 events in batches of 2,000
         assert 0 <= run["slowest_8_overlapping_a_commit"] <= min(8, run["reads"])
         assert run["fold_thread_cpu_s"] > 0
