@@ -239,8 +239,11 @@ class LiveProjection:
         ``plaintext_views``: in a keyed projection the cursor also has the ``*_plain`` views
         (temporary, this cursor's only), as `sql` has them."""
         with self._gate.passing(), _translated(self.db_path):
-            cursor = self._primed.take() or begin_read(self._cursor())
+            primed = self._primed.take()
+            cursor = primed or self._cursor()
             try:
+                if primed is None:
+                    begin_read(cursor)
                 if plaintext_views and self.ring is not None:
                     create_plaintext_views(cursor)
                 yield cursor
