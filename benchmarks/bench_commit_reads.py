@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -47,6 +48,7 @@ from projections.queries import profile_view
 from projections.store import ProjectionStore
 
 READS_PER_SECOND = 5.0
+PRIMED_READS = read_transactions.PRIMED_READS  # what serve primes; the way before primes none
 
 
 def cli(*args: str) -> None:
@@ -54,7 +56,7 @@ def cli(*args: str) -> None:
     subprocess.run([str(script), *args], check=True, capture_output=True)
 
 
-def lookup_keys(tail: Path, every: int = 37) -> list[str]:
+def tail_keys(tail: Path, every: int = 37) -> list[str]:
     keys = []
     with tail.open() as lines:
         for line in islice(lines, 0, None, every):
@@ -77,7 +79,7 @@ def one_run(
     base: Path, tail: Path, work: Path, keys: list[str], readers: int, primed: bool, batch_size: int
 ) -> dict[str, Any]:
     shutil.copy(base, work)
-    read_transactions.PRIMED_READS = 16 if primed else 0
+    read_transactions.PRIMED_READS = PRIMED_READS if primed else 0
     live.ReadCloser = read_transactions.ReadCloser if primed else Unprimed  # type: ignore[misc]
     projection = LiveProjection(work)
     commits: list[tuple[float, float]] = []
@@ -85,7 +87,7 @@ def one_run(
     stop = threading.Event()
 
     @contextmanager
-    def timed_commit() -> Any:
+    def timed_commit() -> Iterator[None]:
         with projection.committing():
             started = time.perf_counter()
             yield
@@ -100,8 +102,7 @@ def one_run(
             reads.append((started, time.perf_counter()))
             time.sleep(pick.expovariate(READS_PER_SECOND))
 
-    hook: Any = timed_commit
-    store = ProjectionStore(work, con=projection.connection, around_commit=hook)
+    store = ProjectionStore(work, con=projection.connection, around_commit=timed_commit)
     threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(readers)]
     for thread in threads:
         thread.start()
@@ -182,7 +183,7 @@ def main() -> None:
         del lines
         base = work / "base.duckdb"
         cli("rebuild", "--db", str(base), "--from-file", str(head))
-        keys = lookup_keys(tail)
+        keys = tail_keys(tail)
         runs = []
         for number in range(2 * options.rounds):
             primed = number % 2 == 1 if (number // 2) % 2 == 0 else number % 2 == 0
