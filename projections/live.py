@@ -191,6 +191,7 @@ class LiveProjection:
         with self._gate.shut(wait_s) as emptied:
             if not emptied:
                 return False
+            self._close_later(self._primed.withdraw())
             self._closer.drain()  # the reads' transactions end before their connection does
             self._spawner.close()
             self.connection.close()
@@ -212,6 +213,8 @@ class LiveProjection:
     def changed(self, exact: bool = False) -> None:
         """Called by whoever commits to the projection, after the commit; ``exact`` when
         earlier answers must not be served any more (a settings change)."""
+        if exact:  # primed transactions read from before the change
+            self._close_later(self._primed.withdraw())
         with self._version_lock:
             self._version += 1
             if exact:
@@ -223,14 +226,18 @@ class LiveProjection:
 
     @contextmanager
     def committing(self) -> Iterator[None]:
-        """Around the fold's COMMIT, on its thread: reads arriving meanwhile take read
-        transactions begun just before it (see projections.read_transactions)."""
-        self._primed.offer()
+        """Around the fold's COMMIT, on its thread: reads arriving meanwhile, and while DuckDB
+        cleans up after it, take read transactions begun for them (see
+        projections.read_transactions)."""
+        self._close_later(self._primed.offer())
         try:
             yield
         finally:
-            for cursor in self._primed.withdraw():
-                self._closer.close_later(cursor)
+            self._close_later(self._primed.renew())
+
+    def _close_later(self, cursors: list[duckdb.DuckDBPyConnection]) -> None:
+        for cursor in cursors:
+            self._closer.close_later(cursor)
 
     @contextmanager
     def reading(self, plaintext_views: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -265,6 +272,7 @@ class LiveProjection:
             self.changed(exact=True)
 
     def close(self) -> None:
+        self._close_later(self._primed.withdraw())
         self._closer.stop()
         self._spawner.close()
         self.connection.close()

@@ -11,9 +11,10 @@ reads on through it (MVCC: it sees the batch before). So:
   behind the reads it overlapped, the closing thread does that work, not a request;
 - before each commit the fold begins a few read transactions (``PrimedReads``) and reads
   that arrive during the commit take one of them, so they see the batch before the commit
-  as a read arriving a moment earlier would. The fold offers them only when reads came since
-  its last commit: an idle server's commits run with no transaction beside them, DuckDB's
-  cheaper way.
+  as a read arriving a moment earlier would; right after the commit it begins a few more,
+  which see the batch, for the reads that arrive while DuckDB cleans up after it. The fold
+  primes them only when reads came since its last commit: an idle server's commits run with
+  no transaction beside them, DuckDB's cheaper way.
 """
 
 from __future__ import annotations
@@ -75,19 +76,50 @@ class ReadCloser:
 
 
 class PrimedReads:
-    """Read transactions begun by the fold just before its commit, for reads arriving during it."""
+    """Read transactions begun by the fold around its commit, for the reads that arrive then.
+
+    Before the commit (``offer``): transactions that read the batch before it, for reads
+    arriving during the commit. Right after it (``renew``): transactions that read the batch,
+    for reads arriving while the transactions the commit overlapped end and DuckDB cleans up
+    after the commit under the same lock (they are begun before any of those end, so they do
+    not wait for it, and they do not hold the clean-up back: they began after the commit).
+    Either replaces the transactions not taken, which the caller ends.
+    """
 
     def __init__(self, new_cursor: Callable[[], duckdb.DuckDBPyConnection]) -> None:
         self._new_cursor = new_cursor
         self._lock = threading.Lock()
         self._ready: list[duckdb.DuckDBPyConnection] = []
         self._reads_since_offer = 0
+        self._offered = False
 
-    def offer(self) -> None:
-        """Begin read transactions for the commit about to start (on the fold's thread)."""
+    def offer(self) -> list[duckdb.DuckDBPyConnection]:
+        """Begin read transactions for the commit about to start (on the fold's thread), if
+        reads came since the last offer; returns the ones they replace."""
         with self._lock:
             wanted = PRIMED_READS if self._reads_since_offer else 0
             self._reads_since_offer = 0
+        self._offered = wanted > 0
+        return self._replace(wanted)
+
+    def renew(self) -> list[duckdb.DuckDBPyConnection]:
+        """After the commit: begin transactions that read it, if the commit had some offered
+        beside it; returns the ones they replace (begun before the commit)."""
+        return self._replace(PRIMED_READS if self._offered else 0)
+
+    def withdraw(self) -> list[duckdb.DuckDBPyConnection]:
+        """The primed transactions nobody took (for the caller to end); none are left."""
+        with self._lock:
+            left, self._ready = self._ready, []
+        return left
+
+    def take(self) -> duckdb.DuckDBPyConnection | None:
+        """A primed transaction, or None (then begin one as usual)."""
+        with self._lock:
+            self._reads_since_offer += 1
+            return self._ready.pop() if self._ready else None
+
+    def _replace(self, wanted: int) -> list[duckdb.DuckDBPyConnection]:
         primed: list[duckdb.DuckDBPyConnection] = []
         # Priming only spares readers a wait: if DuckDB refuses it, the commit goes ahead
         # without (whatever failed here fails the reads or the commit with its own error).
@@ -95,19 +127,8 @@ class PrimedReads:
             while len(primed) < wanted:
                 primed.append(self._begun())
         with self._lock:
-            self._ready = primed
-
-    def withdraw(self) -> list[duckdb.DuckDBPyConnection]:
-        """After the commit: the primed transactions nobody took (for the caller to end)."""
-        with self._lock:
-            left, self._ready = self._ready, []
+            left, self._ready = self._ready, primed
         return left
-
-    def take(self) -> duckdb.DuckDBPyConnection | None:
-        """A primed transaction while a commit runs, or None (then begin one as usual)."""
-        with self._lock:
-            self._reads_since_offer += 1
-            return self._ready.pop() if self._ready else None
 
     def _begun(self) -> duckdb.DuckDBPyConnection:
         cursor = begin_read(self._new_cursor())

@@ -218,6 +218,21 @@ def test_settings_are_the_one_write_and_readers_see_it_at_once(
     projection.close()
 
 
+def test_a_settings_change_is_seen_by_the_next_read_though_reads_were_primed_before_it(
+    projection: LiveProjection,
+) -> None:
+    with projection.reading() as con:  # a read: the next commit primes transactions
+        assert queries.counts(con, "2026-01")["channels"]["sms"]["reachable"] == 0
+    projection.connection.execute("BEGIN TRANSACTION")
+    with projection.committing():
+        projection.connection.execute("COMMIT")
+    with projection.writing_settings() as con:
+        set_setting(con, "implicit_consent.sms", True)
+    with projection.reading() as con:
+        assert queries.counts(con, "2026-01")["channels"]["sms"]["reachable"] == 1
+    projection.close()
+
+
 def test_a_reopen_waits_for_the_reads_in_flight_and_holds_new_ones_back(
     projection: LiveProjection,
 ) -> None:

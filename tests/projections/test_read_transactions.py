@@ -67,16 +67,40 @@ def test_primed_reads_see_the_state_before_the_commit_they_were_offered_for(
     store.close()
 
 
+def test_after_the_commit_renewed_reads_see_it_and_replace_the_ones_begun_before(
+    store: ProjectionStore,
+) -> None:
+    primed = PrimedReads(store.con.cursor)
+    primed.take()
+    before = _count(store.con)
+    with store.transaction() as con:
+        con.execute("INSERT INTO settings VALUES ('x', '1')")
+        assert primed.offer() == []  # nothing primed before this commit
+    replaced = primed.renew()
+    assert len(replaced) == read_transactions.PRIMED_READS  # the ones begun before the commit
+    assert all(_count(cursor) == before for cursor in replaced)
+    taken = primed.take()
+    assert taken is not None and _count(taken) == before + 1  # begun after: the batch
+    left = primed.withdraw()
+    assert len(left) == read_transactions.PRIMED_READS - 1
+    assert primed.renew() == []  # withdrawn: nothing to replace
+    for cursor in [*replaced, taken, *left]:
+        cursor.close()
+    store.close()
+
+
 def test_no_reads_since_the_last_commit_means_no_primed_transactions(
     store: ProjectionStore,
 ) -> None:
     primed = PrimedReads(store.con.cursor)
     primed.offer()
+    assert primed.renew() == []  # nothing before the commit, nothing after it
     assert primed.withdraw() == []
     primed.take()
     primed.offer()
     assert len(primed.withdraw()) == read_transactions.PRIMED_READS
     primed.offer()  # no read since the offer before
+    assert primed.renew() == []
     assert primed.withdraw() == []
     store.close()
 
