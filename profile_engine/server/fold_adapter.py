@@ -2,9 +2,12 @@
 through the live projection's connection so that readers share its DuckDB instance.
 
 The server sees only ``FoldRunner``. The fold is exactly ``consume``'s (same offsets table,
-same dead letters); the lookup indexes stay in place (the fold keeps them valid, readers use
-them while it writes); after each committed batch ``LiveProjection.changed`` moves the version
-cached answers are checked against, and ``LogWatcher.committed`` records the projection's next
+same dead letters), run in a process of its own (profile_engine.server.fold_process) whose
+statements this process runs on the projection's connection, on the fold thread
+(projections.remote_connection): the fold's Python does not take the GIL from the readers.
+The lookup indexes stay in place (the fold keeps them valid, readers use them while it
+writes); after each committed batch ``LiveProjection.changed`` moves the version cached
+answers are checked against, and ``LogWatcher.committed`` records the projection's next
 offsets (status, consumer group). Once the indexes outgrow the room DuckDB's limit was sized
 with, the fold stops after the batch, the projection is reopened with a limit sized again
 (``LiveProjection.reopen``), and the fold starts again from the offsets it committed.
@@ -13,8 +16,8 @@ with, the fold stops after the batch, the projection is reopened with a limit si
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
+import multiprocessing as mp
 import os
 import sys
 import threading
@@ -22,16 +25,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 
-from consumers.consumer import ConsumeOptions, consume_into
 from consumers.group_offsets import DEFAULT_GROUP_ID, GroupOffsets
 from consumers.kafka_client import BrokerUnavailable
 from consumers.key_store import SealingConfig
 from consumers.pipeline import FoldStats
 from profile_engine.attributes import AttributeRegistry
-from profile_engine.errors import ProfileEngineError, Transient, first_line
+from profile_engine.errors import NeedsOperator, ProfileEngineError, Transient, first_line
 from profile_engine.fold import FoldConfig
+from profile_engine.server.fold_process import FoldEnd, FoldJob, run_fold_process
 from profile_engine.server.runner import (
     FoldCounters,
     FoldState,
@@ -40,13 +42,13 @@ from profile_engine.server.runner import (
     RateMeter,
 )
 from projections.live import LiveProjection, committed_offsets
-from projections.store import ProjectionStore, TopicOffset
-from projections.typed_traits import refresh_typed_traits_view
+from projections.remote_connection import ConnectionHost
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5.0
-# The fold thread's niceness (0-19 above the server's; the decode processes it starts inherit it).
+# The fold's niceness (0-19 above the server's): its process (and the decode processes it
+# starts) and the thread that runs its statements here.
 FOLD_NICENESS = 10
 # Smaller batches than consume's (consumers.pipeline.DEFAULT_BATCH_SIZE): each commit is what
 # readers see next, and what the fold still does in one stretch with the GIL held (a batch's
@@ -54,9 +56,6 @@ FOLD_NICENESS = 10
 # bench_serve rows.
 SERVE_BATCH_SIZE = 25_000
 WATCH_EVERY_S = 1.0
-# The fold turns automatic garbage collection off for the whole process while it runs; the
-# server's own short-lived cycles still need collecting now and then.
-COLLECT_EVERY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -133,7 +132,6 @@ class LogWatcher:
 
     def _run(self) -> None:
         client: GroupOffsets | None = None
-        collected_at = time.monotonic()
         while True:
             stopping = self._stopping.is_set()
             self._sample_rate()
@@ -157,9 +155,6 @@ class LogWatcher:
                 self._broker_answered(None)
             if stopping:
                 break
-            if not gc.isenabled() and time.monotonic() - collected_at > COLLECT_EVERY_S:
-                gc.collect()
-                collected_at = time.monotonic()
             self._wake.wait(WATCH_EVERY_S)
             self._wake.clear()
         if client is not None:
@@ -199,6 +194,7 @@ class ConsumerFoldRunner:
         self.watcher = LogWatcher(options, start_offsets)
         self.rate = RateMeter()
         self._stop = threading.Event()
+        self._stop_fold = mp.get_context("spawn").Event()  # the fold process's copy
         # Set after a commit once the lookup indexes outgrew the room DuckDB's limit was sized
         # with: the fold stops after that batch, the projection is reopened with a limit sized
         # again, and the fold goes on from the offsets it committed.
@@ -220,6 +216,7 @@ class ConsumerFoldRunner:
 
     def stop(self, timeout_s: float) -> bool:
         self._stop.set()
+        self._stop_fold.set()
         self._thread.join(timeout_s)
         stopped = not self._thread.is_alive()
         # A last commit to the consumer group, unless the broker is gone (then not waited for).
@@ -306,56 +303,78 @@ class ConsumerFoldRunner:
         return False
 
     def _fold(self) -> None:
+        """One fold process (profile_engine.server.fold_process), its statements run here on
+        the projection's connection until it ends; its error, if any, raised here."""
         options = self._options
         projection = self._projection
-        store = ProjectionStore(
-            Path(projection.db_path),
-            con=projection.connection,
-            around_commit=projection.committing,
+        job = FoldJob(
+            db_path=str(projection.db_path),
+            bootstrap_servers=options.bootstrap_servers,
+            topic=options.topic,
+            dead_letter_topic=options.dead_letter_topic,
+            batch_size=options.batch_size,
+            config=options.config,
+            registry=options.registry,
+            sealing=options.sealing,
+            niceness=FOLD_NICENESS,
         )
-        if options.registry is not None:
-            refresh_typed_traits_view(store.con, options.registry)
+        ended: list[FoldEnd] = []
 
         def keep(stats: FoldStats) -> None:
             with self._lock:
                 self._current = stats
 
-        def after_commit(offsets: list[TopicOffset]) -> None:
+        def committed(next_offsets: dict[int, int]) -> bool:
             projection.changed()
-            self.watcher.committed({o.partition: o.next_offset for o in offsets})
+            self.watcher.committed(next_offsets)
             if projection.outgrown():
                 self._make_room.set()
+                return True
+            return False
 
-        def should_stop() -> bool:
-            return self._stop.is_set() or self._make_room.is_set()
-
+        host = ConnectionHost(
+            projection.connection,
+            calls={"progress": keep, "committed": committed, "finished": ended.append},
+            contexts={"commit": projection.committing},
+        )
+        context = mp.get_context("spawn")
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=run_fold_process, args=(theirs, job, self._stop_fold), name="fold"
+        )
         self._set_state(FoldState.FOLLOWING, None)  # the status says "catching up" while behind
-        stats: FoldStats | None = None
         try:
-            stats = consume_into(
-                store,
-                options.bootstrap_servers,
-                options.topic,
-                options.dead_letter_topic,
-                options.config,
-                ConsumeOptions(
-                    batch_size=options.batch_size,
-                    progress=keep,
-                    should_stop=should_stop,
-                    after_commit=after_commit,
-                    sealing=options.sealing,
-                ),
-            )
+            process.start()
+            theirs.close()
+            host.serve(ours)
         finally:
+            ours.close()
+            process.join()
+            end = ended[0] if ended else FoldEnd(self._current)
             with self._lock:
-                done = stats or self._current
-                if done is not None:
-                    self._finished = _add(self._finished, done)
+                if end.stats is not None:
+                    self._finished = _add(self._finished, end.stats)
                 self._current = None
+        if not ended:
+            raise FoldProcessEnded(
+                f"the fold process ended unexpectedly (exit code {process.exitcode})"
+            )
+        if end.error_kind == "transient":
+            raise FoldProcessTransient(end.error or "")
+        if end.error_kind is not None:
+            raise FoldProcessEnded(end.error or "")
 
     def _set_state(self, state: FoldState, error: str | None) -> None:
         with self._lock:
             self._state, self._error = state, error
+
+
+class FoldProcessTransient(Transient):
+    """The fold process stopped on a transient error (its text): the fold starts again."""
+
+
+class FoldProcessEnded(NeedsOperator):
+    """The fold process stopped on an error (its text), or died without saying why."""
 
 
 def _add(counters: FoldCounters, stats: FoldStats) -> FoldCounters:

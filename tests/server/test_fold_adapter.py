@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -83,6 +85,50 @@ def test_serve_reopens_its_projection_as_the_indexes_outgrow_their_room_and_fold
             assert f"profile_engine_projection_reopens_total {memory['reopens']}.0" in metrics
             assert server.get("/api/counts").json()["total"] > 0
         consume_once(*topics, consumed_db)
+    assert dump(served_db) == dump(consumed_db)
+
+
+def fold_process_of(server_pid: int) -> int:
+    """The server's fold process: its one child started by multiprocessing's spawn (started
+    by the fold thread, so listed under that thread's task)."""
+    tasks = Path(f"/proc/{server_pid}/task").iterdir()
+    children = [pid for task in tasks for pid in (task / "children").read_text().split()]
+    spawned = [
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert len(spawned) == 1, spawned
+    return spawned[0]
+
+
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_killed_fold_process_leaves_the_server_answering_and_loses_nothing(
+    kafka_bootstrap: str, fresh_topic: str, fresh_dead_letter_topic: str, tmp_path: Path
+) -> None:
+    """The fold runs in a process of its own, below the server's priority. Killed at any point
+    (here: while it folds), its open transaction is rolled back: the server goes on
+    answering from the last committed batch, says the fold failed, and a restart folds on
+    from the committed offsets to exactly what consume folds."""
+    rows = list(generate_events(3_000, seed=8))
+    served_db, consumed_db = tmp_path / "served.duckdb", tmp_path / "consumed.duckdb"
+    topics = (kafka_bootstrap, fresh_topic, fresh_dead_letter_topic)
+    total = publish_generated(kafka_bootstrap, fresh_topic, rows)
+    with serving(served_db, *topics, extra=["--batch-size", "200"]) as server:
+        server.wait_until(lambda s: s["since_start"]["consumed"] > 0)
+        fold = fold_process_of(server.pid)
+        assert niceness(fold) == niceness(server.pid) + FOLD_NICENESS
+        os.kill(fold, signal.SIGKILL)
+        status = server.wait_until(lambda s: s["state"] == "failed", timeout_s=60)
+        assert "fold process" in status["error"] and "-9" in status["error"]
+        counts = server.get("/api/counts").json()  # reads go on
+        assert counts["total"] >= 0
+        assert sum(p["next_offset"] for p in status["partitions"]) < total
+    with serving(served_db, *topics) as server:
+        server.wait_folded(total)
+    consume_once(*topics, consumed_db)
     assert dump(served_db) == dump(consumed_db)
 
 
