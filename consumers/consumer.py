@@ -80,7 +80,8 @@ class ConsumeOptions:
     max_wait_s: float = DEFAULT_MAX_WAIT_S
     progress: ProgressCallback | None = None
     should_stop: Callable[[], bool] = lambda: False
-    after_commit: Callable[[list[TopicOffset]], None] | None = None
+    # After each commit: the offsets committed and the running counters, which include the batch.
+    after_commit: Callable[[list[TopicOffset], FoldStats], None] | None = None
     give_up_after: float | None = None  # seconds without the broker before failing
     # Offsets are mirrored to this consumer group after each batch, for Kafka's own tools.
     group_id: str | None = DEFAULT_GROUP_ID
@@ -161,10 +162,10 @@ def consume(
         mirror = GroupMirror(bootstrap_servers, topic, options.group_id)
         chained = options.after_commit
 
-        def after_commit(offsets: list[TopicOffset]) -> None:
+        def after_commit(offsets: list[TopicOffset], stats: FoldStats) -> None:
             mirror.committed({o.partition: o.next_offset for o in offsets})
             if chained is not None:
-                chained(offsets)
+                chained(offsets, stats)
 
         try:
             return consume_into(

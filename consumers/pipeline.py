@@ -126,7 +126,8 @@ class PipelineOptions:
     dead_letter_sink: DeadLetterSink | None = None
     progress: ProgressCallback | None = None
     should_stop: Callable[[], bool] = lambda: False
-    after_commit: Callable[[list[TopicOffset]], None] | None = None
+    # After each commit: the offsets committed and the running counters, which include the batch.
+    after_commit: Callable[[list[TopicOffset], FoldStats], None] | None = None
     # A keyed projection: erasures destroy the erased identifiers' data keys before the
     # batch commits (like dead letters reach their topic first).
     key_eraser: KeyEraser | None = None
@@ -368,7 +369,7 @@ class Pipeline:
         stats.last_batch_at = time.time()
         self._next_offsets = {o.partition: o.next_offset for o in offsets}
         if self.options.after_commit is not None and offsets:
-            self.options.after_commit(offsets)
+            self.options.after_commit(offsets, stats)
 
     def start_offsets(self, offsets: dict[int, int]) -> None:
         """Where the source starts, so a batch's offsets cover partitions it did not touch."""

@@ -324,7 +324,9 @@ class ConsumerFoldRunner:
             with self._lock:
                 self._current = stats
 
-        def committed(next_offsets: dict[int, int]) -> bool:
+        def committed(batch: tuple[dict[int, int], FoldStats]) -> bool:
+            next_offsets, stats = batch
+            keep(stats)  # before the offsets: a status never shows offsets its counters lack
             projection.changed()
             self.watcher.committed(next_offsets)
             if projection.outgrown():

@@ -6,8 +6,9 @@ server's DuckDB instance, in the server's transactions, so offsets and rows stil
 together. What the server needs to hear goes through the connection's hooks:
 
 - ``progress`` (note): the fold's running counters;
-- ``committed`` (call): a batch committed with these next offsets; the answer says whether
-  the lookup indexes outgrew DuckDB's limit (the fold then stops after the batch);
+- ``committed`` (call): a batch committed with these next offsets and these counters; the
+  answer says whether the lookup indexes outgrew DuckDB's limit (the fold then stops after
+  the batch);
 - ``commit`` (context): around each COMMIT (the server readies its readers);
 - ``finished`` (note): the last counters and, when the fold stopped on an error, its kind and
   its one-line text.
@@ -87,9 +88,9 @@ def run_fold_process(channel: Connection, job: FoldJob, stop: Event) -> None:
         current = stats
         remote.note("progress", stats)
 
-    def after_commit(offsets: list[TopicOffset]) -> None:
+    def after_commit(offsets: list[TopicOffset], stats: FoldStats) -> None:
         nonlocal outgrown
-        if remote.call("committed", {o.partition: o.next_offset for o in offsets}):
+        if remote.call("committed", ({o.partition: o.next_offset for o in offsets}, stats)):
             outgrown = True
 
     end = FoldEnd(None)
