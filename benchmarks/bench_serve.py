@@ -21,8 +21,10 @@ so one round alone favours whichever came second):
 Reported, for each run in round order (``alone`` and ``with_readers`` are lists): the fold
 rate (messages consumed per second while it was behind the log, from the end of its first
 committed batch: that batch reads a cold file and is timed apart as first_batch_seconds) and,
-with readers, p50/p99 latency of both endpoints; then the ratio of the fold rate with readers
-to alone, per round and its median. Targets
+with readers, p50/p99 latency of both endpoints as the clients timed them and as the server
+did (``*_in_server``, from its ``Server-Timing`` header: without the network and the client
+process's own waits); then the ratio of the fold rate with readers to alone, per round and
+its median. Targets
 from the issue: counts p99 <= 100 ms, profile p99 <= 20 ms, fold rate with readers >= 80% of
 the rate alone.
 
@@ -131,12 +133,14 @@ def read(
     parsed = urllib.parse.urlsplit(url)
     stop_at = time.monotonic() + seconds
     samples: dict[str, list[float]] = {"counts": [], "profile": []}
+    server_samples: dict[str, list[float]] = {"counts": [], "profile": []}
     lock = threading.Lock()
     errors = [0]
 
     def client(number: int) -> None:
         connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
         mine: dict[str, list[float]] = {"counts": [], "profile": []}
+        mine_server: dict[str, list[float]] = {"counts": [], "profile": []}
         turn = number
         gaps = random.Random(SEED + number)
         next_at = time.monotonic()
@@ -163,19 +167,29 @@ def read(
             elapsed = (time.perf_counter() - started) * 1000
             if response.status in (200, 404):
                 mine[kind].append(elapsed)
+                mine_server[kind].append(server_ms(response.getheader("Server-Timing")))
             else:
                 errors[0] += 1
         connection.close()
         with lock:
             for kind, values in mine.items():
                 samples[kind].extend(values)
+                server_samples[kind].extend(mine_server[kind])
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    out.send({"samples": samples, "errors": errors[0]})
+    out.send({"samples": samples, "server_samples": server_samples, "errors": errors[0]})
+
+
+def server_ms(header: str | None) -> float:
+    """The server's own time for an answer, from its ``Server-Timing: app;dur=<ms>``."""
+    for part in (header or "").split(";"):
+        if part.strip().startswith("dur="):
+            return float(part.strip()[4:])
+    raise SystemExit(f"the server sent no Server-Timing duration: {header!r}")
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -280,6 +294,10 @@ def one_run(
         readers.join()
         result["counts"] = percentiles(answer["samples"]["counts"])
         result["profile"] = percentiles(answer["samples"]["profile"])
+        # The same requests as the server timed them (Server-Timing): without the network and
+        # the client process's own waits (its threads share two cores and a GIL too).
+        result["counts_in_server"] = percentiles(answer["server_samples"]["counts"])
+        result["profile_in_server"] = percentiles(answer["server_samples"]["profile"])
         result["errors"] = answer["errors"]
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=300)

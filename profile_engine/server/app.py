@@ -15,6 +15,7 @@ from profile_engine.errors import ErrorKind, ProfileEngineError, first_line
 from profile_engine.server import api, pages
 from profile_engine.server.api import Engine, JSONText
 from profile_engine.server.security import AccessGuard
+from profile_engine.server.timing import ServerTiming
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def create_app(engine: Engine, token: str | None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _http_answer)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _bug_answer)
     app.add_middleware(AccessGuard, token=token)
+    app.add_middleware(ServerTiming)  # outermost: the refusals are timed too
     return app
 
 

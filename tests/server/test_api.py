@@ -110,6 +110,17 @@ def test_counts_are_the_json_of_the_counts_command(
     assert (answer["total"], answer["mau"]) == (4, 2)  # anon-2 is its own profile
 
 
+def test_every_answer_says_how_long_the_server_took_in_server_timing(server: Server) -> None:
+    for path, status in (("/api/counts", 200), ("/api/profiles/email:nobody@example.com", 404)):
+        started = time.perf_counter()
+        response = server.get(path)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        assert response.status_code == status
+        name, _, duration = response.headers["Server-Timing"].partition(";dur=")
+        assert name == "app"
+        assert 0 < float(duration) <= elapsed_ms  # the server's part of what the client waited
+
+
 def test_counts_refuse_a_bad_month_with_a_json_error(server: Server) -> None:
     response = server.get("/api/counts", params={"month": "March"})
     assert response.status_code == 400
