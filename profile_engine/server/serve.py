@@ -136,9 +136,8 @@ def serve(options: ServeOptions, announce: Callable[[str], None]) -> None:
     port = sock.getsockname()[1]
     info = ServerInfo(client_host(options.host), port, os.getpid(), options.token)
     # Everything alive now (modules, the app and its schemas) lives as long as the process.
-    # Frozen out of the collector's sight, the full collections made while the fold keeps
-    # automatic collection off (LogWatcher) walk only what came after: a collection holds
-    # the GIL, and the readers wait for it, as long as it walks.
+    # Frozen out of the collector's sight, the collections walk only what came after: a
+    # collection holds the GIL, and the readers wait for it, as long as it walks.
     gc.collect()
     gc.freeze()
     runner.start()
