@@ -127,6 +127,8 @@ def run_fold_process(channel: Connection, job: FoldJob, stop: Event) -> None:
         end = FoldEnd(current, "bug", f"{type(error).__name__}: {first_line(error)}")
     try:
         remote.note("finished", end)
+    except RemoteConnectionClosed:
+        pass  # the server went while this process was ending
     finally:
         remote.close()
 
