@@ -25,7 +25,6 @@ DuckDB's own ``fetchall`` makes them (pickled), so every value has the type it w
 from __future__ import annotations
 
 import contextlib
-import logging
 import pickle
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -35,8 +34,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-
-log = logging.getLogger(__name__)
 
 _OK = "ok"
 _ERROR = "error"
@@ -87,8 +84,11 @@ class RemoteConnection:
     def register(self, name: str, table: pa.Table | pa.RecordBatch) -> RemoteConnection:
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
-        self._channel.send(("register", name))
-        self._channel.send_bytes(_to_ipc(table))
+        self._send(("register", name))
+        try:
+            self._channel.send_bytes(_to_ipc(table))
+        except (OSError, EOFError) as error:
+            raise RemoteConnectionClosed(f"the server's connection is gone: {error}") from None
         self._reply()
         return self
 

@@ -307,17 +307,7 @@ class ConsumerFoldRunner:
         the projection's connection until it ends; its error, if any, raised here."""
         options = self._options
         projection = self._projection
-        job = FoldJob(
-            db_path=str(projection.db_path),
-            bootstrap_servers=options.bootstrap_servers,
-            topic=options.topic,
-            dead_letter_topic=options.dead_letter_topic,
-            batch_size=options.batch_size,
-            config=options.config,
-            registry=options.registry,
-            sealing=options.sealing,
-            niceness=FOLD_NICENESS,
-        )
+        job = FoldJob(str(projection.db_path), options, FOLD_NICENESS)
         ended: list[FoldEnd] = []
 
         def keep(stats: FoldStats) -> None:

@@ -34,17 +34,16 @@ from typing import TYPE_CHECKING, cast
 import duckdb
 
 from consumers.consumer import ConsumeOptions, consume_into
-from consumers.key_store import SealingConfig
 from consumers.pipeline import FoldStats
-from profile_engine.attributes import AttributeRegistry
 from profile_engine.errors import ProfileEngineError, Transient, first_line
-from profile_engine.fold import FoldConfig
 from projections.remote_connection import RemoteConnection, RemoteConnectionClosed
 from projections.store import ProjectionStore, TopicOffset
 from projections.typed_traits import refresh_typed_traits_view
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
+
+    from profile_engine.server.fold_adapter import FoldOptions  # imports this module
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,7 @@ class FoldJob:
     """What the fold process needs (picklable: it crosses to a spawned process)."""
 
     db_path: str
-    bootstrap_servers: str
-    topic: str
-    dead_letter_topic: str | None
-    batch_size: int
-    config: FoldConfig | None
-    registry: AttributeRegistry | None
-    sealing: SealingConfig | None
+    options: FoldOptions
     niceness: int
 
 
@@ -98,21 +91,22 @@ def run_fold_process(channel: Connection, job: FoldJob, stop: Event) -> None:
         # The store is typed with DuckDB's connection; the remote one has the part it uses.
         con = cast(duckdb.DuckDBPyConnection, remote)
         store = ProjectionStore(job.db_path, con=con, around_commit=_commit_hook(remote))
-        if job.registry is not None:
-            refresh_typed_traits_view(store.con, job.registry)
+        options = job.options
+        if options.registry is not None:
+            refresh_typed_traits_view(store.con, options.registry)
         stats = consume_into(
             store,
-            job.bootstrap_servers,
-            job.topic,
-            job.dead_letter_topic,
-            job.config,
+            options.bootstrap_servers,
+            options.topic,
+            options.dead_letter_topic,
+            options.config,
             ConsumeOptions(
-                batch_size=job.batch_size,
+                batch_size=options.batch_size,
                 progress=progress,
                 # A server killed outright cannot say stop: this process then has a new parent.
                 should_stop=lambda: stop.is_set() or outgrown or os.getppid() != server,
                 after_commit=after_commit,
-                sealing=job.sealing,
+                sealing=options.sealing,
             ),
         )
         end = FoldEnd(stats)
