@@ -53,6 +53,18 @@ from profile_engine.cli.keys import key_file_option, sealing_config
     help="Events folded in memory before one DuckDB transaction. Smaller than consume's: "
     "readers see each batch as it commits, and wait less behind one.",
 )
+@click.option(
+    "--fold-restarts",
+    "max_restarts",
+    type=click.IntRange(min=0),
+    default=5,  # profile_engine.server.fold_adapter.DEFAULT_MAX_RESTARTS (imported lazily)
+    show_default=True,
+    envvar="PROFILE_ENGINE_FOLD_RESTARTS",
+    show_envvar=True,
+    help="When the fold's process dies (killed, out of memory), start it again from the "
+    "committed offsets, after 1 s, then twice as long each time, up to this many times in a "
+    "row without a committed batch; then leave the fold failed. 0: never.",
+)
 @attributes_option
 @key_file_option
 def serve(
@@ -66,6 +78,7 @@ def serve(
     group_id: str,
     id_limits: tuple[str, ...],
     batch_size: int,
+    max_restarts: int,
     attributes_path: Path,
     key_file: Path | None,
 ) -> None:
@@ -97,6 +110,7 @@ def serve(
             config=_parse_limits(id_limits),
             registry=load_registry(attributes_path),
             sealing=sealing_config(key_file, bootstrap_servers, topic),
+            max_restarts=max_restarts,
         ),
     )
 

@@ -11,6 +11,11 @@ answers are checked against, and ``LogWatcher.committed`` records the projection
 offsets (status, consumer group). Once the indexes outgrow the room DuckDB's limit was sized
 with, the fold stops after the batch, the projection is reopened with a limit sized again
 (``LiveProjection.reopen``), and the fold starts again from the offsets it committed.
+
+A fold process that dies without a word (killed by an operator or the out-of-memory killer, a
+crash in a library) is started again the same way, after a pause that doubles each time,
+until it has died more than ``max_restarts`` times with no batch committed in between: then
+the same batch would kill it again, and the fold is left failed for an operator.
 """
 
 from __future__ import annotations
@@ -56,6 +61,11 @@ FOLD_NICENESS = 10
 # bench_serve rows.
 SERVE_BATCH_SIZE = 25_000
 WATCH_EVERY_S = 1.0
+# A dead fold process is started again after RESTART_AFTER_S, doubled after each death in a
+# row, up to RESTART_AFTER_MAX_S.
+RESTART_AFTER_S = 1.0
+RESTART_AFTER_MAX_S = 60.0
+DEFAULT_MAX_RESTARTS = 5
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,9 @@ class FoldOptions:
     # A master key and the key store, as consume takes them: sealed events are opened, an
     # erasure destroys data keys before its batch commits, the projection's key is checked.
     sealing: SealingConfig | None = None
+    # Deaths of the fold process in a row (no batch committed between them) that are
+    # answered by starting it again; 0: the first leaves the fold failed.
+    max_restarts: int = DEFAULT_MAX_RESTARTS
 
 
 class LogWatcher:
@@ -203,6 +216,8 @@ class ConsumerFoldRunner:
         self._state = FoldState.STARTING
         self._error: str | None = None
         self._finished: FoldCounters = FoldCounters()  # of folds that ended (retries)
+        self._restarts = 0  # fold processes started again after a death, since start
+        self._deaths_in_a_row = 0  # since the last committed batch
         self._current: FoldStats | None = None
         self._started_at = datetime.now(UTC)
         self._started = time.monotonic()
@@ -246,6 +261,7 @@ class ConsumerFoldRunner:
             started_at=self._started_at,
             uptime_s=time.monotonic() - self._started,
             memory=asdict(self._projection.memory),
+            restarts=self._restarts,
         )
 
     def counters(self) -> FoldCounters:
@@ -267,6 +283,9 @@ class ConsumerFoldRunner:
                     continue
                 self._set_state(FoldState.STOPPED, None)
                 return
+            except FoldProcessDied as error:
+                if not self._restart_after(error):
+                    return
             except Transient as error:
                 self._set_state(FoldState.WAITING, f"{error}; retrying every {RETRY_AFTER_S:g} s")
                 self._stop.wait(RETRY_AFTER_S)
@@ -278,6 +297,32 @@ class ConsumerFoldRunner:
                 self._set_state(FoldState.FAILED, f"{type(error).__name__}: {first_line(error)}")
                 return
         self._set_state(FoldState.STOPPED, None)
+
+    def _restart_after(self, death: FoldProcessDied) -> bool:
+        """Wait to start the fold process again after its death; False (and the fold left
+        failed) once it died ``max_restarts`` times in a row, or when the server stopped."""
+        with self._lock:
+            self._deaths_in_a_row += 1
+            deaths = self._deaths_in_a_row
+        limit = self._options.max_restarts
+        if deaths > limit:
+            in_a_row = f"{deaths} times in a row without committing a batch; " if limit else ""
+            self._set_state(
+                FoldState.FAILED,
+                f"{death} ({in_a_row}not started again: restart the server once the cause is "
+                "found, see its log)",
+            )
+            return False
+        pause = min(RESTART_AFTER_S * 2 ** (deaths - 1), RESTART_AFTER_MAX_S)
+        log.warning("%s; starting it again in %g s (%d of %d)", death, pause, deaths, limit)
+        self._set_state(
+            FoldState.WAITING,
+            f"{death}; starting it again in {pause:g} s ({deaths} of {limit} in a row)",
+        )
+        self._stop.wait(pause)
+        with self._lock:
+            self._restarts += 1
+        return not self._stop.is_set()
 
     def _reopened(self) -> bool:
         """Reopen the projection (see LiveProjection.reopen), trying again while reads are in
@@ -316,6 +361,8 @@ class ConsumerFoldRunner:
 
         def committed(batch: tuple[dict[int, int], FoldStats]) -> bool:
             next_offsets, stats = batch
+            with self._lock:
+                self._deaths_in_a_row = 0
             keep(stats)  # before the offsets: a status never shows offsets its counters lack
             projection.changed()
             self.watcher.committed(next_offsets)
@@ -348,7 +395,7 @@ class ConsumerFoldRunner:
                     self._finished = _add(self._finished, end.stats)
                 self._current = None
         if not ended:
-            raise FoldProcessEnded(
+            raise FoldProcessDied(
                 f"the fold process ended unexpectedly (exit code {process.exitcode})"
             )
         if end.error_kind == "transient":
@@ -366,7 +413,12 @@ class FoldProcessTransient(Transient):
 
 
 class FoldProcessEnded(NeedsOperator):
-    """The fold process stopped on an error (its text), or died without saying why."""
+    """The fold process stopped on an error (its text) that needs an operator."""
+
+
+class FoldProcessDied(Transient):
+    """The fold process died without saying why (a signal, a crash): started again, up to
+    ``FoldOptions.max_restarts`` times in a row."""
 
 
 def _add(counters: FoldCounters, stats: FoldStats) -> FoldCounters:

@@ -51,6 +51,11 @@ class _StatusCollector:
             family = CounterMetricFamily(f"{PREFIX}_{name}", text, labels=["topic"])
             family.add_metric([s.topic], value)
             yield family
+        restarts = CounterMetricFamily(
+            f"{PREFIX}_fold_restarts", "Fold processes started again after dying, since start"
+        )
+        restarts.add_metric([], s.restarts)
+        yield restarts
         yield _gauge("fold_rate_events_per_second", "Recent fold rate", s.fold_rate)
         if s.last_batch_at is not None:
             yield _gauge(

@@ -64,6 +64,7 @@ class FoldStatus:
     # DuckDB's memory as the server sized it: limit_bytes, index_room_bytes,
     # index_reserve_bytes, reopens (see projections.live.ServedMemory)
     memory: Mapping[str, int] | None = None
+    restarts: int = 0  # fold processes started again after a death, since the server started
 
     @property
     def lag(self) -> int | None:
@@ -95,6 +96,7 @@ class FoldStatus:
             "started_at": _iso(self.started_at),
             "uptime_s": round(self.uptime_s, 1),
             "memory": None if self.memory is None else dict(self.memory),
+            "fold_restarts": self.restarts,
         }
 
 

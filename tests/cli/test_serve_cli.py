@@ -168,10 +168,14 @@ def test_serve_has_help() -> None:
         assert option in result.stdout
 
 
-def test_the_serve_batch_size_default_is_the_servers() -> None:
-    # The CLI imports the server lazily (startup time), so it restates the default.
+@pytest.mark.parametrize(
+    ("parameter", "constant"),
+    [("batch_size", "SERVE_BATCH_SIZE"), ("max_restarts", "DEFAULT_MAX_RESTARTS")],
+)
+def test_the_serve_defaults_are_the_servers(parameter: str, constant: str) -> None:
+    # The CLI imports the server lazily (startup time), so it restates the defaults.
     from profile_engine.cli.serve_cmd import serve
-    from profile_engine.server.fold_adapter import SERVE_BATCH_SIZE
+    from profile_engine.server import fold_adapter
 
-    (option,) = [p for p in serve.params if p.name == "batch_size"]
-    assert option.default == SERVE_BATCH_SIZE
+    (option,) = [p for p in serve.params if p.name == parameter]
+    assert option.default == getattr(fold_adapter, constant)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -88,16 +89,33 @@ def test_serve_reopens_its_projection_as_the_indexes_outgrow_their_room_and_fold
     assert dump(served_db) == dump(consumed_db)
 
 
-def fold_process_of(server_pid: int) -> int:
-    """The server's fold process: its one child started by multiprocessing's spawn (started
-    by the fold thread, so listed under that thread's task)."""
+def fold_processes_of(server_pid: int) -> list[int]:
+    """The server's children started by multiprocessing's spawn (by the fold thread, so
+    listed under that thread's task)."""
     tasks = Path(f"/proc/{server_pid}/task").iterdir()
     children = [pid for task in tasks for pid in (task / "children").read_text().split()]
-    spawned = [
-        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
+    spawned = []
+    for pid in children:
+        with contextlib.suppress(FileNotFoundError):  # a child that just ended
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                spawned.append(int(pid))
+    return spawned
+
+
+def fold_process_of(server_pid: int) -> int:
+    """The server's one fold process."""
+    spawned = fold_processes_of(server_pid)
     assert len(spawned) == 1, spawned
     return spawned[0]
+
+
+def new_fold_process(server_pid: int, old: int, timeout_s: float = 60.0) -> int:
+    """The fold process started after ``old``, once it runs."""
+    deadline = time.monotonic() + timeout_s
+    while fold_processes_of(server_pid) in ([], [old]):
+        assert time.monotonic() < deadline, "no new fold process"
+        time.sleep(0.05)
+    return fold_process_of(server_pid)
 
 
 def niceness(stat: Path) -> int:
@@ -106,13 +124,13 @@ def niceness(stat: Path) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
-def test_a_killed_fold_process_leaves_the_server_answering_and_loses_nothing(
+def test_a_killed_fold_process_is_started_again_and_loses_nothing(
     kafka_bootstrap: str, fresh_topic: str, fresh_dead_letter_topic: str, tmp_path: Path
 ) -> None:
     """The fold runs in a process of its own, below the server's priority. Killed at any point
-    (here: while it folds), its open transaction is rolled back: the server goes on
-    answering from the last committed batch, says the fold failed, and a restart folds on
-    from the committed offsets to exactly what consume folds."""
+    (here: while it folds), its open transaction is rolled back, the server goes on
+    answering from the last committed batch, and a new fold process folds on from the
+    committed offsets to exactly what consume folds."""
     rows = list(generate_events(3_000, seed=8))
     served_db, consumed_db = tmp_path / "served.duckdb", tmp_path / "consumed.duckdb"
     topics = (kafka_bootstrap, fresh_topic, fresh_dead_letter_topic)
@@ -123,15 +141,41 @@ def test_a_killed_fold_process_leaves_the_server_answering_and_loses_nothing(
         own = niceness(Path(f"/proc/{server.pid}/stat"))
         assert niceness(Path(f"/proc/{fold}/stat")) == own + FOLD_NICENESS
         os.kill(fold, signal.SIGKILL)
-        status = server.wait_until(lambda s: s["state"] == "failed", timeout_s=60)
-        assert "fold process" in status["error"] and "-9" in status["error"]
+        status = server.wait_until(lambda s: s["state"] == "waiting", timeout_s=60)
+        assert "fold process ended unexpectedly (exit code -9)" in status["error"]
+        assert "starting it again in 1 s (1 of 5 in a row)" in status["error"]
         counts = server.get("/api/counts")  # reads go on, from the last committed batch
         assert counts.status_code == 200 and counts.json()["total"] > 0
         assert sum(p["next_offset"] for p in status["partitions"]) < total
-    with serving(served_db, *topics) as server:
-        server.wait_folded(total)
+        status = server.wait_folded(total)
+        assert status["fold_restarts"] == 1 and status["error"] is None
+        assert fold_process_of(server.pid) != fold
+        assert "profile_engine_fold_restarts_total 1.0" in server.get("/metrics").text
     consume_once(*topics, consumed_db)
     assert dump(served_db) == dump(consumed_db)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_a_fold_process_that_keeps_dying_is_left_failed(
+    kafka_bootstrap: str, fresh_topic: str, fresh_dead_letter_topic: str, tmp_path: Path
+) -> None:
+    """Deaths with no batch committed between them are a loop (the same batch would kill it
+    again): after --fold-restarts of them the fold is left failed, and reads go on."""
+    db = tmp_path / "served.duckdb"
+    total = publish_generated(kafka_bootstrap, fresh_topic, list(generate_events(300, seed=9)))
+    topics = (kafka_bootstrap, fresh_topic, fresh_dead_letter_topic)
+    with serving(db, *topics, extra=["--fold-restarts", "1"]) as server:
+        server.wait_folded(total)  # from here on nothing commits
+        first = fold_process_of(server.pid)
+        os.kill(first, signal.SIGKILL)
+        server.wait_until(lambda s: s["fold_restarts"] == 1)
+        os.kill(new_fold_process(server.pid, first), signal.SIGKILL)
+        status = server.wait_until(lambda s: s["state"] == "failed", timeout_s=60)
+        assert "2 times in a row without committing a batch" in status["error"]
+        assert "not started again" in status["error"] and status["fold_restarts"] == 1
+        assert server.get("/api/counts").json()["total"] > 0
+        time.sleep(1.5)  # past the first pause: no process is started again
+        assert not fold_processes_of(server.pid)
 
 
 def test_without_a_broker_it_still_answers_and_says_the_broker_is_down(tmp_path: Path) -> None:
