@@ -191,8 +191,10 @@ class BatchCut:
         return max(self.max_wait_s, COMMIT_AMORTISATION * self._last_commit_s)
 
     def due(self, pending: int) -> bool:
-        if pending >= self.size():
-            return True
+        return pending >= self.size() or self.waited_out()
+
+    def waited_out(self) -> bool:
+        """The current batch waited as long as it may: all that is pending goes."""
         wait = self.wait_s()
         return wait is not None and self._clock() - self._first_at >= wait
 
@@ -233,15 +235,7 @@ class Pipeline:
                 if due and waiting is not None and _needs_the_broker(pending, options):
                     due = False  # its dead letters go to their topic before it commits
                 if due:
-                    started = time.monotonic()
-                    self._flush(source, pending)
-                    cut.committed(time.monotonic() - started)
-                    _let_go_of(pending)
-                    pending = []
-                    # After the batch's records are gone, not while they are held: the young
-                    # generations are then a few thousand objects, not the batch's hundreds of
-                    # thousands, and the collection (which holds the GIL) is that much shorter.
-                    gc.collect(1)
+                    pending = self._flush_due(source, pending, cut)
                 if chunk is None and not pending:
                     self.stats.lag = 0
                 if options.progress:
@@ -254,6 +248,28 @@ class Pipeline:
             source.close()
         self.stats.lag = source.lag(self._next_offsets)
         return self.stats
+
+    def _flush_due(self, source: Source, pending: list[Record], cut: BatchCut) -> list[Record]:
+        """Commit pending records as batches of the cut's size (a source's chunk may hold
+        more, or end inside a batch), while that many are pending, or all of them when the
+        cut is by time; returns what is left pending."""
+        everything = cut.waited_out()
+        while pending and (everything or len(pending) >= cut.size()):
+            size = cut.size()
+            whole = len(pending) <= size
+            batch, pending = (pending, []) if whole else (pending[:size], pending[size:])
+            started = time.monotonic()
+            # The source's read positions go with the batch that ends what it gave.
+            self._flush(source, batch, last=whole)
+            cut.committed(time.monotonic() - started)
+            _let_go_of(batch)
+            # After the batch's records are gone, not while they are held: the young
+            # generations are then a few thousand objects, not the batch's hundreds of
+            # thousands, and the collection (which holds the GIL) is that much shorter.
+            gc.collect(1)
+        if pending:
+            cut.started()
+        return pending
 
     # -- one batch ------------------------------------------------------------------------
 

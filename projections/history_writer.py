@@ -35,11 +35,10 @@ So a batch costs what its own events touch, not the length of the history behind
 time order that is the last few days. (Lookups by profile or identifier id in
 identifier_attachments, profile_lineage, profile_merges, profile_reachability_history and,
 for merges, events and event_landings still scan the id column, filtered by the batch's ids:
-DuckDB joins by hash, not by index, and these ids are random.) The answers are the same
-whatever the batch sizes (a property test folds random logs in any order both ways); the rows of
-profile_reachability_history may not be: on a 200k-event generated stream, batches of 100k
-and of 7k left a few profiles with two adjacent spans of the same inputs in one and a single
-span in the other (the same answer for every day; not yet made canonical).
+DuckDB joins by hash, not by index, and these ids are random.) Every row of every history
+table is the same whatever the batch sizes (property tests fold random logs in batches and
+in one): a span is written only where the inputs change, also across a batch boundary (see
+``_recompute_spans``).
 
 ``write_history`` runs first in ``batch_writer.write_changes``, right after the stored
 identifier rows of the batch's profiles are paged in: it reads the stored state from before
@@ -810,14 +809,18 @@ def _states_and_change_days(con: duckdb.DuckDBPyConnection, since: str) -> None:
 def _recompute_spans(con: duckdb.DuckDBPyConnection) -> None:
     """Replace each changed tree's spans that reach its first changed day: the span running
     into that day (the seed, its inputs unchanged) and the days judged from then on, a row
-    kept where the inputs change, ended by the profile's merge or erasure."""
+    kept where the inputs change, ended by the profile's merge or erasure.
+
+    A span that ends on that very day is the seed too: when the batch moves the inputs of
+    that day back to what they were before it, the span goes on, as it does when one batch
+    folds it all (the rows are the same whatever the batch sizes)."""
     from projections.batch_writer import REACHABILITY_INPUTS_SELECT
 
     # The seeds are among the rows replaced: one pass over the table finds both.
     replaced = arrow(
         con,
         "DELETE FROM profile_reachability_history AS h USING _h_lineage AS l"
-        " WHERE h.profile_id = l.pid AND (h.valid_to IS NULL OR h.valid_to > l.tree_from)"
+        " WHERE h.profile_id = l.pid AND (h.valid_to IS NULL OR h.valid_to >= l.tree_from)"
         f" RETURNING h.profile_id, h.valid_from, {_INPUTS}",
     )
     with registered(con, _h_replaced=replaced):

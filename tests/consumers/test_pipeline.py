@@ -1,8 +1,23 @@
-"""When the pipeline cuts a batch (consumers.pipeline.BatchCut), on a clock the test moves."""
+"""When the pipeline cuts a batch (consumers.pipeline.BatchCut, on a clock the test moves), and
+what a batch holds."""
 
 from __future__ import annotations
 
-from consumers.pipeline import COMMIT_AMORTISATION, FIRST_BATCH_SIZE, BatchCut
+from collections.abc import Iterator
+from pathlib import Path
+
+from consumers.pipeline import (
+    COMMIT_AMORTISATION,
+    FIRST_BATCH_SIZE,
+    BatchCut,
+    FoldStats,
+    Pipeline,
+    PipelineOptions,
+    Record,
+    prepared_record,
+)
+from projections.store import ProjectionStore, TopicOffset
+from tests.profile_engine.builders import track
 
 
 class Clock:
@@ -90,3 +105,52 @@ def test_a_batch_size_below_the_first_size_is_kept_from_the_start() -> None:
     cut = BatchCut(batch_size=FIRST_BATCH_SIZE // 4, max_wait_s=None, clock=Clock())
     cut.started()
     assert cut.size() == FIRST_BATCH_SIZE // 4
+
+
+class ChunkedSource:
+    """One partition's records in chunks of any size, as a Kafka source hands them over, and
+    a read position past the last (a transaction marker after it, say)."""
+
+    name = "topic"
+
+    def __init__(self, chunks: list[list[Record]], position: int) -> None:
+        self._chunks = chunks
+        self._position = position
+
+    def chunks(self) -> Iterator[list[Record] | None]:
+        yield from self._chunks
+
+    def positions(self) -> dict[int, int]:
+        return {0: self._position}
+
+    def lag(self, next_offsets: dict[int, int]) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def _records(first: int, count: int) -> list[Record]:
+    return [
+        prepared_record("topic", 0, n, None, track(n, eid=f"p-{n}", anonymous_id=f"a{n % 3}"))
+        for n in range(first, first + count)
+    ]
+
+
+def test_a_chunk_larger_than_the_batch_size_is_committed_as_batches_of_that_size(
+    tmp_path: Path,
+) -> None:
+    """The batch size is what one transaction holds, whatever the size of the source's
+    chunks: each batch commits its own records' offsets, and only the last one the read
+    position past them."""
+    commits: list[tuple[list[int], int]] = []
+
+    def after_commit(offsets: list[TopicOffset], stats: FoldStats) -> None:
+        commits.append(([o.next_offset for o in offsets], stats.last_batch_size))
+
+    source = ChunkedSource([_records(0, 7), _records(7, 2)], position=12)
+    options = PipelineOptions(batch_size=3, max_wait_s=None, after_commit=after_commit)
+    with ProjectionStore(tmp_path / "p.duckdb") as store:
+        stats = Pipeline(store, store.fold_config(None), options).run(source)
+    assert stats.folded == 9 and stats.batches == 3
+    assert commits == [([3], 3), ([6], 3), ([12], 3)]

@@ -24,6 +24,7 @@ from profile_engine.fold import FoldConfig
 from profile_engine.identifiers import normalise_all
 from projections import history, queries
 from projections.settings import set_setting
+from tests.profile_engine.builders import bounce, identify, track
 from tests.support.folding import fold_into_db
 from tests.support.history_logs import (
     FIRST_DAY,
@@ -339,3 +340,62 @@ def test_a_late_event_that_links_identifiers_resolves_as_the_full_fold_did_not_a
     assert as_of("email:e@x.io", 6) == read(
         production, lambda con: queries.profile_view(con, "email:e@x.io")
     )
+
+
+HISTORY_TABLES = ("profile_lineage", "identifier_attachments", "identifier_day_states",
+                  "profile_reachability_history", "activity_days", "event_landings")  # fmt: skip
+
+
+def _history_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    return read(
+        path,
+        lambda con: {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+                     for t in HISTORY_TABLES},
+    )  # fmt: skip
+
+
+def _spans(path: Path) -> list[tuple[Any, ...]]:
+    return read(
+        path,
+        lambda con: con.execute(
+            "SELECT valid_from, valid_to, email_soft_bounces FROM profile_reachability_history"
+            " ORDER BY valid_from"
+        ).fetchall(),
+    )
+
+
+def test_a_span_a_later_batch_leaves_as_it_was_goes_on_rather_than_repeating(
+    tmp_path: Path,
+) -> None:
+    """Ann is seen on Mar 1; on Mar 3 a soft bounce (one batch), then a visit the same day
+    (the next batch) that resets her soft bounces: at the end of Mar 3 her inputs are those
+    of Mar 1 again, so Mar 1's span goes on, as in a fold of the log in one batch."""
+    log = [
+        identify(0, eid="s-1", email="ann@example.com"),
+        bounce(2 * 1440 + 60, "email", "soft", eid="s-2", email="ann@example.com"),
+        track(2 * 1440 + 600, eid="s-3", email="ann@example.com"),
+    ]
+    in_two = _fresh(tmp_path / "two.duckdb")
+    fold_into_db(in_two, log, FoldConfig(), batch_size=2)
+    assert _spans(in_two) == [(_march(1), None, 0)]
+    in_one = _fresh(tmp_path / "one.duckdb")
+    fold_into_db(in_one, log, FoldConfig(), batch_size=len(log))
+    assert _history_rows(in_two) == _history_rows(in_one)
+
+
+@settings(
+    max_examples=examples(15),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(log=people_logs(), limits=LIMITS, batch=st.integers(1, 6))
+def test_the_history_tables_are_the_same_whatever_the_batch_sizes(
+    tmp_path: Path, log: list[ProfileEvent], limits: dict[str, int], batch: int
+) -> None:
+    """Not only the answers: every row of every history table, so that a projection
+    rebuilt from the log (other batches than the consumer's) is the same projection."""
+    config = FoldConfig(id_limits=limits)
+    in_batches = _production(tmp_path, log, config, batch)
+    whole = _fresh(tmp_path / "whole.duckdb")
+    fold_into_db(whole, log, config, batch_size=max(1, len(log)))
+    assert _history_rows(in_batches) == _history_rows(whole)
