@@ -81,6 +81,13 @@ class GroupOffsets:
         with self._errors():
             self._client.commit(offsets)
 
+    def committed(self) -> dict[int, int]:
+        """``{partition: next offset}`` the group holds (partitions it never committed left
+        out)."""
+        with self._errors():
+            found = {tp.partition: self._client.committed(tp) for tp in self.partitions()}
+        return {partition: int(offset) for partition, offset in found.items() if offset is not None}
+
     def end_offsets(self) -> dict[int, int]:
         """The log end offset of every partition of the topic (where the next event goes)."""
         with self._errors():

@@ -617,6 +617,15 @@ def committed_offsets(con: duckdb.DuckDBPyConnection, topic: str) -> dict[int, i
     return {int(p): int(o) for p, o in rows}
 
 
+def fold_position(con: duckdb.DuckDBPyConnection) -> tuple[str | None, dict[int, int], int]:
+    """The topic the projection was folded from (None: from files only), its committed next
+    offsets there, and the number of dead letters it keeps."""
+    row = con.execute("SELECT value FROM projection_meta WHERE key = 'source_topic'").fetchone()
+    topic = None if row is None else str(row[0])
+    dead = con.execute("SELECT count(*) FROM dead_letters").fetchone()
+    return topic, committed_offsets(con, topic) if topic else {}, int(dead[0]) if dead else 0
+
+
 def event_months(con: duckdb.DuckDBPyConnection, latest: int = 24) -> list[str]:
     """'YYYY-MM' of every month from the first to the last event (UTC), newest first."""
     row = con.execute(

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "profile_engine.cli.query_cmd",
     "profile_engine.cli.attributes_cmd",
     "profile_engine.cli.serve_cmd",
+    "profile_engine.cli.status_cmd",
 )
 
 

@@ -83,6 +83,11 @@ class ServerClient:
             shutil.copyfileobj(response, out, 1 << 20)
         return _count_rows(Path(out_path), output_format)
 
+    def status(self) -> dict[str, Any]:
+        """The fold's status document (GET /api/status)."""
+        result: dict[str, Any] = self._json("GET", "/api/status")
+        return result
+
     def settings(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._json("GET", "/api/settings")
         return result

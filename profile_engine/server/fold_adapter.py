@@ -45,6 +45,7 @@ from profile_engine.server.runner import (
     FoldStatus,
     PartitionLag,
     RateMeter,
+    partition_lags,
 )
 from projections.live import LiveProjection, committed_offsets
 from projections.remote_connection import ConnectionHost
@@ -123,20 +124,7 @@ class LogWatcher:
 
     def partitions(self) -> list[PartitionLag]:
         with self._lock:
-            known = sorted(set(self.next_offsets) | set(self.end_offsets))
-            return [
-                PartitionLag(
-                    partition=p,
-                    next_offset=self.next_offsets.get(p, 0),
-                    log_end_offset=self.end_offsets.get(p),
-                    lag=(
-                        max(0, self.end_offsets[p] - self.next_offsets.get(p, 0))
-                        if p in self.end_offsets and self.broker_reachable
-                        else None
-                    ),
-                )
-                for p in known
-            ]
+            return partition_lags(self.next_offsets, self.end_offsets, bool(self.broker_reachable))
 
     def stop(self, timeout_s: float) -> None:
         self._stopping.set()

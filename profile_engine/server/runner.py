@@ -34,6 +34,31 @@ class PartitionLag:
     lag: int | None
 
 
+def partition_lags(
+    next_offsets: Mapping[int, int], ends: Mapping[int, int], ends_current: bool = True
+) -> list[PartitionLag]:
+    """Every partition either side knows, its lag where the log's end is known (and, unless
+    ``ends_current`` is false, the last one seen when the broker no longer answers, still
+    current)."""
+    return [
+        PartitionLag(
+            partition=p,
+            next_offset=next_offsets.get(p, 0),
+            log_end_offset=ends.get(p),
+            lag=max(0, ends[p] - next_offsets.get(p, 0)) if p in ends and ends_current else None,
+        )
+        for p in sorted(set(next_offsets) | set(ends))
+    ]
+
+
+def total_lag(partitions: list[PartitionLag]) -> int | None:
+    """The lag of all partitions; None when one is unknown (or none is known)."""
+    lags = [p.lag for p in partitions]
+    if not lags or any(lag is None for lag in lags):
+        return None
+    return sum(lag for lag in lags if lag is not None)
+
+
 @dataclass(frozen=True, slots=True)
 class FoldCounters:
     """Since the server started."""
@@ -68,10 +93,7 @@ class FoldStatus:
 
     @property
     def lag(self) -> int | None:
-        lags = [p.lag for p in self.partitions]
-        if not lags or any(lag is None for lag in lags):
-            return None
-        return sum(lag for lag in lags if lag is not None)
+        return total_lag(self.partitions)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON document of GET /api/status."""
