@@ -63,7 +63,8 @@ from profile_engine.cli.keys import key_file_option, sealing_config
     show_envvar=True,
     help="When the fold's process dies (killed, out of memory), start it again from the "
     "committed offsets, after 1 s, then twice as long each time, up to this many times in a "
-    "row without a committed batch; then leave the fold failed. 0: never.",
+    "row (no batch committed, no minute of running between); then leave the fold failed. "
+    "0: never.",
 )
 @attributes_option
 @key_file_option

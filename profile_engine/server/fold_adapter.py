@@ -14,8 +14,9 @@ with, the fold stops after the batch, the projection is reopened with a limit si
 
 A fold process that dies without a word (killed by an operator or the out-of-memory killer, a
 crash in a library) is started again the same way, after a pause that doubles each time,
-until it has died more than ``max_restarts`` times with no batch committed in between: then
-the same batch would kill it again, and the fold is left failed for an operator.
+until it has died more than ``max_restarts`` times in a row, with no batch committed and no
+minute of running in between: then the same batch would kill it again, and the fold is left
+failed for an operator.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ WATCH_EVERY_S = 1.0
 RESTART_AFTER_S = 1.0
 RESTART_AFTER_MAX_S = 60.0
 DEFAULT_MAX_RESTARTS = 5
+# A fold process that ran this long before it died was not in a loop (on a quiet topic no
+# batch commits between deaths): its death counts as the first in a row.
+STABLE_AFTER_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,8 @@ class FoldOptions:
     # A master key and the key store, as consume takes them: sealed events are opened, an
     # erasure destroys data keys before its batch commits, the projection's key is checked.
     sealing: SealingConfig | None = None
-    # Deaths of the fold process in a row (no batch committed between them) that are
-    # answered by starting it again; 0: the first leaves the fold failed.
+    # Deaths of the fold process in a row (no batch committed, no STABLE_AFTER_S of running
+    # between them) answered by starting it again; 0: the first leaves the fold failed.
     max_restarts: int = DEFAULT_MAX_RESTARTS
 
 
@@ -205,7 +209,7 @@ class ConsumerFoldRunner:
         self._error: str | None = None
         self._finished: FoldCounters = FoldCounters()  # of folds that ended (retries)
         self._restarts = 0  # fold processes started again after a death, since start
-        self._deaths_in_a_row = 0  # since the last committed batch
+        self._restart_policy = RestartPolicy(options.max_restarts)
         self._current: FoldStats | None = None
         self._started_at = datetime.now(UTC)
         self._started = time.monotonic()
@@ -288,20 +292,19 @@ class ConsumerFoldRunner:
 
     def _restart_after(self, death: FoldProcessDied) -> bool:
         """Wait to start the fold process again after its death; False (and the fold left
-        failed) once it died ``max_restarts`` times in a row, or when the server stopped."""
+        failed) once it died too often in a row, or when the server stopped."""
         with self._lock:
-            self._deaths_in_a_row += 1
-            deaths = self._deaths_in_a_row
-        limit = self._options.max_restarts
-        if deaths > limit:
-            in_a_row = f"{deaths} times in a row without committing a batch; " if limit else ""
+            pause = self._restart_policy.pause_after(death.lived_s)
+            deaths = self._restart_policy.deaths_in_a_row
+        limit = self._restart_policy.limit
+        if pause is None:
+            in_a_row = f"{deaths} times in a row, committing no batch; " if limit else ""
             self._set_state(
                 FoldState.FAILED,
                 f"{death} ({in_a_row}not started again: restart the server once the cause is "
                 "found, see its log)",
             )
             return False
-        pause = min(RESTART_AFTER_S * 2 ** (deaths - 1), RESTART_AFTER_MAX_S)
         log.warning("%s; starting it again in %g s (%d of %d)", death, pause, deaths, limit)
         self._set_state(
             FoldState.WAITING,
@@ -350,7 +353,7 @@ class ConsumerFoldRunner:
         def committed(batch: tuple[dict[int, int], FoldStats]) -> bool:
             next_offsets, stats = batch
             with self._lock:
-                self._deaths_in_a_row = 0
+                self._restart_policy.committed()
             keep(stats)  # before the offsets: a status never shows offsets its counters lack
             projection.changed()
             self.watcher.committed(next_offsets)
@@ -370,6 +373,7 @@ class ConsumerFoldRunner:
             target=run_fold_process, args=(theirs, job, self._stop_fold), name="fold"
         )
         self._set_state(FoldState.FOLLOWING, None)  # the status says "catching up" while behind
+        started = time.monotonic()
         try:
             process.start()
             theirs.close()
@@ -384,7 +388,8 @@ class ConsumerFoldRunner:
                 self._current = None
         if not ended:
             raise FoldProcessDied(
-                f"the fold process ended unexpectedly (exit code {process.exitcode})"
+                f"the fold process ended unexpectedly (exit code {process.exitcode})",
+                lived_s=time.monotonic() - started,
             )
         if end.error_kind == "transient":
             raise FoldProcessTransient(end.error or "")
@@ -396,6 +401,29 @@ class ConsumerFoldRunner:
             self._state, self._error = state, error
 
 
+@dataclass
+class RestartPolicy:
+    """When a fold process that died is started again: after RESTART_AFTER_S, doubled for
+    each death in a row up to RESTART_AFTER_MAX_S, until more than ``limit`` deaths in a row.
+    A committed batch, or a process that ran STABLE_AFTER_S before it died, ends a row."""
+
+    limit: int
+    deaths_in_a_row: int = 0
+
+    def committed(self) -> None:
+        self.deaths_in_a_row = 0
+
+    def pause_after(self, lived_s: float) -> float | None:
+        """Seconds to wait before starting it again after a death ``lived_s`` after its
+        start; None: leave the fold failed."""
+        if lived_s >= STABLE_AFTER_S:
+            self.deaths_in_a_row = 0
+        self.deaths_in_a_row += 1
+        if self.deaths_in_a_row > self.limit:
+            return None
+        return float(min(RESTART_AFTER_S * 2 ** (self.deaths_in_a_row - 1), RESTART_AFTER_MAX_S))
+
+
 class FoldProcessTransient(Transient):
     """The fold process stopped on a transient error (its text): the fold starts again."""
 
@@ -405,8 +433,12 @@ class FoldProcessEnded(NeedsOperator):
 
 
 class FoldProcessDied(Transient):
-    """The fold process died without saying why (a signal, a crash): started again, up to
-    ``FoldOptions.max_restarts`` times in a row."""
+    """The fold process died without saying why (a signal, a crash), ``lived_s`` after it
+    started: started again, up to ``FoldOptions.max_restarts`` times in a row."""
+
+    def __init__(self, message: str, lived_s: float) -> None:
+        super().__init__(message)
+        self.lived_s = lived_s
 
 
 def _add(counters: FoldCounters, stats: FoldStats) -> FoldCounters:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from consumers.broker_process import free_port
-from profile_engine.server.fold_adapter import FOLD_NICENESS
+from profile_engine.server.fold_adapter import FOLD_NICENESS, STABLE_AFTER_S, RestartPolicy
 from profile_engine.synthetic import generate_events
 from projections.live import SERVE_INDEX_ENV
 from projections.store import INDEX_ROOM
@@ -171,7 +171,7 @@ def test_a_fold_process_that_keeps_dying_is_left_failed(
         server.wait_until(lambda s: s["fold_restarts"] == 1)
         os.kill(new_fold_process(server.pid, first), signal.SIGKILL)
         status = server.wait_until(lambda s: s["state"] == "failed", timeout_s=60)
-        assert "2 times in a row without committing a batch" in status["error"]
+        assert "2 times in a row, committing no batch" in status["error"]
         assert "not started again" in status["error"] and status["fold_restarts"] == 1
         assert server.get("/api/counts").json()["total"] > 0
         time.sleep(1.5)  # past the first pause: no process is started again
@@ -220,3 +220,21 @@ def test_the_fold_thread_yields_the_cpu_to_the_answers(tmp_path: Path) -> None:
         own = threads[server.pid]  # the main thread: uvicorn's event loop, the answers
         assert sorted(set(threads.values())) == [own, own + FOLD_NICENESS]
         assert server.get("/api/counts", params={"month": "2026-03"}).json()["total"] == 1
+
+
+def test_a_dead_fold_process_waits_longer_each_death_in_a_row_then_is_left_failed() -> None:
+    policy = RestartPolicy(limit=9)
+    pauses = [policy.pause_after(lived_s=1.0) for _ in range(10)]
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 60.0, None]
+    policy.committed()  # a committed batch ends the row
+    assert policy.pause_after(lived_s=1.0) == 1.0
+
+
+def test_a_death_after_a_stable_run_is_the_first_in_a_row() -> None:
+    """On a quiet topic no batch commits between deaths: a fold process that ran a while
+    before it died was not in a loop, so the count of deaths in a row starts again."""
+    policy = RestartPolicy(limit=1)
+    assert policy.pause_after(lived_s=1.0) == 1.0
+    assert policy.pause_after(lived_s=1.0) is None  # the second in a row: left failed
+    assert policy.pause_after(lived_s=STABLE_AFTER_S) == 1.0
+    assert RestartPolicy(limit=0).pause_after(lived_s=STABLE_AFTER_S) is None
