@@ -291,8 +291,9 @@ class ConsumerFoldRunner:
         self._set_state(FoldState.STOPPED, None)
 
     def _restart_after(self, death: FoldProcessDied) -> bool:
-        """Wait to start the fold process again after its death; False (and the fold left
-        failed) once it died too often in a row, or when the server stopped."""
+        """Wait to start the fold process again after its death (the loop ends there if the
+        server stops meanwhile); False, and the fold left failed, once it died too often in
+        a row."""
         with self._lock:
             pause = self._restart_policy.pause_after(death.lived_s)
             deaths = self._restart_policy.deaths_in_a_row
@@ -310,10 +311,10 @@ class ConsumerFoldRunner:
             FoldState.WAITING,
             f"{death}; starting it again in {pause:g} s ({deaths} of {limit} in a row)",
         )
-        self._stop.wait(pause)
-        with self._lock:
-            self._restarts += 1
-        return not self._stop.is_set()
+        if not self._stop.wait(pause):
+            with self._lock:
+                self._restarts += 1
+        return True
 
     def _reopened(self) -> bool:
         """Reopen the projection (see LiveProjection.reopen), trying again while reads are in

@@ -37,9 +37,9 @@ class PartitionLag:
 def partition_lags(
     next_offsets: Mapping[int, int], ends: Mapping[int, int], ends_current: bool = True
 ) -> list[PartitionLag]:
-    """Every partition either side knows, its lag where the log's end is known (and, unless
-    ``ends_current`` is false, the last one seen when the broker no longer answers, still
-    current)."""
+    """Every partition either side knows, with its lag where the log's end is known;
+    ``ends_current`` false: the ends are the last ones seen of a broker that no longer
+    answers, shown as they were, and no lag is known."""
     return [
         PartitionLag(
             partition=p,
