@@ -5,6 +5,7 @@ The oracle is ``profile_engine.fold.ProfileFold`` folding the whole log in memor
 per-type limit conflicts), erasures, out-of-order and equal timestamps, redeliveries, consent
 flips, bounces, subscriptions, orders and CCPA requests; the production fold takes them in
 random batch sizes, each batch paging in its stored world and committing, as a consumer does.
+PROFILE_ENGINE_PROPERTY_SCALE=10 runs ten times as many examples locally.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.profile_engine.builders import (
 )
 from tests.snapshots import dump
 from tests.support.folding import fold_into_db
+from tests.support.properties import examples
 from tests.support.spec_projection import spec_fold_into_db
 
 # A small pool of identifiers shared between a few people, so that events link them in
@@ -124,7 +126,7 @@ def _compare(tmp_path: Path, log: list[ProfileEvent], config: FoldConfig, batch:
 
 
 @settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

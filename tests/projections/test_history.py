@@ -31,12 +31,12 @@ from tests.support.history_logs import (
     CutOracle,
     cut_us,
     days_to_ask,
-    examples,
     people_logs,
     read,
     rebuilt_counts,
     rebuilt_cut,
 )
+from tests.support.properties import examples
 
 LIMITS = st.sampled_from([{"customer_id": 1}, {"customer_id": 1, "email": 1}, {}])
 

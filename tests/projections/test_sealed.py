@@ -23,6 +23,7 @@ from profile_engine.fold import FoldConfig
 from projections import queries
 from tests.profile_engine.builders import ccpa, consent, identify, purchase, track
 from tests.support.folding import fold_into_db
+from tests.support.properties import examples
 from tests.support.sealed_folding import seal_events, sealed_fold_into_db
 
 MASTER = bytes(range(32))
@@ -68,7 +69,7 @@ def _members(con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
 
 
 @settings(
-    max_examples=12,
+    max_examples=examples(12),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

@@ -9,7 +9,6 @@ rebuild from the events before the end of D (README "Profiles over time").
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,13 +36,6 @@ from tests.support.spec_projection import spec_fold_into_db, write_spec_fold
 FIRST_DAY = date(2026, 3, 1)
 DAYS = 6  # events fall on FIRST_DAY .. FIRST_DAY + DAYS - 1
 CHANNEL_OF = {"email": "email", "phone": "sms", "push_token": "push"}
-# More examples for a longer local run: PROFILE_ENGINE_PROPERTY_SCALE=10 pytest ... (CI: 1).
-SCALE = float(os.environ.get("PROFILE_ENGINE_PROPERTY_SCALE") or 1)
-
-
-def examples(count: int) -> int:
-    """``count`` property-test examples, times PROFILE_ENGINE_PROPERTY_SCALE."""
-    return max(1, round(count * SCALE))
 
 
 def cut_us(day: date) -> int:
