@@ -58,10 +58,9 @@ def _status(db_path: str, bootstrap_servers: str, topic: str, group_id: str) -> 
             return {"source": "server", "server": server.url, **ServerClient(server).status()}
         # DuckDB lets no reader beside the process that writes (`consume`): the offsets it
         # mirrors to the consumer group stand in for the projection's, of the topic named.
-        document = _from_kafka(bootstrap_servers, topic, group_id, None, group_offsets=True)
-        held_by = first_line(busy).split(" (DuckDB", 1)[0]
+        document = _from_kafka(bootstrap_servers, topic, group_id, None)
         return {"source": "consumer_group", "state": "held", "error": None,
-                "held_by": held_by, **document}  # fmt: skip
+                "held_by": first_line(busy), **document}  # fmt: skip
     document = _from_kafka(bootstrap_servers, folded_from, group_id, offsets)
     return {
         "source": "projection",
@@ -77,9 +76,9 @@ def _from_kafka(
     topic: str | None,
     group_id: str,
     offsets: dict[int, int] | None,
-    group_offsets: bool = False,
 ) -> dict[str, Any]:
-    """The topic's partitions with ``offsets`` (or the group's) beside the log's end."""
+    """The topic's partitions with ``offsets`` (None: the consumer group's) beside the log's
+    end."""
     from consumers.group_offsets import GroupOffsets
     from consumers.kafka_client import BrokerUnavailable
     from profile_engine.server.runner import partition_lags, total_lag
@@ -92,7 +91,7 @@ def _from_kafka(
             client = GroupOffsets(bootstrap_servers, topic, group_id)
             try:
                 ends = client.end_offsets()
-                if group_offsets:
+                if offsets is None:
                     next_offsets = client.committed()
             finally:
                 client.close()
