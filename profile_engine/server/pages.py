@@ -530,6 +530,14 @@ def percent(part: int, whole: int) -> float:
     return round(100.0 * part / whole, 1) if whole else 0.0
 
 
+def restarts_text(count: int) -> str:
+    """The overview's note on fold restarts (app.js restartsText says the same)."""
+    if not count:
+        return ""
+    times = "once" if count == 1 else f"{number(count)} times"
+    return f"The fold process died and was started again {times} since the server started."
+
+
 def reason_text(reason: str | None, id_type: str) -> str:
     if reason is None:
         return ""
@@ -615,6 +623,7 @@ templates.env.globals.update(
     profile_url=profile_url,
     summary_name=summary_name,
     percent=percent,
+    restarts_text=restarts_text,
     id_type_labels=ID_TYPE_LABELS,
     consent_labels=CONSENT_LABELS,
     channel_labels=CHANNEL_LABELS,

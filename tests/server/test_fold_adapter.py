@@ -15,6 +15,7 @@ import pytest
 
 from consumers.broker_process import free_port
 from profile_engine.server.fold_adapter import FOLD_NICENESS, STABLE_AFTER_S, RestartPolicy
+from profile_engine.server.pages import restarts_text
 from profile_engine.synthetic import generate_events
 from projections.live import SERVE_INDEX_ENV
 from projections.store import INDEX_ROOM
@@ -151,6 +152,7 @@ def test_a_killed_fold_process_is_started_again_and_loses_nothing(
         assert status["fold_restarts"] == 1 and status["error"] is None
         assert fold_process_of(server.pid) != fold
         assert "profile_engine_fold_restarts_total 1.0" in server.get("/metrics").text
+        assert restarts_text(1) in server.get("/").text  # the overview says so too
     consume_once(*topics, consumed_db)
     assert dump(served_db) == dump(consumed_db)
 
@@ -238,3 +240,9 @@ def test_a_death_after_a_stable_run_is_the_first_in_a_row() -> None:
     assert policy.pause_after(lived_s=1.0) is None  # the second in a row: left failed
     assert policy.pause_after(lived_s=STABLE_AFTER_S) == 1.0
     assert RestartPolicy(limit=0).pause_after(lived_s=STABLE_AFTER_S) is None
+
+
+def test_the_overview_says_how_often_the_fold_was_started_again() -> None:
+    assert restarts_text(0) == ""  # the note is hidden then
+    assert restarts_text(1).endswith("started again once since the server started.")
+    assert "started again 1,234 times" in restarts_text(1234)

@@ -61,6 +61,12 @@
     return { tone: "good", label: "Live", banner: null };
   }
 
+  // The same sentence as pages.restarts_text.
+  function restartsText(count) {
+    if (!count) return "";
+    return `The fold process died and was started again ${count === 1 ? "once" : `${fmt(count)} times`} since the server started.`;
+  }
+
   function showStatus(view) {
     const indicator = $("[data-live-status]");
     if (indicator) {
@@ -90,6 +96,11 @@
       $("[data-s=last-batch]", panel),
       last.at ? `${fmt(last.events)} ${last.events === 1 ? "event" : "events"} · ${last.at.slice(11, 19)} UTC` : "none yet",
     );
+    const restarts = $("[data-s=restarts]", panel);
+    if (restarts) {
+      restarts.hidden = !status.fold_restarts;
+      setText(restarts, restartsText(status.fold_restarts));
+    }
     const body = $("[data-s=partitions]", panel);
     const rows = status.partitions.map(
       (p) =>
