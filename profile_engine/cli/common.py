@@ -121,13 +121,31 @@ def print_rows(columns: Sequence[str], rows: Iterable[Sequence[Any]], output_for
         for row in rows:
             writer.writerow([_text(v) for v in row])
     else:
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(*columns)
+        table = data_table(columns)
         for row in rows:
             table.add_row(*[_text(v) for v in row])
-        Console().print(table)
+        table_console(table).print(table)
+
+
+def data_table(columns: Sequence[str], **options: Any) -> Any:
+    """A rich table whose values fold onto a second line rather than being cut to "202…"
+    where it is wider than the terminal."""
+    from rich.table import Column, Table
+
+    return Table(*(Column(name, overflow="fold") for name in columns), **options)
+
+
+def table_console(*tables: Any) -> Any:
+    """A console for printing ``tables``: in a terminal, the terminal's width; written to a
+    file or a pipe (80 columns by default), as wide as the widest table needs."""
+    from rich.console import Console
+
+    console = Console()
+    if console.is_terminal or not tables:
+        return console
+    unbounded = console.options.update_width(10**5)
+    needed = max(console.measure(table, options=unbounded).maximum for table in tables)
+    return Console(width=max(console.width, needed))
 
 
 def group_id_option(func: F) -> F:

@@ -15,7 +15,14 @@ from typing import Any
 
 import click
 
-from profile_engine.cli.common import UserError, db_option, format_option, print_rows
+from profile_engine.cli.common import (
+    UserError,
+    data_table,
+    db_option,
+    format_option,
+    print_rows,
+    table_console,
+)
 from profile_engine.cli.keys import key_file_option, key_ring
 from profile_engine.errors import ProfileEngineError
 from profile_engine.reachability import CHANNELS, SETTINGS, parse_value
@@ -311,9 +318,11 @@ def _yes_no(flag: bool | None) -> str:
 
 
 def _print_profile(document: dict[str, Any], identifiers: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-
-    console = Console()
+    sections = [
+        (title, _section_table(title, columns, rows))
+        for title, columns, rows in _profile_sections(document, identifiers)
+    ]
+    console = table_console(*(table for _, table in sections if table is not None))
     orders = document["orders"]
     average = "-" if orders["average"] is None else f"{orders['average']:,.2f}"
     reachable = "  ".join(f"{ch} {_yes_no(ok)}" for ch, ok in document["reachable"].items())
@@ -328,8 +337,8 @@ def _print_profile(document: dict[str, Any], identifiers: list[dict[str, Any]]) 
         f"orders {orders['count']}   lifetime value {orders['revenue']:,.2f}   average "
         f"{average}   last purchase {orders['last_purchase_at'] or '-'}"
     )
-    for title, columns, rows in _profile_sections(document, identifiers):
-        _print_section(console, title, columns, rows)
+    for title, table in sections:
+        console.print(f"[bold]{title}[/bold]: none" if table is None else table)
 
 
 def _identifier_tags(record: dict[str, Any], ccpa_opted_out: bool) -> str:
@@ -383,16 +392,14 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _print_section(console: Any, title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.table import Table
-
+def _section_table(title: str, columns: list[str], rows: list[list[str]]) -> Any:
+    """One section of the profile as a table, or None when it has no rows."""
     if not rows:
-        console.print(f"[bold]{title}[/bold]: none")
-        return
-    table = Table(*columns, title=title, title_justify="left", title_style="bold")
+        return None
+    table = data_table(columns, title=title, title_justify="left", title_style="bold")
     for row in rows:
         table.add_row(*row)
-    console.print(table)
+    return table
 
 
 # -- sql -----------------------------------------------------------------------------------
@@ -526,19 +533,15 @@ def settings_show(db_path: str, output_format: str) -> None:
 
 
 def _print_settings_table(rows: list[Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("key", "value", "default", "description")
+    table = data_table(("key", "value", "default", "description"))
     table.columns[0].no_wrap = True
-    for column in table.columns[1:3]:
-        column.overflow = "fold"  # long lists wrap instead of being cut
     for row in rows:
         value = json.dumps(row.value)
         shown = f"[bold yellow]{value}[/bold yellow]" if row.overridden else value
         table.add_row(row.key, shown, json.dumps(row.default), row.description)
-    Console().print(table)
-    Console().print("overridden values are shown in [bold yellow]yellow[/bold yellow]")
+    console = table_console(table)
+    console.print(table)
+    console.print("overridden values are shown in [bold yellow]yellow[/bold yellow]")
 
 
 @settings.command("set")

@@ -64,6 +64,16 @@ def test_daily_csv_and_the_chart_come_from_the_same_rows(
     assert [{k: str(v) for k, v in row.items()} for row in rows] == printed
 
 
+def test_the_daily_table_keeps_its_days_and_column_names_whole(db: Path) -> None:
+    """Eleven columns are wider than 80: written to a pipe the table takes the width it
+    needs rather than cutting the days to "202…"."""
+    result = run("counts", "--db", str(db), "--daily", "--from", "2026-01-09", "--to",
+                 "2026-01-10", "--format", "table")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2026-01-09" in result.output and "2026-01-10" in result.output
+    assert "email_unreachable" in result.output and "…" not in result.output
+
+
 def test_counts_as_of_a_day_before_a_consent_change(db: Path) -> None:
     before = json.loads(run("counts", "--db", str(db), "--as-of", "2026-01-11",
                             "--format", "json").stdout)  # fmt: skip
