@@ -348,7 +348,11 @@ def imports(attributes_path: Path, output_format: str) -> None:
     """List past imports (kept in profile-imports.jsonl beside the attribute registry)."""
     from consumers.importer import HISTORY_COLUMNS, history_path_for, read_history
 
-    records = read_history(history_path_for(attributes_path))
+    history = history_path_for(attributes_path)
+    records = read_history(history)
+    if not records and output_format == "table":
+        click.echo(f"No imports yet ({history} records each `profile-engine import`).")
+        return
     # A terminal table keeps to what fits; json and csv carry every field.
     columns = TABLE_HISTORY_COLUMNS if output_format == "table" else HISTORY_COLUMNS
     rows = [[getattr(r, column) for column in columns] for r in records]

@@ -268,6 +268,8 @@ def test_imports_lists_nothing_before_the_first_import(tmp_path: Path) -> None:
     assert result.output.splitlines() == [
         "file,started_at,status,accepted,rejected,seconds,id_type,topic,rejects_file,message"
     ]
+    table = invoke("imports", "--attributes", str(tmp_path / "a.json"))
+    assert table.exit_code == 0 and table.output.startswith("No imports yet (")
 
 
 @pytest.mark.kafka
