@@ -8,7 +8,7 @@ exactly like on the topic. Only messages that are not Avro at all cannot be arch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -17,11 +17,14 @@ from kafka import KafkaConsumer, TopicPartition
 
 from consumers.codec import AvroCodec, DecodeError, from_record
 from consumers.kafka_client import kafka_errors
+from consumers.ordering import PartitionMerger
+from consumers.records import RawRecord
 from profile_engine.errors import BadInput
 from profile_engine.events import ProfileEvent
 from profile_engine.rules import FILES_WINDOW, EventTimeWindow
 
 POLL_TIMEOUT_MS = 1_000
+PAUSE_AFTER_RECORDS = 20_000  # buffered records of one partition waiting for the others
 TOPIC_METADATA_KEY = "profile_engine.topic"
 
 SkipCallback = Callable[[int, int, str], None]  # partition, offset, reason
@@ -84,6 +87,15 @@ def _records(
     on_skip: SkipCallback | None,
     on_progress: ProgressCallback | None,
 ) -> Iterator[dict[str, Any]]:
+    """The topic's records up to ``end_offsets``, in the order a fold from Kafka reads them:
+    partitions interleaved by (timestamp, partition, offset) (consumers/ordering.py), so that
+    a rebuild from the archive resolves identities exactly as a rebuild from the topic. In
+    the order they arrive, partition by partition, an event of one partition could fold
+    before an earlier one of another, land on another profile, and an erasure replayed from
+    the archive would then erase (and destroy the keys of) someone else."""
+    by_partition = {tp.partition: tp for tp in end_offsets}
+    ends = {tp.partition: end for tp, end in end_offsets.items()}
+    merger = PartitionMerger(ends, {tp.partition: consumer.position(tp) for tp in end_offsets})
     remaining = {tp for tp, end in end_offsets.items() if consumer.position(tp) < end}
     consumer.pause(*[tp for tp in end_offsets if tp not in remaining])
     read = 0
@@ -91,20 +103,37 @@ def _records(
         batches = consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=10_000)
         for tp, messages in batches.items():
             end = end_offsets[tp]
-            for message in messages:
-                if message.offset >= end:  # written after the archive started
-                    break
-                read += 1
-                try:
-                    yield codec.read_record(message.value)
-                except DecodeError as error:
-                    if on_skip is not None:
-                        on_skip(tp.partition, message.offset, error.reason)
+            wanted = [
+                (tp.partition, m.offset, m.timestamp, m.key, m.value)
+                for m in messages
+                if m.offset < end  # past it: written after the archive started
+            ]
+            read += len(wanted)
+            merger.add(tp.partition, wanted, min(consumer.position(tp), end))
             if consumer.position(tp) >= end:
                 remaining.discard(tp)
+        yield from _decoded(merger.drain(), codec, on_skip)
+        # A partition far ahead of the others waits until they catch up, paused: the
+        # archive holds at most a few fetches of each partition in memory.
+        for partition, buffered in merger.buffered().items():
+            tp = by_partition[partition]
+            if tp not in remaining or buffered >= PAUSE_AFTER_RECORDS:
                 consumer.pause(tp)
+            else:
+                consumer.resume(tp)
         if on_progress is not None:
             on_progress(read, total)
+
+
+def _decoded(
+    released: Iterable[RawRecord], codec: AvroCodec, on_skip: SkipCallback | None
+) -> Iterator[dict[str, Any]]:
+    for partition, offset, _, _, value in released:
+        try:
+            yield codec.read_record(value or b"")
+        except DecodeError as error:
+            if on_skip is not None:
+                on_skip(partition, offset, error.reason)
 
 
 def _write(

@@ -72,6 +72,10 @@ class PartitionMerger:
             elif self._may_have_more(partition):
                 return
 
+    def buffered(self) -> dict[int, int]:
+        """Per partition, how many records wait in its buffer."""
+        return {p: len(buffer) for p, buffer in self._buffers.items()}
+
     def released_upto(self) -> dict[int, int]:
         """Per partition, the offset below which every message was released or skipped."""
         return {
