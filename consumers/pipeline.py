@@ -24,7 +24,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple, Protocol
 
 from profile_engine.batch_fold import (
@@ -297,22 +297,24 @@ class Pipeline:
         for record in records:
             if record.event is None:
                 if record.letter is not None:
-                    letters.append(record.letter)
+                    letters.append(replace(record.letter, position=fold.calls))
                 continue
             event = record.event
             if event.key_refs and (self._erased_refs or fold.erased_keys):
                 event = self._unreadable_if_erased(event, fold)
+            position = fold.calls
             try:
                 outcome = fold.fold(event)
             except Exception as error:  # any event that breaks the fold is a dead letter
-                letters.append(_letter(source, record, f"cannot fold: {_describe(error)}"))
+                reason = f"cannot fold: {_describe(error)}"
+                letters.append(_letter(source, record, reason, position))
                 continue
             if outcome is Outcome.APPLIED:
                 folded += 1
             elif outcome is Outcome.DUPLICATE:
                 duplicates += 1
             else:
-                letters.append(_letter(source, record, REUSED_ID_REASON))
+                letters.append(_letter(source, record, REUSED_ID_REASON, position))
         offsets = self._offsets_after(source, records, last)
         if letters and self.options.dead_letter_sink is not None:
             self.options.dead_letter_sink(letters)
@@ -489,8 +491,12 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-def _letter(source: Source, record: Record, reason: str) -> DeadLetter:
+def _letter(source: Source, record: Record, reason: str, position: int | None = None) -> DeadLetter:
     """A dead letter for a decoded event the fold refused: its producer-format JSON is kept
     (the original bytes stay in the log at the recorded position)."""
-    raw = None if record.event is None else _prepared_text(record.event)
-    return DeadLetter(source.name, record.partition, record.offset, record.line, None, raw, reason)
+    event = record.event
+    raw = None if event is None else _prepared_text(event)
+    return DeadLetter(
+        source.name, record.partition, record.offset, record.line, None, raw, reason,
+        position=position, id_keys=() if event is None else event.id_keys,
+    )  # fmt: skip

@@ -286,6 +286,12 @@ class BatchChanges:
     # Keys of the identifiers the batch's erasures took that the batch carried (stored ones
     # it never met are found by the store).
     erased_keys: set[IdKey] = field(default_factory=set)
+    # Of those: (id_type, value as the batch carried it, position of the erasure), where
+    # a position is the number of events folded in the batch before it (BatchFold.calls):
+    # an erasure reaches the batch's dead letters that came before it, not after.
+    erased_values: dict[IdKey, tuple[str | None, str | None, int]] = field(default_factory=dict)
+    # Each erased profile id -> the position of the erasure that took it.
+    erasure_positions: dict[str, int] = field(default_factory=dict)
 
     @property
     def touched_profiles(self) -> set[str]:
@@ -326,6 +332,10 @@ class BatchFold:
         self._now = 0  # event time of the event being committed
         # Keys of identifiers erased so far in this batch (crypto-shredding destroys theirs).
         self.erased_keys: set[IdKey] = set()
+        self._erased_values: dict[IdKey, tuple[str | None, str | None, int]] = {}
+        self._erased_at: dict[str, int] = {}  # erased root -> position of its erasure
+        self.calls = 0  # events given to fold() so far: the position of the next one
+        self._position = 0
 
     # -- the fold ---------------------------------------------------------------------------
 
@@ -336,6 +346,8 @@ class BatchFold:
         A redelivered event (same event_id, same content) is a duplicate; the same event_id
         with other content is refused (``REUSED_ID``), so a collision is visible.
         """
+        self._position = self.calls
+        self.calls += 1
         event_id = prepared.event_id
         known = self._batch_applied.get(event_id)
         if known is None:
@@ -497,12 +509,15 @@ class BatchFold:
 
     def _erase(self, root: str) -> None:
         self._erased_roots.add(root)
+        self._erased_at[root] = self._position
         for ikey in self._members.pop(root, []):
             if self._owner_of(ikey) == root:
                 del self._owner[ikey]
-                self._deltas.pop(ikey, None)
+                delta = self._deltas.pop(ikey, None)
                 self._reset.add(ikey)
                 self.erased_keys.add(ikey)
+                known = (None, None) if delta is None else (delta.id_type, delta.value)
+                self._erased_values[ikey] = (*known, self._position)
         self._limited.pop(root, None)
 
     # -- the result -------------------------------------------------------------------------
@@ -543,6 +558,8 @@ class BatchFold:
             erased=erased,
             erased_roots=set(self._erased_roots),
             erased_keys=set(self.erased_keys),
+            erased_values=dict(self._erased_values),
+            erasure_positions={pid: self._erased_at[self._find(pid)] for pid in erased},
             created=created,
             identifiers=identifiers,
             conflicts=self._conflicts,

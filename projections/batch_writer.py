@@ -27,7 +27,7 @@ from profile_engine.batch_fold import (
     StoredProfile,
     StoredWorld,
 )
-from profile_engine.crypto import ref_blind
+from profile_engine.crypto import KeyRing, is_token, ref_blind
 from profile_engine.fold import FoldConfig
 from projections.connection import registered
 from projections.history_writer import write_history
@@ -38,6 +38,7 @@ from projections.rows import (
     arrow_array,
     without_identifier,
 )
+from projections.sealed import Revealer
 from projections.store import DeadLetter, TopicOffset, arrow
 
 _STR = pa.string()
@@ -124,9 +125,17 @@ def _applied(con: duckdb.DuckDBPyConnection, batch: Sequence[Prepared]) -> dict[
 # -- writing a batch -----------------------------------------------------------------------
 
 
-def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None:
+def write_changes(
+    con: duckdb.DuckDBPyConnection,
+    changes: BatchChanges,
+    letters: Sequence[DeadLetter] = (),
+    ring: KeyRing | None = None,
+) -> None:
+    """One batch's changes and its dead letters (``ring``: the master key of a keyed
+    projection, which an erasure needs to find the clear values it takes in dead letters)."""
     batch = _BatchTables.build(changes)
     tables = batch.tables()
+    tables["_b_dead"] = _dead_letter_rows(letters)
     with registered(con, **tables):
         _page_in_touched(con)
         # Before any write: it reads the stored state from before the batch.
@@ -134,7 +143,7 @@ def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _tally_delta AS FROM reachability_input_tally LIMIT 0"
         )
-        _erase(con, batch)
+        _erase(con, batch, ring)
         _move_merged_rows(con, batch)
         _last_writer_wins(con, batch)
         _identifiers(con, batch)
@@ -143,14 +152,17 @@ def write_changes(con: duckdb.DuckDBPyConnection, changes: BatchChanges) -> None
         _timeline_and_identity(con, batch)
         if batch.erased:
             _scrub_batch_conflicts(con)
+        if letters:
+            _insert_dead_letters(con, scrub=bool(batch.erased))
         _data_keys(con, batch)
         _apply_tally(con)
     for name in _TEMP_TABLES:
         con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
-_TEMP_TABLES = ("_erased", "_erased_ids", "_moves", "_scope", "_stored_ids", "_ids", "_lww",
-                "_order_rows", "_order_scope", "_tally_delta", "_tally_new")  # fmt: skip
+_TEMP_TABLES = ("_erased", "_erased_ids", "_erased_clear", "_b_dead_rows", "_moves", "_scope",
+                "_stored_ids", "_ids", "_lww", "_order_rows", "_order_scope", "_tally_delta",
+                "_tally_new")  # fmt: skip
 
 
 class _BatchTables:
@@ -160,6 +172,7 @@ class _BatchTables:
         self.erased: list[str] = []
         self.moves: list[tuple[str, str]] = []
         self.scope: set[str] = set()  # live profiles whose rows are rewritten
+        self.erasure_positions: dict[str, int] = {}
         self.columns: dict[str, dict[str, pa.Array]] = {}
 
     @classmethod
@@ -167,6 +180,7 @@ class _BatchTables:
         batch = cls()
         final = changes.final_profile
         batch.erased = sorted(changes.erased)
+        batch.erasure_positions = changes.erasure_positions
         batch.moves = sorted((pid, new) for pid, new in final.items() if new and new != pid)
         batch.scope = changes.touched_profiles
         batch._events(changes)
@@ -177,7 +191,12 @@ class _BatchTables:
 
     def tables(self) -> dict[str, pa.Table]:
         tables = {name: pa.table(columns) for name, columns in self.columns.items()}
-        tables["_b_erased"] = pa.table({"pid": arrow_array(self.erased, _STR)})
+        tables["_b_erased"] = pa.table(
+            {
+                "pid": arrow_array(self.erased, _STR),
+                "seq": arrow_array([self.erasure_positions[p] for p in self.erased], _I64),
+            }
+        )
         tables["_b_moves"] = pa.table(
             {
                 "old": arrow_array([m[0] for m in self.moves], _STR),
@@ -307,7 +326,11 @@ class _BatchTables:
             "blind": arrow_array([ref_blind(ref) for ref in keys], _STR),
             "wrapped": arrow_array(list(keys.values()), pa.binary()),
         }
-        self.columns["_b_erased_keys"] = {"id_key": arrow_array(sorted(changes.erased_keys), _STR)}
+        known = changes.erased_values
+        self.columns["_b_erased_keys"] = _columns(
+            ("id_key", "id_type", "id_value", "seq"), (_STR, _STR, _STR, _I64),
+            [(k, *known.get(k, (None, None, 0))) for k in sorted(changes.erased_keys)],
+        )  # fmt: skip
 
 
 def _columns(
@@ -337,28 +360,30 @@ def _page_in_touched(con: duckdb.DuckDBPyConnection) -> None:
         " UNION SELECT old FROM _moves"
     )
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE _erased AS SELECT DISTINCT pid FROM ("
-        " SELECT pid::UUID AS pid FROM _b_erased"
-        " UNION ALL SELECT merged_profile_id FROM profile_merges"
-        "  WHERE survivor_profile_id IN (SELECT pid::UUID FROM _b_erased))"
+        "CREATE OR REPLACE TEMP TABLE _erased AS SELECT pid, max(seq) AS seq FROM ("
+        " SELECT pid::UUID AS pid, seq FROM _b_erased"
+        " UNION ALL SELECT m.merged_profile_id, b.seq FROM profile_merges AS m"
+        "  JOIN _b_erased AS b ON m.survivor_profile_id = b.pid::UUID) GROUP BY pid"
     )
     touched = "profile_id IN (SELECT pid FROM _scope UNION ALL SELECT pid FROM _erased)"
     con.execute(f"CREATE OR REPLACE TEMP TABLE _stored_ids AS FROM identifiers WHERE {touched}")
     con.execute(f"DELETE FROM identifiers WHERE {touched}")
 
 
-def _erase(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
+def _erase(con: duckdb.DuckDBPyConnection, batch: _BatchTables, ring: KeyRing | None) -> None:
     """Erased profiles leave every table, with the profiles merged into them earlier (their
     identifier rows already went in ``_page_in_touched``)."""
-    # The erased identifiers: stored ones of the erased profiles, and those the batch carried.
+    # The erased identifiers: stored ones of the erased profiles, and those the batch carried,
+    # each with the position in the batch of the erasure that took it.
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _erased_ids AS"
-        " SELECT id_key, id_type, id_value FROM _stored_ids"
-        " WHERE profile_id IN (SELECT pid FROM _erased)"
-        " UNION ALL SELECT id_key::UUID, NULL, NULL FROM _b_erased_keys"
+        " SELECT s.id_key, s.id_type, s.id_value, e.seq FROM _stored_ids AS s"
+        " JOIN _erased AS e ON s.profile_id = e.pid"
+        " UNION ALL SELECT id_key::UUID, id_type, id_value, seq FROM _b_erased_keys"
     )
     if not batch.erased:
         return
+    _erased_clear_values(con, ring)
     _scrub_other_profiles(con)
     _tally(con, "SELECT pid FROM _erased", -1)  # the inputs rows the loop below deletes
     for table in ("profiles", "traits", "trait_tombstones", "subscriptions",
@@ -377,12 +402,15 @@ def _erase(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
     con.execute("DELETE FROM data_keys WHERE blind IN (SELECT id_key FROM _erased_ids)")
 
 
-# An erased identifier's clear value found in a dead letter's bytes: as a JSON string (JSON
-# lines, the JSON kept for events the fold refused), or anywhere when long enough not to be
-# found by chance (Avro messages hold strings without quotes).
+# An erased identifier's clear value found in a dead letter's bytes (read as UTF-8, any
+# invalid byte as "?"): as a JSON string (JSON lines, the JSON kept for events the fold
+# refused), as an Avro string (its length as a one-byte varint, then its bytes), or anywhere
+# when long enough not to be found by chance.
 _IN_DEAD_LETTER = (
-    "contains(lower({column}::VARCHAR), '\"' || lower(e.id_value) || '\"')"
-    " OR (length(e.id_value) >= 8 AND contains(lower({column}::VARCHAR), lower(e.id_value)))"
+    "contains(lower(decode({column}, 'replace')), '\"' || lower(e.value) || '\"')"
+    " OR (length(e.value) < 64 AND contains(lower(decode({column}, 'replace')),"
+    "  lower(chr(2 * length(e.value)::INTEGER) || e.value)))"
+    " OR (length(e.value) >= 8 AND contains(lower(decode({column}, 'replace')), lower(e.value)))"
 )
 
 
@@ -399,14 +427,60 @@ def _scrub_other_profiles(con: duckdb.DuckDBPyConnection) -> None:
         " WHERE owner_profile_id IN (SELECT pid FROM _erased)"
         " AND event_profile_id NOT IN (SELECT pid FROM _erased)",
     )
-    clear = "e.id_value IS NOT NULL AND NOT starts_with(e.id_value, 'pe1:')"
+    # Every stored dead letter came before the batch's erasures.
+    _scrub_dead_letters(con, "dead_letters")
+
+
+_SCRUBBED = "[raw message removed by a ccpa delete]"
+
+
+def _scrub_dead_letters(
+    con: duckdb.DuckDBPyConnection, table: str, before: str = "", keyed: str = "FALSE"
+) -> None:
+    """Dead letters of ``table`` that hold an erased value lose their raw bytes (the reason
+    and position stay). ``keyed``: a condition on ``e.id_key`` that also marks one (the
+    batch's dead letters of decoded events know their identifiers' keys)."""
     con.execute(
-        "UPDATE dead_letters SET raw = NULL, message_key = NULL,"
-        " reason = reason || ' [raw message removed by a ccpa delete]'"
-        f" WHERE EXISTS (SELECT 1 FROM _erased_ids AS e WHERE {clear} AND"
-        f" ({_IN_DEAD_LETTER.format(column='dead_letters.raw')}"
-        f" OR {_IN_DEAD_LETTER.format(column='dead_letters.message_key')}))"
+        f"UPDATE {table} SET raw = NULL, message_key = NULL, reason = reason || ' {_SCRUBBED}'"
+        f" WHERE EXISTS (SELECT 1 FROM _erased_clear AS e WHERE TRUE {before} AND ({keyed}"
+        f" OR (e.value <> '' AND ({_IN_DEAD_LETTER.format(column=f'{table}.raw')}"
+        f" OR {_IN_DEAD_LETTER.format(column=f'{table}.message_key')}))))"
     )
+
+
+def _insert_dead_letters(con: duckdb.DuckDBPyConnection, scrub: bool) -> None:
+    """The batch's dead letters, those that came before an erasure of a value they hold
+    scrubbed first: the same ones whatever the batches (a rebuild folds in larger batches
+    than a consumer, and a dead letter after the erasure is news, not the erased past)."""
+    con.execute("CREATE OR REPLACE TEMP TABLE _b_dead_rows AS FROM _b_dead")
+    if scrub:
+        before = "AND coalesce(_b_dead_rows.position, 0) <= e.seq"
+        keyed = "list_contains(_b_dead_rows.id_keys, e.id_key)"
+        _scrub_dead_letters(con, "_b_dead_rows", before, keyed)
+    con.execute("INSERT INTO dead_letters SELECT * EXCLUDE (position, id_keys) FROM _b_dead_rows")
+
+
+def _erased_clear_values(con: duckdb.DuckDBPyConnection, ring: KeyRing | None) -> None:
+    """``_erased_clear`` (id_key, value, seq): the erased identifiers with their values in
+    clear ('' when unknown), for finding them in dead letters. In a keyed projection they are
+    stored sealed: opened here with the data keys the erasure is about to delete (those of
+    the batch included). Where those keys were destroyed before (a rebuild after the
+    erasure), only the keys are left to find them by."""
+    rows = con.execute("SELECT id_key::VARCHAR, id_value, seq FROM _erased_ids").fetchall()
+    tokens = [value for _, value, _ in rows if is_token(value)]
+    opened: dict[str, Any] = {}
+    if tokens and ring is not None:
+        opened = Revealer(con, ring, extra_keys="_b_data_keys").reveal(tokens)
+    table = _columns(
+        ("id_key", "value", "seq"), (_STR, _STR, _I64),
+        [(key, str(opened.get(value) or "") if is_token(value) else value or "", seq)
+         for key, value, seq in rows],
+    )  # fmt: skip
+    con.register("_erased_clear_arrow", pa.table(table))
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE _erased_clear AS FROM _erased_clear_arrow")
+    finally:
+        con.unregister("_erased_clear_arrow")
 
 
 def _scrub_conflict_events(con: duckdb.DuckDBPyConnection, conflicts_sql: str) -> None:
@@ -863,10 +937,15 @@ def _timeline_and_identity(con: duckdb.DuckDBPyConnection, batch: _BatchTables) 
 
 
 def write_dead_letters(con: duckdb.DuckDBPyConnection, letters: Sequence[DeadLetter]) -> None:
+    """Dead letters of a commit without changes (no erasure to reach them)."""
     if not letters:
         return
-    d = letters
-    table = pa.table(
+    with registered(con, _b_dead=_dead_letter_rows(letters)):
+        con.execute("INSERT INTO dead_letters SELECT * EXCLUDE (position, id_keys) FROM _b_dead")
+
+
+def _dead_letter_rows(d: Sequence[DeadLetter]) -> pa.Table:
+    return pa.table(
         {
             "source": arrow_array([x.source for x in d], _STR),
             "partition": arrow_array([x.partition for x in d], pa.int32()),
@@ -876,10 +955,10 @@ def write_dead_letters(con: duckdb.DuckDBPyConnection, letters: Sequence[DeadLet
             "raw": arrow_array([x.raw for x in d], pa.binary()),
             "reason": arrow_array([x.reason for x in d], _STR),
             "logged_at": arrow_array([x.timestamp_us for x in d], TIMESTAMP),
+            "position": arrow_array([x.position for x in d], _I64),
+            "id_keys": arrow_array([list(x.id_keys) for x in d], pa.list_(_STR)),
         }
     )
-    with registered(con, _b_dead=table):
-        con.execute("INSERT INTO dead_letters SELECT * FROM _b_dead")
 
 
 def write_offsets(con: duckdb.DuckDBPyConnection, offsets: Sequence[TopicOffset]) -> None:

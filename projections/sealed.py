@@ -43,6 +43,7 @@ def keying_of(ring: KeyRing | None) -> str:
 def check_keying(store: ProjectionStore, ring: KeyRing | None) -> None:
     """A projection's identifier keys are plain hashes or blind indexes under one master key,
     for good: record which on first use, refuse to fold it the other way later."""
+    store.ring = ring
     wanted = keying_of(ring)
     stored = store.get_meta(KEYING_META)
     if stored is None:
@@ -125,9 +126,14 @@ class Revealer:
     cached beyond one revealer, so a server's reads never outlive an erasure.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, ring: KeyRing | None) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, ring: KeyRing | None, extra_keys: str | None = None
+    ) -> None:
+        """``extra_keys``: a table of (key_ref, wrapped) read beside ``data_keys`` (a batch's
+        data keys, before they are written)."""
         self.con = con
         self.ring = ring
+        self._extra_keys = extra_keys
         self._ciphers = AeadCache()
 
     def reveal(self, tokens: Iterable[str]) -> dict[str, Any]:
@@ -156,10 +162,12 @@ class Revealer:
         return revealed
 
     def _wrapped(self, refs: set[str]) -> dict[str, bytes]:
-        rows = self.con.execute(
-            "SELECT key_ref, wrapped FROM data_keys WHERE key_ref IN (SELECT unnest(?))",
-            [sorted(refs)],
-        ).fetchall()
+        tables = ["data_keys"] if self._extra_keys is None else ["data_keys", self._extra_keys]
+        query = " UNION ALL ".join(
+            f"SELECT key_ref, wrapped FROM {table} WHERE key_ref IN (SELECT unnest($refs))"
+            for table in tables
+        )
+        rows = self.con.execute(query, {"refs": sorted(refs)}).fetchall()
         return {str(ref): bytes(wrapped) for ref, wrapped in rows}
 
     def document(self, value: Any) -> Any:

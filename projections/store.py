@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from profile_engine.batch_fold import BatchChanges, Prepared, StoredProfile, StoredWorld
+from profile_engine.crypto import KeyRing
 from profile_engine.errors import NeedsOperator, first_line
 from profile_engine.fold import FoldConfig
 from profile_engine.rules import EventTimePolicy
@@ -222,6 +223,13 @@ class DeadLetter:
     raw: bytes | None
     reason: str
     timestamp_us: int | None = None
+    # Where it came in its batch: the number of events folded before it (not stored). An
+    # erasure later in the batch reaches it; one earlier does not. None: before them all.
+    position: int | None = None
+    # The identifier keys of a decoded event the fold refused (not stored): an erasure of one
+    # of them reaches it even where the value cannot be read back (a rebuild after the keys
+    # of a sealed person were destroyed).
+    id_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +276,9 @@ class ProjectionStore:
         # or the connection was given (the server's, sandboxed: its settings are locked, so
         # the server reopens it with a new limit instead; see projections.live).
         self._reserved_for: int | None = None
+        # The master key of a keyed projection (set by projections.sealed.check_keying): an
+        # erasure opens the values it takes with it, to find them in dead letters.
+        self.ring: KeyRing | None = None
         if indexes and self._owns_connection:
             self._reserved_for = index_reserve_bytes(self.con)
 
@@ -403,8 +414,9 @@ class ProjectionStore:
 
         with write_errors(self.db_path), self.transaction() as con:
             if changes is not None:
-                write_changes(con, changes)
-            write_dead_letters(con, dead_letters)
+                write_changes(con, changes, dead_letters, self.ring)
+            else:
+                write_dead_letters(con, dead_letters)
             write_offsets(con, offsets)
         self._refit_limit()
 

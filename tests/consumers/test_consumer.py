@@ -210,6 +210,43 @@ def test_rebuild_from_a_file_dead_letters_invalid_lines_with_their_numbers(
     assert "timestamp" in letters[1][1]
 
 
+def test_a_delete_scrubs_the_dead_letters_before_it_and_not_after_whatever_the_batches(
+    tmp_path: Path,
+) -> None:
+    """A delete takes the erased person's values out of the dead letters that came before it
+    (a short customer_id too: matched as a JSON string), in the batch's own dead letters as
+    in stored ones, so the table is the same whatever the batch size: a consumer's small
+    batches and a rebuild's one. A dead letter after the delete is news and stays whole."""
+    at = "2026-01-0{}T10:00:00Z".format
+    lines = [
+        {"event_id": "ann-1", "type": "identify", "timestamp": at(1),
+         "identifiers": {"customer_id": "ZQ7", "email": "ann.dl@example.com"}, "traits": {}},
+        {"event_id": "bad-1", "type": "track", "timestamp": at(2),
+         "identifiers": {"customer_id": "ZQ7"}, "event": 5},
+        {"event_id": "bad-2", "type": "track", "timestamp": at(3),
+         "identifiers": {"email": "Ann.DL@example.com"}},
+        {"event_id": "del", "type": "ccpa", "timestamp": at(4),
+         "identifiers": {"customer_id": "ZQ7"}, "request": "delete"},
+        {"event_id": "bad-3", "type": "track", "timestamp": at(5),
+         "identifiers": {"customer_id": "ZQ7"}, "event": 6},
+    ]  # fmt: skip
+    source = tmp_path / "log.jsonl"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    tables = []
+    for batch_size in (1, 2, 3, 1000):
+        db = tmp_path / f"batches-of-{batch_size}.duckdb"
+        rebuild_from_file(str(db), str(source), batch_size=batch_size)
+        with duckdb.connect(str(db), read_only=True) as con:
+            tables.append(
+                con.execute(
+                    "SELECT line_number, raw IS NULL, ends_with(reason, 'by a ccpa delete]')"
+                    " FROM dead_letters ORDER BY line_number"
+                ).fetchall()
+            )
+    assert tables[0] == [(2, True, True), (3, True, True), (5, False, False)]
+    assert all(table == tables[0] for table in tables), tables
+
+
 def test_a_consumer_killed_mid_batch_resumes_to_the_same_projections_as_a_rebuild(
     kafka_bootstrap: str, fresh_topic: str, fresh_dead_letter_topic: str, tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ fold alike. A key store that was lost turns sealed events into dead letters that
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -152,6 +153,10 @@ def test_an_erasure_leaves_no_readable_byte_of_the_person_anywhere(
                "--timestamp", "2026-03-01T00:10:00+00:00",
                "--attributes", str(tmp_path / "attributes.json")))  # fmt: skip
     assert DAN_EMAIL.encode() not in topic_bytes(bootstrap, topic)
+    # Nor a plain hash of the file in the events' ids (of a one-row file, a hash of Dan).
+    assert hashlib.sha256(rows.read_bytes()).hexdigest()[:24].encode() not in topic_bytes(
+        bootstrap, topic
+    )
     assert CAROL_EMAIL.encode() in topic_bytes(bootstrap, topic)  # plaintext still goes in
     assert not leaks(topic_bytes(bootstrap, topic))  # sealed: nothing of Ann in clear
 
@@ -248,6 +253,41 @@ def test_an_erasure_leaves_no_readable_byte_of_the_person_anywhere(
     assert any("no key for" in r for (r,) in letters)
     # The plaintext event still folds.
     assert sql_rows(orphan, "SELECT count(*) FROM events WHERE event_id = 'carol-2'") == [(1,)]
+
+
+@pytest.mark.timeout(300)
+def test_a_delete_scrubs_a_plaintext_dead_letter_in_a_keyed_projection(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A keyed projection stores the person's identifiers sealed, but a foreign producer's
+    plaintext event that became a dead letter holds them in clear: the erasure opens the
+    values it takes (their keys still exist then) and finds them there, in the consumer's
+    batches and in a rebuild's, and leaves no byte of them in either database file."""
+    topic = f"test-crypto-dl-{uuid.uuid4().hex[:8]}"
+    dlt = f"{topic}-dead"
+    common = ("--bootstrap-servers", kafka_bootstrap, "--topic", topic)
+    ok(run_cli("topics", "create", *common, "--dead-letter-topic", dlt, "--partitions", "1"))
+    ok(run_cli("publish", str(write_events(tmp_path / "s.jsonl", ann_events())), *common))
+    # Plaintext, reusing the event id of Ann's consent with other content: a dead letter.
+    reused = [consent(3, "email", "opted_out", eid="ann-3", email=ANN_EMAIL)]
+    ok(run_cli("publish", str(write_events(tmp_path / "p.jsonl", reused)), *common, key=False))
+    consumed = tmp_path / "consumed.duckdb"
+    consume = ("consume", "--db", str(consumed), *common, "--dead-letter-topic", dlt, "--once")
+    ok(run_cli(*consume))
+    assert ANN_EMAIL in leaks(database_bytes(consumed))  # the dead letter, in clear
+    delete = [ccpa(9, "delete", eid="ann-del", customer_id=ANN_CUSTOMER)]
+    ok(run_cli("publish", str(write_events(tmp_path / "d.jsonl", delete)), *common))
+    ok(run_cli(*consume))
+    rebuilt = tmp_path / "rebuilt.duckdb"
+    ok(run_cli("rebuild", "--db", str(rebuilt), *common))
+    for db in (consumed, rebuilt):
+        letters = sql_rows(db, "SELECT raw IS NULL, reason FROM dead_letters")
+        assert [(gone, reason.endswith("by a ccpa delete]")) for gone, reason in letters] == [
+            (True, True)
+        ], (db, letters)
+    # The rebuild scrubbed it before writing it. (The consumer's file may keep the plaintext
+    # row's old bytes in freed pages until it is rebuilt: README "What it does not reach".)
+    assert leaks(database_bytes(rebuilt)) == []
 
 
 def test_a_key_file_readable_by_others_is_refused(tmp_path: Path, db_path: Path) -> None:
