@@ -174,8 +174,13 @@ class CsvImport:
         started = time.perf_counter()
         # The producer's edge check of the event time uses this machine's clock (now + 1 day).
         window = window_at_publish(time.time_ns() // 1000)
-        converter = RowConverter(self.columns, self.digest, timestamp_us, phone_region, window)
         sealer = Sealer(sealing) if sealing is not None else None
+        # Sealed, the event ids must not carry a plain hash of the file (for a file of one row,
+        # a hash of one person's values): keyed instead.
+        digest = self.digest if sealer is None else sealer.ring.content_id(self.digest.encode())
+        converter = RowConverter(
+            self.columns, digest.replace("-", ""), timestamp_us, phone_region, window
+        )
         encoder = EventEncoder(sealer=sealer)
         send = _KeyedSend(sealer, key_sink)
         batcher = Batcher(KeyPartitioner(sink.partitions), sink.max_batch_bytes)

@@ -111,11 +111,18 @@ class LineEncoder:
         self.max_batch_bytes = max_batch_bytes
         self.sealer = Sealer(sealing) if sealing is not None else None
         self.encoder = EventEncoder(sealer=self.sealer)
+        # Sealed, a line's own id must not be a plain hash of it: the line holds the values.
+        self.event_id_of = content_event_id if self.sealer is None else self._keyed_event_id
+
+    def _keyed_event_id(self, line: bytes) -> str:
+        assert self.sealer is not None
+        return self.sealer.ring.content_id(line)
 
     def encode_block(self, first_line: int, block: bytes) -> EncodedBlock:
         batcher = Batcher(self.partitioner, self.max_batch_bytes)
         parse, encode, add = parse_event, self.encoder.encode, batcher.add
         validator, region = self.trait_validator, self.phone_region
+        event_id_of = self.event_id_of
         rejects: list[Reject] = []
         clock = now_ms()  # the block is queued right after it is encoded
         # The producer's edge check of event times: this machine's clock plus a day (the
@@ -129,7 +136,7 @@ class LineEncoder:
             try:
                 item = load_json_text(raw, "event")
                 if type(item) is dict and item.get("event_id") in (None, ""):
-                    item["event_id"] = content_event_id(raw)
+                    item["event_id"] = event_id_of(raw)
                 key, value, timestamp_ms = encode(parse(item, region, validator, window), clock)
                 add(key, value, timestamp_ms, number)
             except (ContractError, EncodeError) as error:

@@ -71,6 +71,12 @@ class SealError(BadInput):
     """A sealed value that cannot be opened as what it claims to be (damaged or moved)."""
 
 
+class DamagedKey(BadInput):
+    """A key record whose value is no wrapped key at all (wrong length or version): the
+    events that need it are dead letters; the others fold on. (One that has the shape but
+    does not unwrap is KeyMaterialError: most likely another master key, for the operator.)"""
+
+
 class KeyMaterialError(NeedsOperator):
     """Key material that does not fit: a master key that is not 32 bytes, or a data key that
     does not unwrap under this master key."""
@@ -123,6 +129,15 @@ class KeyRing:
         data = f"{id_type}\x00{value}".encode()
         return hashlib.blake2b(data, digest_size=BLIND_BYTES, key=self.blind_key).digest()
 
+    def content_id(self, data: bytes) -> str:
+        """A keyed 128-bit hash of ``data`` as UUID text, for ids derived from content (a
+        published line without an event_id, an imported file): stable under one master key,
+        and not a dictionary-attackable hash of the personal values in it."""
+        digest = hashlib.blake2b(
+            data, digest_size=16, key=self.fingerprint_key, person=b"pe content id"
+        ).digest()
+        return uuid_text(digest)
+
     def identifier_key(self, id_type: str, value: str) -> str:
         """The blind index as UUID text: the projections' ``id_key`` in a keyed projection."""
         return uuid_text(self.blind_index(id_type, value))
@@ -143,7 +158,10 @@ class KeyRing:
 
     def unwrap(self, ref: str, wrapped: bytes) -> bytes:
         if len(wrapped) != WRAPPED_BYTES or wrapped[:1] != WRAPPED_VERSION:
-            raise KeyMaterialError(f"the data key {ref} is not a wrapped key of this version")
+            raise DamagedKey(
+                f"the data key {ref} in the key store is damaged (not a wrapped key of this "
+                f"version: {len(wrapped)} bytes)"
+            )
         nonce, sealed = wrapped[1 : 1 + NONCE_BYTES], wrapped[1 + NONCE_BYTES :]
         try:
             return _wrapper(self.wrapping_key).decrypt(nonce, sealed, _wrap_aad(ref))

@@ -152,6 +152,26 @@ def test_a_line_without_event_id_gets_one_derived_from_its_content() -> None:
     assert ids[1] != ids[2]
 
 
+def test_sealed_a_line_without_event_id_gets_a_keyed_id_not_a_hash_of_its_values() -> None:
+    """The line holds the person's values in clear: a plain hash of it on the log would be a
+    dictionary attack away from them after an erasure. Sealed, the id is keyed by the master
+    key, stable from run to run (a re-publish is still deduplicated)."""
+    from profile_engine.sealing import SealingPlan
+    from tests.support.sealed_cli import MASTER, RING
+
+    line = event_line(1, event_id=None)
+    codec = AvroCodec()
+
+    def published_id() -> str:
+        sealed = LineEncoder(None, "US", 3, 1_048_588, SealingPlan.new(MASTER, {}))
+        (value,) = records_of(sealed.encode_block(1, line + b"\n").batches).values()
+        return str(codec.read_record(value)["event_id"])
+
+    first = published_id()
+    assert first == published_id() == RING.content_id(line)
+    assert first != content_event_id(line)
+
+
 def test_a_line_too_large_for_the_topic_is_rejected_and_the_next_lines_go() -> None:
     big = event_line(2, properties={"blob": "x" * 5_000})
     block = b"\n".join([event_line(1), big, event_line(3)]) + b"\n"

@@ -107,6 +107,24 @@ def test_a_tampered_trait_token_fails_authentication() -> None:
     assert preparer.message(value).event_id == "e1"  # the untouched message still opens
 
 
+@pytest.mark.parametrize("damage", [b"", b"\x01short", bytes(200)])
+def test_a_damaged_key_record_makes_dead_letters_of_its_events_and_the_others_open(
+    damage: bytes,
+) -> None:
+    """A key record that is no wrapped key at all (garbage in the key topic) is poison for
+    the events sealed under it, not for the fold: they are dead letters that name the key."""
+    keys = MemoryKeyStore()
+    ann = identify(0, {}, eid="e1", email="ann@example.com")
+    bob = identify(1, {}, eid="e2", email="bob@example.com")
+    [(_, ann_value), (_, bob_value)] = seal_events([ann, bob], MASTER, keys)
+    preparer = EventPreparer(SealingConfig(MASTER, "", "memory"), key_store=keys)
+    ann_ref = ann_value[ann_value.index(b"pe1:") + 4 :].split(b":")[0].decode()
+    keys.publish([(ann_ref, damage)])
+    with pytest.raises(DecodeError, match=f"the data key {ann_ref} in the key store is damaged"):
+        preparer.message(ann_value)
+    assert preparer.message(bob_value).event_id == "e2"
+
+
 def test_an_identifier_is_judged_once_per_token_and_then_served_from_the_opener() -> None:
     keys = MemoryKeyStore()
     events = [track(i, "page_viewed", {"n": i}, eid=f"e{i}", email="ann@example.com")
