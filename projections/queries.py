@@ -10,12 +10,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -28,6 +26,7 @@ from profile_engine.events import ID_PRIORITY, ID_RANK, ID_TYPE_CHANNEL
 from profile_engine.identifiers import normalise
 from profile_engine.keys import identifier_key
 from profile_engine.reachability import CHANNELS, IdentifierFacts, SettingValue, judge
+from projections.output_file import output_file
 from projections.sealed import reading_keys, reveal_document
 from projections.settings import (
     effective_settings,
@@ -40,6 +39,7 @@ from projections.sql_checks import (
     check_where,
     expression_select,
     statement_with_where,
+    utf8_text,
 )
 from projections.typed_traits import quote_identifier, quote_literal
 
@@ -89,7 +89,7 @@ def check_month(month: str) -> str:
 
 def parse_lookup_key(text: str) -> tuple[str, str]:
     """``TYPE:VALUE`` -> (type, value); the value may itself contain colons."""
-    id_type, sep, value = text.partition(":")
+    id_type, sep, value = utf8_text(text, "the identifier").partition(":")
     if not sep or not value:
         raise QueryError(f"{text!r} is not TYPE:VALUE (e.g. email:ann@example.com)")
     if id_type not in LOOKUP_TYPES:
@@ -472,24 +472,19 @@ def export_profiles(
 
     DuckDB streams the rows in Arrow record batches and Python writes them (the sandboxed
     connection cannot write files), so memory stays flat however many profiles there are. The
-    file appears complete or not at all: rows go to a temporary sibling renamed at the end.
+    file appears complete or not at all (projections.output_file).
     """
     select = export_select(con, where, _checked_format(output_format))
-    target = Path(out_path)
-    partial = target.with_name(f".{target.name}.partial")
     written = 0
     keyed = reading_keys(con, ring)  # refuses a keyed projection without its key
     revealer = None if keyed is None else ExportRevealer(con, keyed)
     try:
-        with partial.open("wb") as out:
+        with output_file(out_path) as out:
             for rows, chunk in encode_export(con, select, output_format, None, revealer):
                 out.write(chunk)
                 written += rows
-        os.replace(partial, target)
     except OSError as error:
         raise QueryError(f"cannot write {out_path}: {error.strerror or error}") from None
-    finally:
-        partial.unlink(missing_ok=True)
     return written
 
 

@@ -7,17 +7,15 @@ needs_operator}`` and are raised here as the same kind, so exit codes match too.
 
 from __future__ import annotations
 
-import csv
 import json
-import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 from profile_engine.errors import BadInput, ErrorKind, NeedsOperator, ProfileEngineError, Transient
 from profile_engine.server.discovery import ServerInfo
+from projections.output_file import output_file
 
 _KINDS: dict[str, type[ProfileEngineError]] = {
     ErrorKind.BAD_INPUT: BadInput,
@@ -79,9 +77,15 @@ class ServerClient:
     def export(self, output_format: str, where: str | None, out_path: str) -> int:
         """Stream the export into ``out_path``; the number of profiles written."""
         response = self._open("GET", "/api/export", format=output_format, where=where)
-        with response, open(out_path, "wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
-        return _count_rows(Path(out_path), output_format)
+        counter = RowCounter(output_format)
+        try:
+            with response, output_file(out_path) as out:
+                while chunk := _read(response):
+                    out.write(chunk)
+                    counter.feed(chunk)
+        except OSError as error:
+            raise BadInput(f"cannot write {out_path}: {error.strerror or error}") from None
+        return counter.rows
 
     def status(self) -> dict[str, Any]:
         """The fold's status document (GET /api/status)."""
@@ -146,9 +150,38 @@ def _api_error(error: urllib.error.HTTPError) -> ProfileEngineError:
     return _KINDS.get(kind, NeedsOperator)(message)
 
 
-def _count_rows(path: Path, output_format: str) -> int:
-    with path.open("r", encoding="utf-8", newline="") as handle:
-        if output_format == "json":
-            return sum(1 for line in handle if line.strip())
-        rows = sum(1 for _ in csv.reader(handle))
-    return max(0, rows - 1)  # the header
+def _read(response: Any) -> bytes:
+    try:
+        data: bytes = response.read(1 << 20)
+    except OSError as error:  # not the file's fault
+        raise Transient(f"the server's answer broke off: {error}") from None
+    return data
+
+
+class RowCounter:
+    """Counts the rows of an export as its bytes stream past (it may go to a pipe, which
+    cannot be read back): JSON Lines, one a line; CSV, the line ends outside quoted values
+    (a quote inside one is doubled, so quotes keep their parity), less the header."""
+
+    def __init__(self, output_format: str) -> None:
+        self._csv = output_format == "csv"
+        self._quoted = False
+        self._lines = 0
+
+    def feed(self, chunk: bytes) -> None:
+        if not self._csv:
+            self._lines += chunk.count(b"\n")
+            return
+        if b'"' not in chunk:
+            if not self._quoted:
+                self._lines += chunk.count(b"\n")
+            return
+        for piece_index, piece in enumerate(chunk.split(b'"')):
+            if piece_index:
+                self._quoted = not self._quoted
+            if not self._quoted:
+                self._lines += piece.count(b"\n")
+
+    @property
+    def rows(self) -> int:
+        return self._lines if not self._csv else max(0, self._lines - 1)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,6 +108,25 @@ def test_export_through_the_server_writes_the_rows_of_the_stopped_file(
         return sorted((json.loads(line) for line in lines), key=lambda r: str(r["profile_id"]))
 
     assert rows(live_out) == rows(stopped_out)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_export_through_the_server_into_a_pipe_streams_into_it(
+    served: Server, tmp_path: Path
+) -> None:
+    """A named pipe (or /dev/stdout) is written in place: not replaced by a file, and the
+    rows are counted as they pass (a pipe cannot be read back)."""
+    pipe = tmp_path / "rows.jsonl"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    result = run_cli("export", "--db", str(served.db_path), "--format", "json",
+                     "--out", str(pipe))  # fmt: skip
+    reader.join(timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "exported 3 profiles" in result.stderr
+    assert pipe.is_fifo() and len(received[0].splitlines()) == 3
 
 
 def test_settings_set_through_the_server_moves_the_counts_at_once(served: Server) -> None:
