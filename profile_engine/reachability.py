@@ -88,6 +88,11 @@ def setting(key: str) -> Setting:
         raise SettingError(f"unknown setting {key!r}; known settings: {known}") from None
 
 
+# The largest integer setting: SQL reads integer settings as 32-bit INTEGERs, and no count or
+# limit needs more.
+MAX_INTEGER = 2**31 - 1
+
+
 def parse_value(key: str, text: str) -> SettingValue:
     """The typed value of a setting from command-line text, or SettingError naming the rule."""
     kind = setting(key).kind
@@ -103,7 +108,7 @@ def validate_value(key: str, value: Any) -> SettingValue:
     kind = setting(key).kind
     if kind == "boolean" and isinstance(value, bool):
         return value
-    if kind == "non_negative_integer" and _is_int(value) and value >= 0:
+    if kind == "non_negative_integer" and _is_int(value) and 0 <= value <= MAX_INTEGER:
         return int(value)
     if kind == "string_list" and isinstance(value, list) and all(_is_name(v) for v in value):
         return list(value)
@@ -132,9 +137,9 @@ def _parse_boolean(key: str, text: str) -> bool:
 
 def _parse_non_negative_integer(key: str, text: str) -> int:
     stripped = text.strip()
-    if stripped.isascii() and stripped.isdigit():
+    if stripped.isascii() and stripped.isdigit() and int(stripped) <= MAX_INTEGER:
         return int(stripped)
-    raise SettingError(f"{key}: {text!r} is not a non-negative integer")
+    raise SettingError(f"{key}: {text!r} is not a {_kind_text('non_negative_integer')}")
 
 
 def _parse_string_list(key: str, text: str) -> list[str]:
@@ -149,7 +154,7 @@ def _parse_string_list(key: str, text: str) -> list[str]:
     names = [part.strip() for part in stripped.split(",")] if stripped else []
     if not all(names):
         raise SettingError(f"{key}: {text!r} has an empty name in its comma-separated list")
-    return names
+    return list(validate_value(key, names))  # type: ignore[arg-type]
 
 
 def _is_int(value: Any) -> bool:
@@ -157,13 +162,20 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_name(value: Any) -> bool:
-    return isinstance(value, str) and value != ""
+    """Non-empty text that can be stored (UTF-8: no lone surrogate) and has no NUL."""
+    if not isinstance(value, str) or value == "" or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _kind_text(kind: str) -> str:
     return {
         "boolean": "boolean (true or false)",
-        "non_negative_integer": "non-negative integer",
+        "non_negative_integer": f"whole number from 0 to {MAX_INTEGER:,}",
         "string_list": "list of non-empty names",
     }[kind]
 

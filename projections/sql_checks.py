@@ -61,19 +61,16 @@ READ_TABLE_FUNCTIONS = frozenset(
         "pg_timezone_names",
         "duckdb_columns",
         "duckdb_constraints",
-        "duckdb_databases",
         "duckdb_dependencies",
         "duckdb_functions",
         "duckdb_indexes",
         "duckdb_keywords",
         "duckdb_schemas",
         "duckdb_sequences",
-        "duckdb_settings",
         "duckdb_tables",
         "duckdb_types",
         "duckdb_views",
         "pragma_collations",
-        "pragma_database_size",
         "pragma_show",
         "pragma_storage_info",
         "pragma_table_info",
@@ -81,8 +78,21 @@ READ_TABLE_FUNCTIONS = frozenset(
     }
 )
 
-# Scalar functions with an effect beyond their result.
-REFUSED_SCALAR_FUNCTIONS = frozenset({"nextval", "setval", "write_log", "getenv"})
+# Scalar functions with an effect beyond their result, or that read the machine's settings.
+REFUSED_SCALAR_FUNCTIONS = {
+    "nextval": "changes state",
+    "setval": "changes state",
+    "write_log": "changes state",
+    "getenv": "reads the environment",
+    "current_setting": "reads DuckDB's settings (paths, limits)",
+}
+
+# DuckDB's own catalog views that tell the machine's paths or settings (the database file's
+# path, the memory limit, the secret directory): not the projection's business. (The table
+# functions behind them, duckdb_settings() and duckdb_databases(), are not in the list above.)
+REFUSED_CATALOG_VIEWS = frozenset(
+    {"duckdb_databases", "pragma_database_list", "pg_settings", "duckdb_logs"}
+)
 
 ANALYZE = ("ANALYZE", "ANALYSE")
 WHAT_SQL_RUNS = (
@@ -160,9 +170,21 @@ def walk(tree: object) -> Iterator[Tree]:
 # -- the sql command -----------------------------------------------------------------------
 
 
+def utf8_text(text: str, what: str) -> str:
+    """``text`` when it is valid Unicode text; QueryError otherwise (bytes that are not UTF-8
+    reach Python's arguments as lone surrogates, and so can a JSON \\ud800 escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise QueryError(
+            f"{what} is not valid UTF-8 text (at character {error.start + 1})"
+        ) from None
+    return text
+
+
 def check_read_statement(con: duckdb.DuckDBPyConnection, text: str) -> str:
     """The statement to run for ``text``, or QueryError naming what was refused."""
-    statements = split_statements(con, text)
+    statements = split_statements(con, utf8_text(text, "the statement"))
     if len(statements) != 1:
         raise QueryError(f"give exactly one SQL statement (got {len(statements)})")
     kind, query = statements[0]
@@ -180,6 +202,7 @@ def check_read_statement(con: duckdb.DuckDBPyConnection, text: str) -> str:
 def check_select(con: duckdb.DuckDBPyConnection, text: str) -> str:
     """``text`` when it is one SELECT that only reads the projection."""
     tree = parse_select(con, text)
+    _check_table_names(con, tree)
     macros = _table_macros(con)
     for item in walk(tree):
         node_type = item.get("type")
@@ -202,8 +225,42 @@ def check_select(con: duckdb.DuckDBPyConnection, text: str) -> str:
         if item.get("class") == "FUNCTION":
             name = _function_name(item)
             if name in REFUSED_SCALAR_FUNCTIONS:
-                raise QueryError(f"refused: {name}() changes state; {WHAT_SQL_RUNS}")
+                why = REFUSED_SCALAR_FUNCTIONS[name]
+                raise QueryError(f"refused: {name}() {why}; {WHAT_SQL_RUNS}")
     return text
+
+
+def _check_table_names(con: duckdb.DuckDBPyConnection, tree: Tree) -> None:
+    """Every table a query names is one of the database's tables or views, or a WITH
+    clause's: a quoted name that is not (``FROM 'file.csv'``, ``DESCRIBE 'x.parquet'``) is a
+    file DuckDB would read, which the sandbox still allows in its temporary folder."""
+    ctes = {
+        str(entry["key"]).lower()
+        for item in walk(tree)
+        if isinstance(item.get("cte_map"), dict)
+        for entry in item["cte_map"].get("map", [])
+    }
+    known: set[str] | None = None
+    for item in walk(tree):
+        kind = item.get("type")
+        named = kind == "BASE_TABLE" or (kind == "SHOW_REF" and item.get("show_type") == "SHOW")
+        name = str(item.get("table_name") or "") if named else ""
+        if not name or (name.lower() in ctes and not item.get("schema_name")):
+            continue
+        if known is None:
+            known = _catalog_names(con)
+        if name.lower() not in known:
+            raise QueryError(
+                f"refused: {name!r} is not a table or view of the projection (SHOW TABLES "
+                "lists them); queries read nothing else"
+            )
+
+
+def _catalog_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.execute(
+        "SELECT table_name FROM duckdb_tables() UNION ALL SELECT view_name FROM duckdb_views()"
+    ).fetchall()
+    return {str(name).lower() for (name,) in rows} - REFUSED_CATALOG_VIEWS
 
 
 def _check_explain(con: duckdb.DuckDBPyConnection, text: str) -> str:
@@ -313,6 +370,7 @@ WHERE_EXAMPLE = 'e.g. "email_reachable AND revenue > 100"'
 def check_where(con: duckdb.DuckDBPyConnection, where: str, columns: Sequence[str]) -> Tree:
     """The parse tree of ``where`` when it is one expression over ``columns`` made of
     WHERE_NODES; QueryError naming the first thing refused otherwise."""
+    utf8_text(where, "--where")
     if not where.strip():
         raise QueryError(f"--where is empty; give a condition, {WHERE_EXAMPLE}")
     # Parsed (never run) as the select list of an otherwise empty SELECT: anything beyond one

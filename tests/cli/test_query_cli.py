@@ -144,6 +144,26 @@ def test_profile_table_written_to_a_pipe_keeps_every_value_whole(db_path: Path) 
     assert "│ 2026-01-10T12:00:00Z" in result.output  # a last seen in its table, whole
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("sql", "SELECT '\udcff'"), "the statement is not valid UTF-8 text (at character 9)"),
+        (("profile", "email:\udcff@x.com"), "the identifier is not valid UTF-8 text"),
+        (("export", "--format", "csv", "--out", "x.csv", "--where", "email = '\udcff'"),
+         "--where is not valid UTF-8 text"),
+    ],
+)  # fmt: skip
+def test_arguments_that_are_not_utf8_are_one_line_errors(
+    db: str, args: tuple[str, ...], message: str
+) -> None:
+    """Bytes that are not UTF-8 reach Python's arguments as lone surrogates (\\udcff for
+    0xff); they were tracebacks."""
+    result = run(args[0], "--db", db, *args[1:])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {message}" or message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
 def test_profile_not_found_exits_1(db: str) -> None:
     result = run("profile", "--db", db, "email:nobody@example.com")
     assert result.exit_code == 1

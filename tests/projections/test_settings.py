@@ -59,9 +59,14 @@ def test_values_parse_to_their_type(key: str, text: str, expected: object) -> No
     [
         ("ccpa_blocks.fax", "true", "unknown setting 'ccpa_blocks.fax'"),
         ("ccpa_blocks.email", "yes", "is not a boolean"),
-        ("bounce.soft_bounce_limit", "-1", "is not a non-negative integer"),
-        ("bounce.soft_bounce_limit", "2.5", "is not a non-negative integer"),
+        ("bounce.soft_bounce_limit", "-1", "is not a whole number from 0 to 2,147,483,647"),
+        ("bounce.soft_bounce_limit", "2.5", "is not a whole number from 0"),
+        # Past what SQL reads as an integer: every count would fail until it was reset.
+        ("bounce.soft_bounce_limit", "9223372036854775808", "is not a whole number from 0"),
+        ("bounce.soft_bounce_limit", "2147483648", "is not a whole number from 0"),
         ("mau.excluded_events", "[1, 2]", "is not a list of non-empty names"),
+        ("mau.excluded_events", '["\\ud800"]', "is not a list of non-empty names"),
+        ("mau.excluded_events", "a\ud800", "is not a list of non-empty names"),
         ("mau.excluded_events", "a,,b", "empty name"),
     ],
 )

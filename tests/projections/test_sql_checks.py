@@ -48,8 +48,14 @@ def con(projection: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         ("PRAGMA version", "SELECT * FROM pragma_version()"),
         ("EXPLAIN /* why */ ANALYZE SELECT 1", "EXPLAIN ANALYZE SELECT 1"),
         ("explain select 1", "EXPLAIN select 1"),
+        # Names of the projection, of a WITH clause and of the SQL-standard catalog read on.
+        ("WITH x AS (SELECT 1) SELECT * FROM x, profiles", "WITH x AS (SELECT 1) SELECT * FROM"
+         " x, profiles"),
+        ("SELECT * FROM information_schema.tables", "SELECT * FROM information_schema.tables"),
+        ('SELECT * FROM "Profiles"', 'SELECT * FROM "Profiles"'),
+        ("DESCRIBE profiles", "DESCRIBE profiles"),
     ],
-)
+)  # fmt: skip
 def test_the_statement_that_runs_is_the_one_checked(
     con: duckdb.DuckDBPyConnection, statement: str, runs: str
 ) -> None:
@@ -67,6 +73,23 @@ def test_the_statement_that_runs_is_the_one_checked(
         ("SELECT * FROM main.checkpoint()", "table function checkpoint()"),
         ("SELECT * FROM query_table('profiles')", "table function query_table()"),
         ("SELECT nextval('any_sequence')", "nextval() changes state"),
+        # A quoted name DuckDB would read as a file (the sandbox allows its temporary folder).
+        ("SELECT * FROM 'profiles.duckdb.tmp/secret.csv'", "'profiles.duckdb.tmp/secret.csv'"
+         " is not a table or view of the projection"),
+        ("FROM 'x.duckdb.tmp/*.csv'", "is not a table or view"),
+        ("DESCRIBE 'x.parquet'", "'x.parquet' is not a table or view"),
+        ("SUMMARIZE 'x.csv'", "'x.csv' is not a table or view"),
+        ("SHOW 'x.csv'", "'x.csv' is not a table or view"),
+        ("WITH x AS (SELECT 1) SELECT * FROM main.x", "'x' is not a table or view"),
+        # The machine's paths and settings are not the projection's business.
+        ("SELECT current_setting('secret_directory')", "current_setting() reads DuckDB's"),
+        ("SELECT * FROM duckdb_settings()", "table function duckdb_settings()"),
+        ("CALL duckdb_settings()", "table function duckdb_settings()"),
+        ("SELECT path FROM duckdb_databases()", "table function duckdb_databases()"),
+        ("SELECT * FROM duckdb_databases", "'duckdb_databases' is not a table or view"),
+        ("SELECT * FROM pragma_database_list", "is not a table or view"),
+        ("SELECT * FROM pg_catalog.pg_settings", "'pg_settings' is not a table or view"),
+        ("SELECT * FROM pragma_database_size()", "table function pragma_database_size()"),
         ("EXPLAIN ANALYZE INSTALL httpfs", "only a SELECT may be explained"),
         ("EXPLAIN ANALYZE SELECT 1; SELECT 2", "exactly one SQL statement (got 2)"),
         ("EXPLAIN (FORMAT json) SELECT 1", "EXPLAIN options"),
