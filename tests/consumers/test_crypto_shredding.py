@@ -197,12 +197,11 @@ def test_an_erasure_leaves_no_readable_byte_of_the_person_anywhere(
     for lookup in (f"email:{BOB_EMAIL}", f"email:{CAROL_EMAIL}"):
         pages = [profile(db, lookup) for db in (consumed, rebuilt, from_archive)]
         assert pages[0] is not None and pages[0] == pages[1], lookup
-        # (A file replays partition by partition: the profile may be created by another of
-        # the person's events, so its id differs; what the page says of them does not.)
-        assert pages[2] is not None
-        assert [pages[0][k] for k in ("identifiers", "traits", "reachable")] == [
-            pages[2][k] for k in ("identifiers", "traits", "reachable")
-        ], lookup
+        # The archive holds the topic in the fold's order: the same profiles, ids included
+        # (the timeline aside: without the delete, Bob's event keeps Ann's sealed email).
+        assert {k: v for k, v in pages[0].items() if k != "timeline"} == {
+            k: v for k, v in (pages[2] or {}).items() if k != "timeline"
+        }, lookup
     carol, bob = json.dumps(pages[0]), json.dumps(profile(consumed, f"email:{BOB_EMAIL}"))
     assert CAROL_EMAIL in carol and "Carol" in carol and "carol-2" in carol
     assert BOB_EMAIL in bob and "Silver" in bob and ANN_EMAIL not in bob
