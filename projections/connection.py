@@ -209,7 +209,12 @@ class ProjectionLock:
         self._handle: IO[str] | None = None
 
     def acquire(self) -> ProjectionLock:
-        handle = self.path.open("a+")
+        try:
+            handle = self.path.open("a+")
+        except OSError as error:  # no such folder, no permission: the database cannot be there
+            raise ProjectionUnavailable(
+                f"cannot use {self.db_path}: {error.strerror or error} ({self.path})"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -32,6 +33,16 @@ def bootstrap_option(func: F) -> F:
     )(func)
 
 
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def checked_topic(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A legal Kafka topic name (Kafka's own rule), or a usage error naming it."""
+    if value is None or (_TOPIC_NAME.fullmatch(value) and value not in (".", "..")):
+        return value
+    raise click.BadParameter(f"{value!r} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)")
+
+
 def topic_option(func: F) -> F:
     return click.option(
         "--topic",
@@ -39,6 +50,7 @@ def topic_option(func: F) -> F:
         default=DEFAULT_TOPIC,
         show_default=True,
         show_envvar=True,
+        callback=checked_topic,
         help="Topic of profile events.",
     )(func)
 
@@ -50,6 +62,7 @@ def dead_letter_topic_option(func: F) -> F:
         default=DEFAULT_DEAD_LETTER_TOPIC,
         show_default=True,
         show_envvar=True,
+        callback=checked_topic,
         help="Topic that receives messages that could not be folded.",
     )(func)
 

@@ -14,6 +14,7 @@ import click
 
 from profile_engine.cli.common import UserError
 from profile_engine.events import datetime_to_us, iso_from_us
+from profile_engine.rules import FILES_WINDOW
 from profile_engine.synthetic import (
     DEFAULT_DAYS,
     DEFAULT_INVALID_RATE,
@@ -25,6 +26,9 @@ from profile_engine.synthetic import (
 BATCH_LINES = 8192
 # Below this the run is too short for a progress bar to be worth drawing.
 PROGRESS_MIN_EVENTS = 200_000
+
+
+DAY_US = 86_400_000_000
 
 
 def parse_start(text: str) -> int:
@@ -144,6 +148,13 @@ def generate(
     with a few minutes of jitter. The output is deterministic for a given seed.
     """
     start_us = parse_start(start)
+    window = FILES_WINDOW
+    if start_us < window.earliest_us or start_us + round(days * DAY_US) > window.latest_us:
+        first, last = iso_from_us(window.earliest_us), iso_from_us(window.latest_us)
+        raise UserError(
+            f"--start and --days: the events must fall between {first} and {last} (the "
+            "event-time window of a file)"
+        )
     lines = generate_line_bytes(event_count, seed, start_us, days, invalid_rate)
     target = "stdout" if out_path in (None, "-") else out_path
     started = time.perf_counter()

@@ -121,3 +121,25 @@ def test_the_cli_batch_size_default_is_the_consumers() -> None:
 
     (option,) = command.__click_params__  # type: ignore[attr-defined]
     assert option.default == DEFAULT_BATCH_SIZE
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("rebuild", "--from-file", "{source}"),
+        ("consume", "--once", "--bootstrap-servers", "127.0.0.1:1"),
+        ("settings", "set", "bounce.soft_bounce_limit", "3"),
+    ],
+)
+def test_a_database_in_a_folder_that_does_not_exist_is_one_line(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """The lock beside the database could not be created: that was a traceback."""
+    source = write_log(tmp_path / "log.jsonl")
+    db = tmp_path / "no-such-folder" / "p.duckdb"
+    args = [part.format(source=source) for part in command]
+    result = run_cli(*args, "--db", str(db))
+    assert result.returncode == 78, result.stderr
+    assert result.stderr.strip() == (
+        f"Error: cannot use {db}: No such file or directory ({db}.lock)"
+    )

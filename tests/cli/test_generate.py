@@ -73,3 +73,13 @@ def test_events_is_required_and_help_describes_the_stream() -> None:
     assert missing.exit_code != 0 and "--events" in missing.stderr
     help_text = invoke("--help").stdout
     assert "JSON Lines" in help_text and "--invalid-rate" in help_text
+
+
+def test_a_window_outside_what_a_file_accepts_is_one_line() -> None:
+    """Events past 2100 would all be refused when folded (and past 9999 they overflowed)."""
+    result = invoke("-n", "10", "--start", "9999-12-31T00:00:00Z")
+    assert result.exit_code == 1
+    assert "--start and --days: the events must fall between 2000-01-01T00:00:00Z and" in (
+        result.output
+    )
+    assert invoke("-n", "1", "--start", "2099-12-31T00:00:00Z", "--days", "2").exit_code == 1

@@ -345,3 +345,12 @@ def _wait_until_the_topic_holds_messages(
         assert publisher.poll() is None, publisher.communicate()
         assert time.monotonic() < deadline, "publish sent nothing"
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize("topic", ["", "bad topic!", "..", "x" * 250])
+def test_a_topic_name_kafka_refuses_is_a_usage_error(tmp_path: Path, topic: str) -> None:
+    source = tmp_path / "e.jsonl"
+    source.write_text("")
+    result = invoke("publish", str(source), "--topic", topic, "--bootstrap-servers", "127.0.0.1:1")
+    assert result.exit_code == 2
+    assert "is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)" in result.output
