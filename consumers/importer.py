@@ -29,8 +29,11 @@ from profile_engine.attributes import AttributeRegistry
 from profile_engine.csv_import import (
     HeaderError,
     ImportColumns,
+    LineTap,
+    Malformed,
     Reject,
     RowConverter,
+    malformed_reject,
     plan_columns,
     read_records,
     reject_row,
@@ -190,9 +193,10 @@ class CsvImport:
             self.path.open(encoding="utf-8-sig", newline="") as handle,
             _RejectsFile(self.rejects_path, self.columns.header) as rejects,
         ):
-            reader = csv.reader(handle, strict=True)
+            tap = LineTap(handle)
+            reader = csv.reader(tap, strict=True)
             next(reader)  # the header, already checked
-            for done, (line, cells) in enumerate(read_records(reader), start=1):
+            for done, (line, cells) in enumerate(read_records(reader, tap), start=1):
                 result = self._row(converter, encoder, batcher, clock, line, cells)
                 if result is None:
                     counts.accepted += 1
@@ -227,11 +231,11 @@ class CsvImport:
         batcher: Batcher,
         clock: int,
         line: int,
-        cells: list[str] | str,
+        cells: list[str] | Malformed,
     ) -> Reject | None:
         """None when the row joined a batch, else its Reject."""
-        if isinstance(cells, str):
-            return Reject(line, [], cells)
+        if isinstance(cells, Malformed):
+            return malformed_reject(line, cells)
         result = converter.convert(line, cells)
         if isinstance(result, Reject):
             return result

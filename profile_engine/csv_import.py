@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from profile_engine.attributes import AttributeRegistry, TextParser, TraitScalar
 from profile_engine.errors import BadInput
@@ -203,34 +204,74 @@ def _as_column_reason(reason: str) -> str:
     return reason
 
 
-def read_records(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str] | str]]:
-    """(first line of the record, cells) per record, or (line, csv error text).
+class LineTap:
+    """The lines a csv.reader reads, kept since the last ``clear()``: the raw text of a record
+    the reader cannot parse, so that it reaches the rejects file whole."""
 
-    ``reader`` is a csv.reader; a record may span lines (quoted newlines), so the line
-    reported is where the record starts. Blank lines are skipped.
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._lines = iter(lines)
+        self.taken: list[str] = []
+
+    def __iter__(self) -> LineTap:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.taken.append(line)
+        return line
+
+    def clear(self) -> None:
+        self.taken.clear()
+
+
+class Malformed(NamedTuple):
+    """A record the CSV reader could not parse: why, and its lines as read."""
+
+    reason: str
+    raw: str
+
+
+def read_records(
+    reader: Iterator[list[str]], tap: LineTap | None = None
+) -> Iterator[tuple[int, list[str] | Malformed]]:
+    """(first line of the record, cells) per record, or (line, Malformed).
+
+    ``reader`` is a csv.reader (over ``tap``, when given: then a malformed record keeps its
+    raw lines); a record may span lines (quoted newlines), so the line reported is where the
+    record starts. Blank lines are skipped.
     """
     line_num = getattr(reader, "line_num", 0)
     while True:
         start = line_num + 1
+        if tap is not None:
+            tap.clear()
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as error:
             line_num = getattr(reader, "line_num", line_num + 1)
-            yield start, f"malformed CSV: {error}"
+            raw = "".join(tap.taken) if tap is not None else ""
+            lines = f"line {start}" if line_num <= start else f"lines {start}-{line_num}"
+            kept = f"; {lines} kept as read in the first column" if raw else ""
+            yield start, Malformed(f"malformed CSV: {error}{kept}", raw)
             continue
         line_num = getattr(reader, "line_num", line_num + 1)
         if cells:
             yield start, cells
 
 
+def malformed_reject(line: int, record: Malformed) -> Reject:
+    """A malformed record's reject: its raw lines in the first column, nothing lost."""
+    return Reject(line, [record.raw.rstrip("\r\n")] if record.raw else [], record.reason)
+
+
 def convert_records(
-    converter: RowConverter, records: Iterable[tuple[int, list[str] | str]]
+    converter: RowConverter, records: Iterable[tuple[int, list[str] | Malformed]]
 ) -> Iterator[Identify | Reject]:
     for line, cells in records:
-        if isinstance(cells, str):
-            yield Reject(line, [], cells)
+        if isinstance(cells, Malformed):
+            yield malformed_reject(line, cells)
         else:
             yield converter.convert(line, cells)
 

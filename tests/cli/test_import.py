@@ -197,6 +197,26 @@ def test_mixed_file_publishes_valid_rows_and_keeps_the_invalid_ones(
 
 
 @pytest.mark.kafka
+def test_a_quote_never_closed_keeps_the_lines_it_took_in_the_rejects_file(
+    attrs: Path, tmp_path: Path, kafka_bootstrap: str, fresh_topic: str
+) -> None:
+    """The reader cannot tell where the record should have ended: what it read goes to the
+    rejects file whole (it was a reason alone, and two good-looking rows were lost)."""
+    data = tmp_path / "unterm.csv"
+    data.write_text('email,note\ng3@example.com,"unterminated\nh@example.com,x\ni@example.com,y\n')
+    result = CliRunner().invoke(cli, import_args(data, attrs, kafka_bootstrap, fresh_topic))
+    assert result.exit_code == 1
+    assert "0 accepted, 1 rejected" in result.stdout
+    with (tmp_path / "unterm.rejects.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[1] == [
+        'g3@example.com,"unterminated\nh@example.com,x\ni@example.com,y',
+        "",
+        "line 2: malformed CSV: unexpected end of data; lines 2-4 kept as read in the first column",
+    ]
+
+
+@pytest.mark.kafka
 def test_re_importing_a_file_sends_the_same_event_ids(
     attrs: Path, tmp_path: Path, kafka_bootstrap: str, fresh_topic: str
 ) -> None:

@@ -11,6 +11,7 @@ import pytest
 from profile_engine.attributes import AttributeRegistry
 from profile_engine.csv_import import (
     HeaderError,
+    LineTap,
     Reject,
     RowConverter,
     convert_records,
@@ -216,6 +217,23 @@ def test_an_unclosed_quote_at_the_end_is_rejected_not_swallowed(
     assert isinstance(results[0], Identify)
     assert isinstance(results[1], Reject)
     assert results[1].message == "line 3: malformed CSV: unexpected end of data"
+
+
+def test_a_malformed_record_keeps_its_lines_as_read_for_the_rejects_file(
+    registry: AttributeRegistry,
+) -> None:
+    """A quote opened and never closed takes the lines after it into one record: they reach
+    the rejects file whole, not as a reason alone."""
+    text = 'email,note\ng3@example.com,"unterminated\nh@example.com,x\ni@example.com,y\n'
+    tap = LineTap(io.StringIO(text, newline=""))
+    reader = csv.reader(tap, strict=True)
+    columns = plan_columns(next(reader), registry, "email", None)
+    converter = RowConverter(columns, DIGEST, TS_US)
+    (reject,) = convert_records(converter, read_records(reader, tap))
+    assert isinstance(reject, Reject)
+    expected = "line 2: malformed CSV: unexpected end of data; lines 2-4 kept as read"
+    assert reject.message == f"{expected} in the first column"
+    assert reject.cells == ['g3@example.com,"unterminated\nh@example.com,x\ni@example.com,y']
 
 
 # --- the same rule book as every other way in -----------------------------------------------
