@@ -276,6 +276,7 @@ class ProjectionStore:
         # or the connection was given (the server's, sandboxed: its settings are locked, so
         # the server reopens it with a new limit instead; see projections.live).
         self._reserved_for: int | None = None
+        self._pending_source: str | None = None  # the topic, recorded with the first batch
         # The master key of a keyed projection (set by projections.sealed.check_keying): an
         # erasure opens the values it takes with it, to find them in dead letters.
         self.ring: KeyRing | None = None
@@ -333,10 +334,14 @@ class ProjectionStore:
         return policy
 
     def check_source(self, topic: str, *, replace: bool = False) -> None:
-        """A projection folds one topic: record it, and refuse another one later."""
+        """A projection folds one topic: record it, and refuse another one later. A consumer
+        records it with its first batch (a mistyped topic on the first run, which folds
+        nothing, ties the database to nothing); a rebuild at once (``replace``)."""
         stored = self.get_meta("source_topic")
-        if stored is None or replace:
+        if replace:
             self.set_meta("source_topic", topic)
+        elif stored is None:
+            self._pending_source = topic
         elif stored != topic:
             raise ProjectionConfigError(
                 f"{self.db_path} was built from topic {stored!r}, not {topic!r}; rebuild it "
@@ -413,11 +418,17 @@ class ProjectionStore:
         from projections.batch_writer import write_changes, write_dead_letters, write_offsets
 
         with write_errors(self.db_path), self.transaction() as con:
+            if self._pending_source is not None:
+                con.execute("DELETE FROM projection_meta WHERE key = 'source_topic'")
+                con.execute(
+                    "INSERT INTO projection_meta VALUES ('source_topic', ?)", [self._pending_source]
+                )
             if changes is not None:
                 write_changes(con, changes, dead_letters, self.ring)
             else:
                 write_dead_letters(con, dead_letters)
             write_offsets(con, offsets)
+        self._pending_source = None
         self._refit_limit()
 
     def _refit_limit(self) -> None:

@@ -43,6 +43,13 @@ def checked_topic(ctx: click.Context, param: click.Parameter, value: str | None)
     raise click.BadParameter(f"{value!r} is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)")
 
 
+def checked_dead_letter_topic(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
+    """A legal topic name, or "" for none."""
+    return value if value == "" else checked_topic(ctx, param, value)
+
+
 def topic_option(func: F) -> F:
     return click.option(
         "--topic",
@@ -62,7 +69,7 @@ def dead_letter_topic_option(func: F) -> F:
         default=DEFAULT_DEAD_LETTER_TOPIC,
         show_default=True,
         show_envvar=True,
-        callback=checked_topic,
+        callback=checked_dead_letter_topic,
         help="Topic that receives messages that could not be folded.",
     )(func)
 

@@ -87,6 +87,20 @@ def test_consume_names_a_missing_topic(kafka_bootstrap: str, db_path: Path) -> N
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.kafka
+def test_a_mistyped_topic_on_the_first_run_does_not_tie_the_database_to_it(
+    kafka_bootstrap: str, fresh_topic: str, db_path: Path
+) -> None:
+    """Nothing was folded from the mistyped topic: the right one is taken on the next run.
+    (Once something was folded, another topic is refused: tests/cli/test_projection_lock_cli.)"""
+    mistyped = run_cli("consume", "--db", str(db_path), "--once", "--topic", "no-such-topic-x",
+                       "--bootstrap-servers", kafka_bootstrap)  # fmt: skip
+    assert mistyped.returncode == 78
+    right = run_cli("consume", "--db", str(db_path), "--once", "--topic", fresh_topic,
+                    "--bootstrap-servers", kafka_bootstrap, "--dead-letter-topic", "")  # fmt: skip
+    assert right.returncode == 0, right.stderr
+
+
 def test_a_rebuild_gives_registered_traits_their_sql_types(tmp_path: Path, db_path: Path) -> None:
     registry = tmp_path / "attributes.json"
     assert (
