@@ -154,12 +154,16 @@ def consume(
     options: ConsumeOptions | None = None,
 ) -> FoldStats:
     options = options or ConsumeOptions()
-    with ProjectionLock(db_path, "consume"), ProjectionStore(db_path) as store:
+    # The lock says what it folds: `status` reads the consumer group of that topic meanwhile.
+    holding = {"topic": topic, "group_id": options.group_id or ""}
+    with ProjectionLock(db_path, "consume", holding), ProjectionStore(db_path) as store:
         if registry is not None:
             refresh_typed_traits_view(store.con, registry)
         if not options.group_id:
             return consume_into(store, bootstrap_servers, topic, dead_letter_topic, config, options)
         mirror = GroupMirror(bootstrap_servers, topic, options.group_id)
+        # The group starts where the projection stands, not where a batch first moves it.
+        mirror.committed(store.offsets(topic))
         chained = options.after_commit
 
         def after_commit(offsets: list[TopicOffset], stats: FoldStats) -> None:

@@ -17,9 +17,10 @@ itself) is refused by the statement checks of ``projections.sql_checks`` before 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
@@ -44,12 +45,38 @@ def describe_lock_error(db_path: str, error: BaseException) -> str | None:
     if "Could not set lock" not in text and "Conflicting lock" not in text:
         return None
     holder = re.search(r"\(PID (\d+)\)", text)
-    who = f"process {holder.group(1)}" if holder else "another process"
+    pid = holder.group(1) if holder else None
+    ours, _ = lock_holder(db_path)
+    if ours is not None and pid is not None and f"(pid {pid})" in ours:
+        what = ours.split("`")[1] if ours.count("`") >= 2 else ours
+        return (
+            f"{db_path} is locked by {ours}, which holds it for writing (DuckDB allows one "
+            f"writing process and no readers beside it); stop `{what}` or wait for it to "
+            "finish, then retry"
+        )
+    who = f"process {pid}" if pid else "another process"
     return (
         f"{db_path} is locked by {who}, which holds it for writing (DuckDB allows one "
-        "writing process and no readers beside it); stop `profile-engine consume` or wait "
-        "for the fold to finish, then retry"
+        "writing process and no readers beside it); stop it or wait for it to finish, then "
+        "retry"
     )
+
+
+def lock_holder(db_path: str | Path) -> tuple[str | None, dict[str, str]]:
+    """Who holds ``<db>.lock`` (``ProjectionLock``): its one-line description and the details
+    it recorded (the topic and consumer group of a consumer), or (None, {}) when no one."""
+    try:
+        text = _companion(Path(db_path), ".lock").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None, {}
+    first, _, rest = text.strip().partition("\n")
+    try:
+        details = json.loads(rest) if rest else {}
+    except json.JSONDecodeError:
+        details = {}
+    if not isinstance(details, dict):
+        details = {}
+    return (first or None), {str(k): str(v) for k, v in details.items()}
 
 
 def connect(db_path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -202,10 +229,14 @@ class ProjectionLock:
     lost to a swap.
     """
 
-    def __init__(self, db_path: str | Path, purpose: str) -> None:
+    def __init__(
+        self, db_path: str | Path, purpose: str, details: Mapping[str, str] | None = None
+    ) -> None:
+        """``details``: recorded beside the holder's name for others to read (lock_holder)."""
         self.path = _companion(Path(db_path), ".lock")
         self.db_path = str(db_path)
         self.purpose = purpose
+        self.details = dict(details or {})
         self._handle: IO[str] | None = None
 
     def acquire(self) -> ProjectionLock:
@@ -219,7 +250,7 @@ class ProjectionLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().strip().partition("\n")[0] or "another process"
             handle.close()
             raise DatabaseBusy(
                 f"{self.db_path} is in use by {holder}; {self.purpose} has to wait until it stops"
@@ -227,6 +258,8 @@ class ProjectionLock:
         handle.seek(0)
         handle.truncate()
         handle.write(f"`profile-engine {self.purpose}` (pid {os.getpid()})")
+        if self.details:
+            handle.write("\n" + json.dumps(self.details))
         handle.flush()
         self._handle = handle
         return self

@@ -47,6 +47,7 @@ def status(
 def _status(db_path: str, bootstrap_servers: str, topic: str, group_id: str) -> dict[str, Any]:
     from profile_engine.server.client import ServerClient
     from profile_engine.server.discovery import running_server
+    from projections.connection import lock_holder
     from projections.live import fold_position
     from projections.readonly import DatabaseBusy, read_projection
 
@@ -57,7 +58,11 @@ def _status(db_path: str, bootstrap_servers: str, topic: str, group_id: str) -> 
         if server is not None:
             return {"source": "server", "server": server.url, **ServerClient(server).status()}
         # DuckDB lets no reader beside the process that writes (`consume`): the offsets it
-        # mirrors to the consumer group stand in for the projection's, of the topic named.
+        # mirrors to the consumer group stand in for the projection's, of the topic it folds
+        # (its lock says which; --topic and --group-id otherwise).
+        _, holding = lock_holder(db_path)
+        topic = holding.get("topic") or topic
+        group_id = holding.get("group_id") or group_id
         document = _from_kafka(bootstrap_servers, topic, group_id, None)
         return {"source": "consumer_group", "state": "held", "error": None,
                 "held_by": first_line(busy), **document}  # fmt: skip
@@ -133,8 +138,8 @@ def _source(document: dict[str, Any]) -> str:
         return f"the server at {document['server']}"
     if document["source"] == "consumer_group":
         return (
-            f"consumer group {document['group_id']}, topic --topic (the projection cannot be "
-            "read while another process writes it)"
+            f"consumer group {document['group_id']} of topic {document['topic']} (the "
+            "projection cannot be read while another process writes it)"
         )
     return "the projection (no process folds it)"
 

@@ -109,7 +109,8 @@ def test_while_consume_holds_it_the_offsets_come_from_the_consumer_group(
         fresh_dead_letter_topic,
     )
     try:
-        args = ("--bootstrap-servers", kafka_bootstrap, "--topic", fresh_topic)
+        # No --topic: the consumer's lock says which topic and group it folds.
+        args = ("--bootstrap-servers", kafka_bootstrap)
         deadline = time.monotonic() + 60
         while not db.exists():  # consume creates it as it starts
             assert time.monotonic() < deadline, consume.stderr_lines
@@ -120,7 +121,8 @@ def test_while_consume_holds_it_the_offsets_come_from_the_consumer_group(
             time.sleep(0.5)  # the group's offsets follow each committed batch
             document = status(db, *args)
         assert document["source"] == "consumer_group" and document["state"] == "held"
-        assert f"locked by process {consume.process.pid}" in document["held_by"]
+        assert document["topic"] == fresh_topic and document["group_id"] == "profile-engine"
+        assert f"`profile-engine consume` (pid {consume.process.pid})" in document["held_by"]
         assert sum(next_offset for next_offset, _ in offsets(document).values()) == total
     finally:
         consume.kill()
