@@ -14,6 +14,7 @@ same ones the Avro decoder and the CSV importer apply.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -55,11 +56,34 @@ class IdentifiersIn(BaseModel):
         return rules.scalar_id(value)
 
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 class _EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False)
     event_id: str | None = None
     timestamp: datetime
     identifiers: IdentifiersIn
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _iso_text(cls, value: object) -> object:
+        # Left to itself the parser reads a number (or a numeric string) as seconds or
+        # milliseconds since the epoch, guessing which: the contract is ISO-8601 text.
+        if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
+            return value
+        if value is None:
+            given = "null"
+        elif isinstance(value, bool):
+            given = "a boolean"
+        elif isinstance(value, int | float | str):
+            given = "a number"
+        else:
+            given = f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+        raise ValueError(
+            "timestamp must be ISO-8601 text with a UTC offset (e.g. 2026-01-01T10:00:00Z), "
+            f"not {given}"
+        )
 
     @field_validator("timestamp")
     @classmethod

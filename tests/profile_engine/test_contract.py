@@ -103,6 +103,22 @@ def test_unparseable_or_missing_timestamp_names_the_field(timestamp: Any) -> Non
     )
 
 
+@pytest.mark.parametrize(
+    ("timestamp", "given"),
+    [(1700000000, "a number"), ("1700000000", "a number"), (1.7e9, "a number"),
+     ("1.7e12", "a number"), (True, "a boolean"), (None, "null"), ([2026], "a JSON array")],
+)  # fmt: skip
+def test_a_timestamp_that_is_not_iso_text_is_refused_not_read_as_epoch(
+    timestamp: Any, given: str
+) -> None:
+    """The parser underneath reads numbers as seconds or milliseconds since the epoch,
+    guessing which; the contract is ISO-8601 text with an offset."""
+    assert rejection({**event("ccpa", request="delete"), "timestamp": timestamp}) == (
+        "timestamp: timestamp must be ISO-8601 text with a UTC offset (e.g. "
+        f"2026-01-01T10:00:00Z), not {given}"
+    )
+
+
 def test_missing_identifiers_is_an_error() -> None:
     raw = event("ccpa", request="delete")
     del raw["identifiers"]
