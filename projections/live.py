@@ -54,6 +54,7 @@ from projections.store import (
 
 SEARCH_MAX_LIMIT = 200
 TIMELINE_MAX_LIMIT = 200
+SQL_MAX_BYTES = 16 * 1024 * 1024  # of values in one answer
 SQL_MAX_ROWS = 1_000_000
 EXPORT_BATCH_ROWS = 10_000
 NAME_TRAITS = ("first_name", "last_name")
@@ -568,7 +569,7 @@ def run_sql_limited(
     timer.start()
     try:
         result = con.execute(statement)
-        rows = result.fetchmany(max_rows + 1)
+        rows, over_budget = _rows_within_budget(result, max_rows + 1)
     except duckdb.InterruptException:
         raise queries.QueryError(f"query stopped after {timeout_s:g} s") from None
     except duckdb.Error as error:
@@ -576,7 +577,27 @@ def run_sql_limited(
     finally:
         timer.cancel()
     columns = [d[0] for d in result.description] if result.description else []
-    return SqlResult(columns, rows[:max_rows], len(rows) > max_rows)
+    return SqlResult(columns, rows[:max_rows], over_budget or len(rows) > max_rows)
+
+
+def _rows_within_budget(
+    result: duckdb.DuckDBPyConnection, wanted: int
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """Up to ``wanted`` rows, fewer when their values pass SQL_MAX_BYTES (a few wide rows can
+    weigh hundreds of megabytes: the answer is held whole and sent as one JSON document);
+    True when some were left out for that."""
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    while len(rows) < wanted:
+        chunk = result.fetchmany(min(1_000, wanted - len(rows)))
+        if not chunk:
+            break
+        for row in chunk:
+            size += sum(len(v) if isinstance(v, str | bytes) else 8 for v in row)
+            if size > SQL_MAX_BYTES:
+                return rows, True
+            rows.append(row)
+    return rows, False
 
 
 # -- export, streamed -------------------------------------------------------------------------

@@ -125,7 +125,9 @@ class SqlQuery(BaseModel):
 class SqlAnswer(BaseModel):
     columns: list[str]
     rows: list[list[Any]]
-    truncated: bool = Field(description="more rows than the limit existed")
+    truncated: bool = Field(
+        description="more rows existed than the limit, or than 16 MB of values, let through"
+    )
 
 
 class SettingChange(BaseModel):

@@ -176,6 +176,17 @@ def test_sql_rows_are_limited_and_a_long_query_is_stopped(projection: LiveProjec
     projection.close()
 
 
+def test_sql_rows_stop_at_the_answers_byte_budget(projection: LiveProjection) -> None:
+    """400 rows of 100 kB each are 40 MB of values, past what one answer holds."""
+    wide = "SELECT i, repeat('x', 100000) AS v FROM range(400) AS t(i)"
+    with projection.reading() as con:
+        result = live.run_sql_limited(con, wide, 1000, timeout_s=30)
+    projection.close()
+    assert result.truncated
+    assert len(result.rows) == live.SQL_MAX_BYTES // (100_000 + 8)
+    assert [row[0] for row in result.rows] == list(range(len(result.rows)))
+
+
 @pytest.mark.parametrize("output_format", ["csv", "json"])
 def test_export_chunks_hold_the_rows_of_export(
     projection: LiveProjection, tmp_path: Path, output_format: str
