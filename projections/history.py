@@ -113,7 +113,7 @@ def counts_as_of(
         "total": row["total"],
         "reachable_any": row["reachable_any"],
         "mau": row["mau"],
-        "month": day.strftime("%Y-%m"),
+        "month": f"{day.year:04d}-{day.month:02d}",  # strftime writes year 1 as "1"
         "channels": {
             name: {
                 "reachable": row[f"{name}_reachable"],

@@ -43,7 +43,7 @@ from projections.sql_checks import (
 )
 from projections.typed_traits import quote_identifier, quote_literal
 
-MONTH_PATTERN = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+MONTH_PATTERN = re.compile(r"^(?!0000)\d{4}-(0[1-9]|1[0-2])$")
 LOOKUP_TYPES = (*ID_PRIORITY, "profile_id")
 TIMELINE_LENGTH = 20
 EXPORT_FORMATS = ("csv", "json")

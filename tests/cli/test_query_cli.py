@@ -99,10 +99,17 @@ def test_counts_csv_and_table(db: str) -> None:
     assert "MAU 2026-01" in as_table.output and "email" in as_table.output
 
 
-def test_counts_bad_month_is_a_one_line_error(db: str) -> None:
-    result = run("counts", "--db", db, "--month", "January")
+@pytest.mark.parametrize("month", ["January", "2026-13", "0000-01"])
+def test_counts_bad_month_is_a_one_line_error(db: str, month: str) -> None:
+    result = run("counts", "--db", db, "--month", month)
     assert result.exit_code == 1
     assert "YYYY-MM" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_counts_as_of_a_day_of_year_one_names_its_month_in_four_digits(db: str) -> None:
+    result = run("counts", "--db", db, "--as-of", "0001-01-01", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["month"] == "0001-01"  # strftime wrote "1-01"
 
 
 def test_counts_on_a_missing_database_says_so(tmp_path: Path) -> None:
