@@ -54,11 +54,14 @@ class PerChangeCache:
         self._asked: dict[Hashable, tuple[Callable[[], Any], float]] = {}
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        value = self._get(key, compute)
+        # Kept warm only once it was answered: a request refused (a month 2026-13) would be
+        # computed, and refused, again after every batch.
         with self._lock:
             if len(self._asked) >= MAX_ENTRIES:
                 self._asked.clear()
             self._asked[key] = (compute, time.monotonic())
-        return self._get(key, compute)
+        return value
 
     def refresh(self, now: float | None = None) -> int:
         """Compute again every answer asked for in the last WARM_FOR_S that is not current;
@@ -69,7 +72,12 @@ class PerChangeCache:
         version = self._version()
         stale = [(k, c) for k, c in asked if self._fresh(k, version) is None]
         for key, compute in stale:
-            self._get(key, compute)
+            try:
+                self._get(key, compute)
+            except Exception as error:  # the asker meets it again, with its answer
+                with self._lock:
+                    self._asked.pop(key, None)  # not computed again until asked again
+                log.warning("keeping an answer warm failed: %s", first_line(error))
         return len(stale)
 
     def keep_warm(self, stop: threading.Event) -> None:
@@ -79,10 +87,7 @@ class PerChangeCache:
             version = self._version()
             if version != seen:
                 seen = version
-                try:
-                    self.refresh()
-                except Exception as error:  # the asker meets it again, with its answer
-                    log.warning("keeping answers warm failed: %s", first_line(error))
+                self.refresh()
 
     def _get(self, key: Hashable, compute: Callable[[], T]) -> T:
         version = self._version()  # read before computing: a later change invalidates it

@@ -134,6 +134,34 @@ def test_after_a_change_the_answers_asked_for_lately_are_computed_before_anyone_
     assert computed == [("counts", 0), ("daily", 0), ("counts", 1), ("daily", 1)]
 
 
+def test_a_refused_request_is_not_kept_warm_and_a_failing_one_leaves_the_others_warm() -> None:
+    """A month 2026-13 was computed, and refused, again after every batch; and one answer
+    failing while kept warm stopped the others from being computed."""
+    version = [0]
+    cache = PerChangeCache(lambda: version[0])
+    computed: list[str] = []
+
+    def refused() -> str:
+        computed.append("refused")
+        raise ValueError("month '2026-13' is not YYYY-MM")
+
+    def breaks_later() -> str:
+        computed.append("later")
+        if version[0]:
+            raise RuntimeError("the database went away")
+        return "fine"
+
+    with pytest.raises(ValueError):
+        cache.get("bad month", refused)
+    cache.get("a", breaks_later)
+    cache.get("b", lambda: computed.append("b") or "b")  # type: ignore[func-returns-value]
+    version[0] = 1
+    assert cache.refresh() == 2  # "a" and "b", not the refused one
+    assert computed == ["refused", "later", "b", "later", "b"]
+    version[0] = 2
+    assert cache.refresh() == 1  # "a" failed: asked for again before it is kept warm again
+
+
 def test_answers_nobody_asked_for_lately_are_left_cold() -> None:
     version = [0]
     cache = PerChangeCache(lambda: version[0])
