@@ -31,7 +31,7 @@ import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from profile_engine import rules
-from profile_engine.batch_fold import Prepared, order_of
+from profile_engine.batch_fold import Prepared, keyed_order, order_of
 from profile_engine.crypto import (
     BLIND_BYTES,
     ERASED,
@@ -323,7 +323,7 @@ def open_sealed(record: dict[str, Any], opener: Opener, read: RecordReader) -> P
     keys = [key for key in wrapped if key is not None]
     if len(keys) == len(wrapped):
         event = _opened_event(record, sealed, keys, opener, read)
-        order = order_of(event) if isinstance(event, Track) else None
+        order = keyed_order(order_of(event), opener.ring) if isinstance(event, Track) else None
     else:
         # An erased key: nothing personal can be read or checked any more; the clear part
         # is still validated, with stand-ins for the sealed values.
