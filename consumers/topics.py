@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import NoError, TopicAlreadyExistsError, for_code
 
 from consumers.kafka_client import kafka_errors
@@ -25,6 +26,8 @@ class TopicError(NeedsOperator):
 class TopicsReport:
     created: list[str] = field(default_factory=list)
     existed: list[str] = field(default_factory=list)
+    # Existing topics whose settings were brought to what this release needs.
+    configured: list[str] = field(default_factory=list)
 
 
 def create_topics(
@@ -52,8 +55,9 @@ def create_topics(
             "configs": KEEP_FOREVER,
         },
     }
+    keys = key_topic or key_topic_for(topic)
     if with_key_topic:
-        wanted[key_topic or key_topic_for(topic)] = {
+        wanted[keys] = {
             "num_partitions": KEY_TOPIC_PARTITIONS,
             "replication_factor": replication_factor,
             "configs": KEY_TOPIC_CONFIG,
@@ -65,11 +69,25 @@ def create_topics(
         response = admin.create_topics(wanted, raise_errors=False)
         for result in response["topics"]:
             _classify(result, report)
+        if with_key_topic and keys in report.existed:
+            # The erasure bound rests on these settings (README): a key topic made before them,
+            # or by hand, gets them too.
+            _set_configs(admin, keys, KEY_TOPIC_CONFIG)
+            report.configured.append(keys)
         if report.created:
             admin.wait_for_topics(report.created, timeout_ms=30_000)
     finally:
         admin.close()
     return report
+
+
+def _set_configs(admin: KafkaAdminClient, topic: str, configs: dict[str, str]) -> None:
+    """Set these settings of an existing topic, the others left as they are."""
+    results = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs)])
+    for outcome in results.values():
+        for name, error in outcome.items():
+            if error not in (None, "OK", NoError) and not isinstance(error, NoError):
+                raise TopicError(f"cannot set the settings of topic {name}: {error}")
 
 
 def _classify(result: dict[str, object], report: TopicsReport) -> None:

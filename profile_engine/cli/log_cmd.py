@@ -275,6 +275,8 @@ def create(
         click.echo(f"created {name}")
     for name in report.existed:
         click.echo(f"already exists {name}")
+    for name in report.configured:
+        click.echo(f"set the key store's compaction settings on {name}")
 
 
 @click.command("archive")
