@@ -251,6 +251,12 @@ class KeyStore:
             self._producer.close()
             self._producer = None
 
+    def erase_refs(self, refs: Iterable[str]) -> int:
+        """Destroy these data keys: an erased marker over each one not erased yet,
+        acknowledged before this returns; how many were written."""
+        live = sorted({ref for ref in refs if self._keys.get(ref) != ERASED})
+        return self.publish((ref, ERASED) for ref in live) if live else 0
+
     def erase(self, blind_indexes: Iterable[str]) -> set[str]:
         """Destroy the data keys of these identifiers (blind indexes as UUID text): an erased
         marker over every version the topic holds, acknowledged before this returns. Returns

@@ -84,7 +84,7 @@ ProgressCallback = Callable[["FoldStats"], None]
 class KeyEraser(Protocol):
     """Destroys the data keys of erased identifiers (consumers.key_store.KeyStore)."""
 
-    def erase(self, blind_indexes: Iterable[str]) -> set[str]: ...
+    def erase_refs(self, refs: Iterable[str]) -> int: ...
 
 
 @dataclass
@@ -300,7 +300,7 @@ class Pipeline:
                     letters.append(replace(record.letter, position=fold.calls))
                 continue
             event = record.event
-            if event.key_refs and (self._erased_refs or fold.erased_keys):
+            if event.key_refs and (self._erased_refs or fold.destroyed_refs):
                 event = self._unreadable_if_erased(event, fold)
             position = fold.calls
             try:
@@ -330,20 +330,21 @@ class Pipeline:
         (which cannot open it) folds it: see sealing.without_erased_keys."""
         from profile_engine.sealing import without_erased_keys
 
-        erased_refs, erased_now = self._erased_refs, fold.erased_keys
-        return without_erased_keys(
-            event, lambda ref, id_key: ref in erased_refs or id_key in erased_now
-        )
+        erased_refs, erased_now = self._erased_refs, fold.destroyed_refs
+        return without_erased_keys(event, lambda ref, _: ref in erased_refs or ref in erased_now)
 
     def _destroy_keys(self, changes: BatchChanges) -> None:
-        """Erased markers for every data key of the erased profiles' identifiers, acknowledged
-        by the key store before the batch that erased them commits."""
-        from projections.sealed import identifier_keys_of
+        """Erased markers over the data keys the erasures met (those of the erased profiles'
+        identifiers stored in the projection, and those of the batch's events before each
+        erasure), acknowledged by the key store before the batch that erased them commits."""
+        from projections.sealed import identifier_keys_of, stored_refs_of
 
         assert self.options.key_eraser is not None
-        blinds = changes.erased_keys | identifier_keys_of(self.store, changes.erased)
-        changes.erased_keys = blinds
-        self._erased_refs |= self.options.key_eraser.erase(blinds)
+        stored = identifier_keys_of(self.store, changes.erased)
+        changes.erased_keys |= stored
+        changes.destroyed_refs |= stored_refs_of(self.store, stored)
+        self.options.key_eraser.erase_refs(changes.destroyed_refs)
+        self._erased_refs |= changes.destroyed_refs
 
     def _commit_as_dead_letter(self, source: Source, record: Record, last: bool) -> None:
         reason = "the projection database refused the event's values"

@@ -141,6 +141,8 @@ class StoredWorld:
     profiles: dict[str, StoredProfile] = field(default_factory=dict)  # those owners
     # event_id -> fingerprint of events already applied (only the batch's ids are asked for)
     applied: dict[str, str] = field(default_factory=dict)
+    # A keyed projection: the data keys (references) stored for each of those identifiers.
+    refs: dict[IdKey, set[str]] = field(default_factory=dict)
 
 
 class IdentifierDelta:
@@ -292,6 +294,10 @@ class BatchChanges:
     erased_values: dict[IdKey, tuple[str | None, str | None, int]] = field(default_factory=dict)
     # Each erased profile id -> the position of the erasure that took it.
     erasure_positions: dict[str, int] = field(default_factory=dict)
+    # The data keys the batch's erasures destroy: those of the erased identifiers that the
+    # fold met up to each erasure (stored, or in the batch's events before it), not versions
+    # made later for a person who came back (a rebuild meets those after the erasure too).
+    destroyed_refs: set[str] = field(default_factory=set)
 
     @property
     def touched_profiles(self) -> set[str]:
@@ -333,6 +339,9 @@ class BatchFold:
         # Keys of identifiers erased so far in this batch (crypto-shredding destroys theirs).
         self.erased_keys: set[IdKey] = set()
         self._erased_values: dict[IdKey, tuple[str | None, str | None, int]] = {}
+        # The data keys met so far per identifier, and those destroyed by erasures so far.
+        self._refs: dict[IdKey, set[str]] = {k: set(v) for k, v in world.refs.items()}
+        self.destroyed_refs: set[str] = set()
         self._erased_at: dict[str, int] = {}  # erased root -> position of its erasure
         self.calls = 0  # events given to fold() so far: the position of the next one
         self._position = 0
@@ -348,6 +357,10 @@ class BatchFold:
         """
         self._position = self.calls
         self.calls += 1
+        if prepared.key_refs:  # met, whatever becomes of the event: an erasure after it reaches it
+            refs = self._refs
+            for ikey, ref in zip(prepared.id_keys, prepared.key_refs, strict=True):
+                refs.setdefault(ikey, set()).add(ref)
         event_id = prepared.event_id
         known = self._batch_applied.get(event_id)
         if known is None:
@@ -518,6 +531,7 @@ class BatchFold:
                 self.erased_keys.add(ikey)
                 known = (None, None) if delta is None else (delta.id_type, delta.value)
                 self._erased_values[ikey] = (*known, self._position)
+                self.destroyed_refs |= self._refs.pop(ikey, set())
         self._limited.pop(root, None)
 
     # -- the result -------------------------------------------------------------------------
@@ -560,6 +574,7 @@ class BatchFold:
             erased_keys=set(self.erased_keys),
             erased_values=dict(self._erased_values),
             erasure_positions={pid: self._erased_at[self._find(pid)] for pid in erased},
+            destroyed_refs=set(self.destroyed_refs),
             created=created,
             identifiers=identifiers,
             conflicts=self._conflicts,

@@ -59,7 +59,23 @@ def load_world(
         owners = pa.table({"pid": arrow_array(sorted(set(world.owners.values())), _STR)})
         world.profiles = _owner_profiles(con, owners, config)
     world.applied = _applied(con, batch)
+    if keys and any(p.key_refs for p in batch):
+        world.refs = _stored_refs(con, keys)
     return world
+
+
+def _stored_refs(con: duckdb.DuckDBPyConnection, keys: list[IdKey]) -> dict[IdKey, set[str]]:
+    """The data keys a keyed projection stores for these identifiers (blind indexes)."""
+    wanted = pa.table({"id_key": arrow_array(keys, _STR)})
+    with registered(con, _w_keys=wanted):
+        rows = con.execute(
+            "SELECT blind::VARCHAR, key_ref FROM data_keys"
+            " WHERE blind IN (SELECT id_key::UUID FROM _w_keys)"
+        ).fetchall()
+    refs: dict[IdKey, set[str]] = {}
+    for blind, ref in rows:
+        refs.setdefault(blind, set()).add(ref)
+    return refs
 
 
 def _owners(con: duckdb.DuckDBPyConnection, keys: list[IdKey]) -> dict[IdKey, str]:
@@ -321,6 +337,9 @@ class _BatchTables:
                 for ref, wrapped in zip(refs, applied.prepared.wrapped_keys, strict=True):
                     if wrapped is not None:
                         keys.setdefault(ref, wrapped)
+        self.columns["_b_destroyed"] = {
+            "key_ref": arrow_array(sorted(changes.destroyed_refs), _STR)
+        }
         self.columns["_b_data_keys"] = {
             "key_ref": arrow_array(list(keys), _STR),
             "blind": arrow_array([ref_blind(ref) for ref in keys], _STR),
@@ -541,12 +560,13 @@ def _scrub_batch_conflicts(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _data_keys(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
-    """The data keys the batch's sealed values need, unless the batch erased them."""
+    """The data keys the batch's sealed values need, unless the batch destroyed them (a
+    version made for a person who came back after the erasure is kept)."""
     if not len(batch.columns["_b_data_keys"]["key_ref"]):
         return
     con.execute(
         "INSERT INTO data_keys SELECT b.key_ref, b.blind::UUID, b.wrapped FROM _b_data_keys AS b"
-        " WHERE b.blind::UUID NOT IN (SELECT id_key FROM _erased_ids)"
+        " WHERE b.key_ref NOT IN (SELECT key_ref FROM _b_destroyed)"
         " AND b.key_ref NOT IN (SELECT key_ref FROM data_keys)"
     )
 

@@ -116,6 +116,23 @@ def identifier_keys_of(store: ProjectionStore, profile_ids: Iterable[str]) -> se
     return {str(key) for (key,) in rows}
 
 
+def stored_refs_of(store: ProjectionStore, blinds: Iterable[str]) -> set[str]:
+    """The data keys (references) the projection stores for these identifiers."""
+    wanted = pa.table({"blind": pa.array(sorted(set(blinds)), pa.string())})
+    if not wanted.num_rows:
+        return set()
+    con = store.con
+    con.register("_w_erased_blinds", wanted)
+    try:
+        rows = con.execute(
+            "SELECT key_ref FROM data_keys"
+            " WHERE blind IN (SELECT blind::UUID FROM _w_erased_blinds)"
+        ).fetchall()
+    finally:
+        con.unregister("_w_erased_blinds")
+    return {str(ref) for (ref,) in rows}
+
+
 # -- reading sealed values back ----------------------------------------------------------------
 
 

@@ -134,3 +134,43 @@ def _compare(
 def untouched(page: dict[str, Any], touched: set[str]) -> bool:
     """Whether no event of the page carries an identifier whose keys were erased."""
     return not any(item["event_id"] in touched for item in page["timeline"])
+
+
+def test_a_person_who_comes_back_after_an_erasure_reads_alike_in_a_rebuild(
+    tmp_path: Path,
+) -> None:
+    """Her events after the delete are sealed under a new data key (the old one is erased).
+    A rebuild replays the delete: it destroys the keys the fold met up to it, not the new
+    one, so she reads in the rebuilt projection as in the consumer's (a rebuild destroyed
+    every version the key store held, and she read as erased there, for good)."""
+    keys = MemoryKeyStore()
+    before = [
+        identify(0, {"first_name": "Ann"}, eid="a1", email="a@x.io", customer_id="C1"),
+        purchase(1, "o1", 5.0, eid="a2", email="a@x.io"),
+        ccpa(2, "delete", eid="a3", email="a@x.io"),
+    ]
+    first = [value for _, value in seal_events(before, MASTER, keys)]
+    consumed, rebuilt = tmp_path / "consumed.duckdb", tmp_path / "rebuilt.duckdb"
+    sealed_fold_into_db(consumed, first, MASTER, keys, batch_size=1)
+    old_refs = {ref for ref, value in keys._keys.items() if value == ERASED}
+    assert old_refs  # the delete destroyed her keys
+    after = [
+        identify(3, {"first_name": "Ann"}, eid="a4", email="a@x.io"),
+        purchase(4, "o2", 7.0, eid="a5", email="a@x.io"),
+    ]
+    second = [value for _, value in seal_events(after, MASTER, keys)]
+    sealed_fold_into_db(consumed, second, MASTER, keys, batch_size=1)
+    stats = sealed_fold_into_db(rebuilt, first + second, MASTER, keys, batch_size=1000)
+    assert stats.dead_lettered == 0
+    assert {ref for ref, value in keys._keys.items() if value == ERASED} == old_refs
+    pages = []
+    for db in (consumed, rebuilt):
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            pages.append(queries.profile_view(con, "email:a@x.io", RING))
+        finally:
+            con.close()
+    assert pages[0] is not None and pages[0] == pages[1]
+    assert [i["value"] for i in pages[0]["identifiers"]] == ["a@x.io"]
+    assert pages[0]["traits"]["first_name"]["value"] == "Ann"
+    assert pages[0]["orders"]["count"] == 1  # o2 only: o1 went with the erased profile
