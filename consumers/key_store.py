@@ -86,7 +86,6 @@ class KeyStore:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self._keys: dict[str, bytes] = {}
-        self._versions: dict[str, list[str]] | None = None  # blind hex -> refs, when needed
         self._consumer: KafkaConsumer | None = None
         self._producer: BatchProducer | None = None
         self._partitions: list[TopicPartition] = []
@@ -104,8 +103,8 @@ class KeyStore:
     def attach(self) -> KeyStore:
         """Open the topic at its earliest offsets without reading it yet: TopicMissingError now
         when it does not exist; ``refresh`` reads it. What only erases keys (the folding side of
-        consume and rebuild: ``erase`` reads the topic first) reads nothing until the first
-        erasure, so a run without one never pays for reading the whole store."""
+        consume and rebuild) never reads it: it names the keys it overwrites (``erase_refs``),
+        so a run never pays for reading the whole store."""
         with kafka_errors(self.bootstrap_servers):
             consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap_servers,
@@ -157,8 +156,6 @@ class KeyStore:
         ref = key.decode("ascii", "replace")
         if not is_key_ref(ref):
             return
-        if self._versions is not None and ref not in self._keys:
-            self._versions.setdefault(ref[: 2 * BLIND_BYTES], []).append(ref)
         self._keys[ref] = value
 
     def begin_chunk(self) -> None:
@@ -196,14 +193,6 @@ class KeyStore:
 
     def __len__(self) -> int:
         return len(self._keys)
-
-    def refs_of(self, blind_index: str) -> list[str]:
-        """Every key reference of an identifier (its blind index as UUID text or hex)."""
-        if self._versions is None:
-            self._versions = {}
-            for ref in self._keys:
-                self._versions.setdefault(ref[: 2 * BLIND_BYTES], []).append(ref)
-        return list(self._versions.get(blind_index.replace("-", ""), ()))
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -256,20 +245,6 @@ class KeyStore:
         acknowledged before this returns; how many were written."""
         live = sorted({ref for ref in refs if self._keys.get(ref) != ERASED})
         return self.publish((ref, ERASED) for ref in live) if live else 0
-
-    def erase(self, blind_indexes: Iterable[str]) -> set[str]:
-        """Destroy the data keys of these identifiers (blind indexes as UUID text): an erased
-        marker over every version the topic holds, acknowledged before this returns. Returns
-        every key reference of them (erased now or before)."""
-        wanted = list(blind_indexes)
-        if not wanted:
-            return set()
-        if self._consumer is not None:
-            self.refresh()  # versions a producer made since: erased too
-        refs = {ref for blind in wanted for ref in self.refs_of(blind)}
-        live = sorted(ref for ref in refs if self._keys.get(ref) != ERASED)
-        self.publish((ref, ERASED) for ref in live)
-        return refs
 
     def erased(self, ref: str) -> bool:
         return self._keys.get(ref) == ERASED
