@@ -181,10 +181,12 @@ class Revealer:
     def _wrapped(self, refs: set[str]) -> dict[str, bytes]:
         tables = ["data_keys"] if self._extra_keys is None else ["data_keys", self._extra_keys]
         query = " UNION ALL ".join(
-            f"SELECT key_ref, wrapped FROM {table} WHERE key_ref IN (SELECT unnest($refs))"
+            f"SELECT key_ref, wrapped FROM {table} WHERE key_ref IN (SELECT unnest(?))"
             for table in tables
         )
-        rows = self.con.execute(query, {"refs": sorted(refs)}).fetchall()
+        # Positional: the fold's process reaches the server's connection through a pipe
+        # (projections.remote_connection) that passes parameters as a list.
+        rows = self.con.execute(query, [sorted(refs)] * len(tables)).fetchall()
         return {str(ref): bytes(wrapped) for ref, wrapped in rows}
 
     def document(self, value: Any) -> Any:
