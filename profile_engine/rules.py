@@ -401,6 +401,17 @@ class _Broken(Exception):
 
 
 _JSON_RULE = "must be JSON: an object, array, string, number, boolean or null"
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_$-]{1,64}")
+
+
+def _path_key(key: Any) -> str:
+    """A key in a reason's path: as it is when plain, else JSON-quoted (a NUL or a line end
+    shows as an escape, not as itself) and cut to 64 characters."""
+    text = str(key)
+    if _PLAIN_KEY.fullmatch(text):
+        return text
+    quoted = json.dumps(text[:64])
+    return quoted if len(text) <= 64 else f'{quoted[:-1]}…"'
 
 
 def _item_rule(item: Any) -> str | None:
@@ -458,7 +469,7 @@ def _check_object(value: dict[Any, Any], depth: int, budget: list[int]) -> None:
             elif not (kind is bool or item is None):
                 raise _Broken(_JSON_RULE)
         except _Broken as broken:
-            broken.path.append(str(key))
+            broken.path.append(_path_key(key))
             raise
 
 

@@ -102,6 +102,8 @@ def _open_input(source: str) -> tuple[IO[bytes], int | None]:
     if source == "-":
         return sys.stdin.buffer, None
     path = Path(source)
+    if path.is_dir():
+        raise UserError(f"{source}: is a folder, not a file of events")
     if not path.is_file():
         raise UserError(f"{source}: no such file")
     return path.open("rb"), path.stat().st_size

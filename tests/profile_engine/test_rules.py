@@ -167,7 +167,10 @@ def test_finite_traits_of_every_scalar_type_pass() -> None:
          "properties.items.0.price: must be a finite number (no NaN or Infinity)"),
         ({"big": [1, 2**70]}, "properties.big.1: integer outside the 64-bit signed range"),
         ({"note": "\ud800"}, "properties.note: must be valid Unicode (no lone surrogate halves)"),
-        ({"a": {"b\x00": 1}}, "properties.a.b\x00: key must not contain NUL characters"),
+        # A key that is not plain is quoted as JSON: a NUL shows as an escape, not as itself.
+        ({"a": {"b\x00": 1}}, 'properties.a."b\\u0000": key must not contain NUL characters'),
+        ({"a b": {"x" * 70: math.nan}}, 'properties."a b".' + f'"{"x" * 64}…"'
+         ": must be a finite number (no NaN or Infinity)"),
         ({"a": {1: "x"}}, "properties.a.1: object keys must be strings"),
         ({"when": datetime(2026, 1, 1)},
          "properties.when: must be JSON: an object, array, string, number, boolean or null"),
