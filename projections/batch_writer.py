@@ -66,26 +66,26 @@ def load_world(
 
 def _stored_refs(con: duckdb.DuckDBPyConnection, keys: list[IdKey]) -> dict[IdKey, set[str]]:
     """The data keys a keyed projection stores for these identifiers (blind indexes)."""
-    wanted = pa.table({"id_key": arrow_array(keys, _STR)})
-    with registered(con, _w_keys=wanted):
-        rows = con.execute(
-            "SELECT blind::VARCHAR, key_ref FROM data_keys"
-            " WHERE blind IN (SELECT id_key::UUID FROM _w_keys)"
-        ).fetchall()
     refs: dict[IdKey, set[str]] = {}
-    for blind, ref in rows:
+    for blind, ref in _rows_for_keys(con, keys, "blind::VARCHAR, key_ref", "data_keys", "blind"):
         refs.setdefault(blind, set()).add(ref)
     return refs
 
 
 def _owners(con: duckdb.DuckDBPyConnection, keys: list[IdKey]) -> dict[IdKey, str]:
+    columns = "id_key::VARCHAR, profile_id::VARCHAR"
+    return dict(_rows_for_keys(con, keys, columns, "identifiers", "id_key"))
+
+
+def _rows_for_keys(
+    con: duckdb.DuckDBPyConnection, keys: list[IdKey], columns: str, table: str, key: str
+) -> list[tuple[Any, ...]]:
+    """``columns`` of the rows of ``table`` whose ``key`` is one of these identifier keys."""
     wanted = pa.table({"id_key": arrow_array(keys, _STR)})
     with registered(con, _w_keys=wanted):
-        rows = con.execute(
-            "SELECT id_key::VARCHAR, profile_id::VARCHAR FROM identifiers"
-            " WHERE id_key IN (SELECT id_key::UUID FROM _w_keys)"
+        return con.execute(
+            f"SELECT {columns} FROM {table} WHERE {key} IN (SELECT id_key::UUID FROM _w_keys)"
         ).fetchall()
-    return dict(rows)
 
 
 def _owner_profiles(

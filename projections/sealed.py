@@ -101,36 +101,30 @@ def reading_keys(con: duckdb.DuckDBPyConnection, ring: KeyRing | None) -> KeyRin
 
 def identifier_keys_of(store: ProjectionStore, profile_ids: Iterable[str]) -> set[str]:
     """id_key of every stored identifier of these profiles (their erasure's key set)."""
-    wanted = pa.table({"pid": pa.array(sorted(set(profile_ids)), pa.string())})
-    if not wanted.num_rows:
-        return set()
-    con = store.con
-    con.register("_w_erased_pids", wanted)
-    try:
-        rows = con.execute(
-            "SELECT id_key::VARCHAR FROM identifiers"
-            " WHERE profile_id IN (SELECT pid::UUID FROM _w_erased_pids)"
-        ).fetchall()
-    finally:
-        con.unregister("_w_erased_pids")
-    return {str(key) for (key,) in rows}
+    return _column_where_in(store, "id_key::VARCHAR", "identifiers", "profile_id", profile_ids)
 
 
 def stored_refs_of(store: ProjectionStore, blinds: Iterable[str]) -> set[str]:
     """The data keys (references) the projection stores for these identifiers."""
-    wanted = pa.table({"blind": pa.array(sorted(set(blinds)), pa.string())})
+    return _column_where_in(store, "key_ref", "data_keys", "blind", blinds)
+
+
+def _column_where_in(
+    store: ProjectionStore, column: str, table: str, key: str, values: Iterable[str]
+) -> set[str]:
+    """``column`` of the rows of ``table`` whose UUID ``key`` is one of ``values``."""
+    wanted = pa.table({"value": pa.array(sorted(set(values)), pa.string())})
     if not wanted.num_rows:
         return set()
     con = store.con
-    con.register("_w_erased_blinds", wanted)
+    con.register("_w_wanted", wanted)
     try:
         rows = con.execute(
-            "SELECT key_ref FROM data_keys"
-            " WHERE blind IN (SELECT blind::UUID FROM _w_erased_blinds)"
+            f"SELECT {column} FROM {table} WHERE {key} IN (SELECT value::UUID FROM _w_wanted)"
         ).fetchall()
     finally:
-        con.unregister("_w_erased_blinds")
-    return {str(ref) for (ref,) in rows}
+        con.unregister("_w_wanted")
+    return {str(found) for (found,) in rows}
 
 
 # -- reading sealed values back ----------------------------------------------------------------
