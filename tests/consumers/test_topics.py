@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -37,9 +38,16 @@ def test_an_existing_key_topic_gets_the_compaction_settings_the_erasure_bound_ne
     )
     report = create_topics(kafka_bootstrap, topic, f"{topic}-dlq", with_key_topic=True)
     assert report.configured == [f"{topic}-keys"] and f"{topic}-keys" in report.existed
-    described = kafka_admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, f"{topic}-keys")]
-    )["topic"][f"{topic}-keys"]
-    assert {k: described[k]["value"] for k in KEY_TOPIC_CONFIG} == KEY_TOPIC_CONFIG
+    wanted = dict(KEY_TOPIC_CONFIG)
+    deadline = time.monotonic() + 30
+    while True:  # the broker applies a change of settings a moment after it accepts it
+        described = kafka_admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, f"{topic}-keys")]
+        )["topic"][f"{topic}-keys"]
+        settings = {k: described[k]["value"] for k in wanted if k in described}
+        if settings == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert settings == wanted
     assert described["retention.ms"]["value"] == "-1"  # what it had of its own stays
     kafka_admin.delete_topics([topic, f"{topic}-dlq", f"{topic}-keys"], raise_errors=False)
