@@ -495,11 +495,8 @@ def _erased_clear_values(con: duckdb.DuckDBPyConnection, ring: KeyRing | None) -
         [(key, str(opened.get(value) or "") if is_token(value) else value or "", seq)
          for key, value, seq in rows],
     )  # fmt: skip
-    con.register("_erased_clear_arrow", pa.table(table))
-    try:
+    with registered(con, _erased_clear_arrow=pa.table(table)):
         con.execute("CREATE OR REPLACE TEMP TABLE _erased_clear AS FROM _erased_clear_arrow")
-    finally:
-        con.unregister("_erased_clear_arrow")
 
 
 def _scrub_conflict_events(con: duckdb.DuckDBPyConnection, conflicts_sql: str) -> None:

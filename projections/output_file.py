@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ def output_file(out_path: str | Path) -> Iterator[BinaryIO]:
         mode = None
     if mode is not None and not stat.S_ISREG(mode):
         if stat.S_ISDIR(mode):
-            raise IsADirectoryError(21, "Is a directory")
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
         with target.open("wb") as out:
             yield out
         return

@@ -30,6 +30,7 @@ from profile_engine.crypto import (
     trait_kind,
 )
 from profile_engine.errors import BadInput
+from projections.connection import registered
 from projections.store import ProjectionConfigError, ProjectionStore
 
 KEYING_META = "identifier_keys"
@@ -116,14 +117,10 @@ def _column_where_in(
     wanted = pa.table({"value": pa.array(sorted(set(values)), pa.string())})
     if not wanted.num_rows:
         return set()
-    con = store.con
-    con.register("_w_wanted", wanted)
-    try:
-        rows = con.execute(
+    with registered(store.con, _w_wanted=wanted):
+        rows = store.con.execute(
             f"SELECT {column} FROM {table} WHERE {key} IN (SELECT value::UUID FROM _w_wanted)"
         ).fetchall()
-    finally:
-        con.unregister("_w_wanted")
     return {str(found) for (found,) in rows}
 
 

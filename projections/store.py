@@ -255,6 +255,12 @@ def arrow(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] = ()) 
         return con.execute(sql, list(params)).to_arrow_table()
 
 
+def _write_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    """One projection_meta entry, replaced (inside the caller's transaction)."""
+    con.execute("DELETE FROM projection_meta WHERE key = ?", [key])
+    con.execute("INSERT INTO projection_meta VALUES (?, ?)", [key, value])
+
+
 class ProjectionStore:
     """One projection database: its bookkeeping, the stored world of a batch, batch commits."""
 
@@ -296,9 +302,8 @@ class ProjectionStore:
     # -- meta, settings, offsets --------------------------------------------------------------
 
     def set_meta(self, key: str, value: str) -> None:
-        with self.transaction():
-            self.con.execute("DELETE FROM projection_meta WHERE key = ?", [key])
-            self.con.execute("INSERT INTO projection_meta VALUES (?, ?)", [key, value])
+        with self.transaction() as con:
+            _write_meta(con, key, value)
 
     def get_meta(self, key: str) -> str | None:
         row = first_row(self.con, "SELECT value FROM projection_meta WHERE key = ?", [key])
@@ -419,10 +424,7 @@ class ProjectionStore:
 
         with write_errors(self.db_path), self.transaction() as con:
             if self._pending_source is not None:
-                con.execute("DELETE FROM projection_meta WHERE key = 'source_topic'")
-                con.execute(
-                    "INSERT INTO projection_meta VALUES ('source_topic', ?)", [self._pending_source]
-                )
+                _write_meta(con, "source_topic", self._pending_source)
             if changes is not None:
                 write_changes(con, changes, dead_letters, self.ring)
             else:
