@@ -196,6 +196,12 @@ def check_read_statement(con: duckdb.DuckDBPyConnection, text: str) -> str:
         return _check_call(con, query)
     if kind == "PRAGMA":
         return _check_pragma(con, query)
+    if kind == "MULTI" and any(word.text.upper().startswith("PIVOT") for word in tokens(query)):
+        # DuckDB runs a PIVOT whose values it must find first as several statements.
+        raise QueryError(
+            "refused: a PIVOT without its values runs as several statements; name them, "
+            "e.g. PIVOT identifiers ON id_type IN ('email', 'phone') USING count(*)"
+        )
     raise QueryError(f"refused: a {kind} statement; {WHAT_SQL_RUNS}")
 
 
@@ -284,6 +290,9 @@ def _check_explain(con: duckdb.DuckDBPyConnection, text: str) -> str:
 
 def _check_call(con: duckdb.DuckDBPyConnection, text: str) -> str:
     words = tokens(text)
+    if words and words[0].text.upper() != "CALL":  # DuckDB parses CHECKPOINT as a CALL
+        what = " ".join(word.text.upper() for word in words[:2] if word.kind == "keyword")
+        raise QueryError(f"refused: a {what or 'CALL'} statement; {WHAT_SQL_RUNS}")
     if len(words) < 2:
         raise QueryError("CALL needs a table function")
     # CALL f(args) is SELECT * FROM f(args); the SELECT is what gets checked and run.

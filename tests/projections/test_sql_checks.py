@@ -97,6 +97,10 @@ def test_the_statement_that_runs_is_the_one_checked(
         ("PRAGMA show_tables", "not a read-only pragma"),
         ("CALL read_text('/etc/hostname')", "table function read_text()"),
         ("SELEC 1", "syntax error"),
+        ("CHECKPOINT", "refused: a CHECKPOINT statement"),
+        ("FORCE CHECKPOINT", "refused: a FORCE CHECKPOINT statement"),
+        ("PIVOT identifiers ON id_type USING count(*)", "PIVOT without its values"),
+        ("SELECT * FROM (PIVOT identifiers ON id_type USING count(*))", "name them"),
     ],
 )  # fmt: skip
 def test_refusals_say_what_and_why(
