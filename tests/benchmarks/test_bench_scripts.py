@@ -216,7 +216,8 @@ def test_bench_gil_reports_the_probe_and_the_folds_collections() -> None:
     # A young collection after each batch but the last, the full one at the end.
     generations = [c["generation"] for c in result["collections"]]
     assert generations[-1] == 2 and generations.count(1) >= 1
-    assert all(s["count"] > 0 and s["max_ms"] > result["stalls_over_ms"] for s in result["stalls"])
+    # max_ms is rounded to 0.1 ms: a stall just over the threshold may print as equal to it
+    assert all(s["count"] > 0 and s["max_ms"] >= result["stalls_over_ms"] for s in result["stalls"])
 
 
 def test_bench_commit_reads_runs_both_ways_and_times_each_commit() -> None:
