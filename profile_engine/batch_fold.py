@@ -231,6 +231,10 @@ class Applied(NamedTuple):
     prepared: Prepared
     profile_id: str
     in_timeline: bool  # False for the delete that erased its own profile
+    # The key of its highest-priority linked identifier: history dates the event on the
+    # profile that identifier attached to (a late event belongs there on the days before
+    # that profile was merged into the one it landed on).
+    anchor: IdKey | None = None
 
 
 class Outcome(StrEnum):
@@ -457,7 +461,8 @@ class BatchFold:
                 log = history.seen if idents[i][0] in ID_TYPE_CHANNEL else history.seen_unread
                 log.append((keys[i], incarnation.get(keys[i]), key[0], key[1]))
         erased = self._apply_payload(prepared, key, target)
-        self._applied.append(Applied(prepared, target, not erased))
+        anchor = keys[plan.attached[0]] if plan.attached else None
+        self._applied.append(Applied(prepared, target, not erased, anchor))
 
     def _attach(self, ikey: IdKey, ident: IdentifierTuple, target: str) -> None:
         if ikey in self._owner:

@@ -64,7 +64,8 @@ _STR = pa.string()
 _I64 = pa.int64()
 
 _INPUTS = REACHABILITY_INPUT_COLUMNS
-_TEMP_TABLES = ("_h_att", "_h_batch", "_h_id_from", "_h_old", "_h_late", "_h_running", "_h_members",
+_TEMP_TABLES = ("_h_att", "_h_landed", "_h_first_effect", "_h_moved", "_h_batch", "_h_id_from",
+                "_h_old", "_h_late", "_h_running", "_h_members",
                 "_h_tree_from", "_h_lineage", "_h_intervals", "_h_spans", "_h_owned",
                 "_h_values", "_h_want", "_h_current", "_h_recent", "_h_prior", "_h_lookup",
                 "_h_states", "_h_change_days", "_h_seeds", "_h_activity_batch")  # fmt: skip
@@ -78,16 +79,13 @@ def write_history(con: duckdb.DuckDBPyConnection, changes: BatchChanges, applied
     tables = _tables(changes, log, applied)
     with registered(con, **tables):
         _lineage(con, log)
+        _history_landings(con)
         _activity(con)
         _landings(con, log)
         has_effects = len(tables["_h_effects"]) > 0
         if has_effects:
             _batch_facts(con)  # before the batch's attachments: effects on stored ones
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE _h_att AS SELECT id_key::UUID AS id_key,"
-            " pid::UUID AS att, id_type, valid, make_timestamp(at_us) AS attached_at, id_value"
-            " FROM _h_attached"
-        )
+        _earlier_starts(con)
         con.execute("INSERT INTO identifier_attachments SELECT * EXCLUDE (id_value) FROM _h_att")
         trees = bool(log.roots) and _members(con, has_effects)
         if trees:
@@ -150,6 +148,7 @@ def _tables(changes: BatchChanges, log: HistoryLog, applied: pa.Table) -> dict[s
     # The batch writer's row per applied event, with the profile it landed on (before the
     # batch's later merges): for activity_days and event_landings.
     landed = arrow_array([a.profile_id for a in changes.applied], _STR)
+    anchors = arrow_array([a.anchor for a in changes.applied], _STR)
     return {
         "_h_created": _columns(
             ("pid", "created_us"), (_STR, _I64),
@@ -165,7 +164,7 @@ def _tables(changes: BatchChanges, log: HistoryLog, applied: pa.Table) -> dict[s
         ),
         "_h_effects": _effects(log),
         "_h_applied": applied.select(["event_id", "type", "ts", "event_name", "in_timeline", "pid"])
-        .append_column("landed", landed),
+        .append_column("landed", landed).append_column("anchor", anchors),
     }  # fmt: skip
 
 
@@ -190,6 +189,100 @@ def _lineage(con: duckdb.DuckDBPyConnection, log: HistoryLog) -> None:
         )
 
 
+def _history_landings(con: duckdb.DuckDBPyConnection) -> None:
+    """``_h_landed``: the batch's applied events, each with the profile history dates it on.
+    That is the profile it landed on, unless it is a late event, dated before the day the
+    profile its anchor identifier attached to joined that one's tree (the latest merge day on
+    the way, as ``_root_intervals`` counts it): then the attached profile, on which a fold of
+    the log cut at its day would have found it. Runs after the batch's merges reach
+    profile_lineage, so a chain through them is followed too."""
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _h_landed AS
+        WITH anchors AS MATERIALIZED (
+            SELECT DISTINCT anchor FROM _h_applied WHERE anchor IS NOT NULL
+        ), in_batch AS MATERIALIZED (
+            SELECT id_key AS anchor, arg_max(pid, at_us) AS att FROM _h_attached
+            WHERE id_key IN (SELECT anchor FROM anchors) GROUP BY id_key
+        ), attached AS MATERIALIZED (
+            SELECT * FROM in_batch
+            UNION ALL
+            SELECT id_key::VARCHAR, profile_id::VARCHAR FROM identifier_attachments
+            WHERE id_key IN (SELECT anchor::UUID FROM anchors)
+                AND id_key::VARCHAR NOT IN (SELECT anchor FROM in_batch)
+        ), elsewhere AS MATERIALIZED (
+            SELECT a.event_id, a.ts, t.att::UUID AS att, a.landed::UUID AS landed
+            FROM _h_applied AS a JOIN attached AS t USING (anchor) WHERE t.att <> a.landed
+        ), chain AS MATERIALIZED (
+            WITH RECURSIVE up(event_id, node, joined_day, target) AS (
+                SELECT event_id, att, DATE '0001-01-01', landed FROM elsewhere
+                UNION ALL
+                SELECT u.event_id, l.merged_into, greatest(u.joined_day, l.merged_at::DATE),
+                    u.target
+                FROM up AS u JOIN profile_lineage AS l ON l.profile_id = u.node
+                WHERE u.node <> u.target AND l.merged_into IS NOT NULL
+            )
+            SELECT event_id, joined_day FROM up WHERE node = target
+        ), earlier AS (
+            SELECT e.event_id, e.att FROM elsewhere AS e JOIN chain AS c USING (event_id)
+            WHERE e.ts::DATE < c.joined_day
+        )
+        SELECT a.* EXCLUDE (landed, anchor), coalesce(r.att::VARCHAR, a.landed) AS landed
+        FROM _h_applied AS a LEFT JOIN earlier AS r USING (event_id)
+        """
+    )
+
+
+def _earlier_starts(con: duckdb.DuckDBPyConnection) -> None:
+    """A late event dated before its profile began, or before an identifier of it attached,
+    moves that start back to its time (a fold of the log cut there would have begun them
+    with it): ``profile_lineage.created_at``, the attachments' ``attached_at`` (the batch's
+    own in ``_h_att``), and in ``_h_moved`` the profiles and days, so that their trees are
+    judged again from there (see ``_members``)."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _h_first_effect AS"
+        " SELECT id_key, inc, min(us) AS us FROM _h_effects GROUP BY ALL"
+    )
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _h_att AS SELECT a.id_key::UUID AS id_key,"
+        " a.pid::UUID AS att, a.id_type, a.valid,"
+        " make_timestamp(least(a.at_us, coalesce(f.us, a.at_us))) AS attached_at, a.id_value"
+        " FROM _h_attached AS a LEFT JOIN _h_first_effect AS f"
+        "  ON f.id_key = a.id_key AND f.inc = a.pid"
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _h_moved AS
+        WITH began AS (
+            SELECT landed::UUID AS pid, min(ts) AS first FROM _h_landed GROUP BY ALL
+        ), profiles_moved AS (
+            SELECT l.profile_id AS pid, b.first AS since, NULL::UUID AS id_key
+            FROM profile_lineage AS l JOIN began AS b ON l.profile_id = b.pid
+            WHERE l.created_at > b.first
+        ), stored AS (
+            SELECT id_key::UUID AS id_key, make_timestamp(us) AS first
+            FROM _h_first_effect WHERE inc IS NULL
+        ), attachments_moved AS (
+            SELECT a.profile_id AS pid, s.first AS since, a.id_key
+            FROM identifier_attachments AS a JOIN stored AS s USING (id_key)
+            WHERE a.attached_at > s.first
+        )
+        SELECT * FROM profiles_moved UNION ALL SELECT * FROM attachments_moved
+        """
+    )
+    if not _any(con, "_h_moved"):
+        return
+    con.execute(
+        "UPDATE profile_lineage SET created_at = m.since FROM _h_moved AS m"
+        " WHERE m.id_key IS NULL AND profile_lineage.profile_id = m.pid"
+    )
+    con.execute(
+        "UPDATE identifier_attachments SET attached_at = m.since FROM _h_moved AS m"
+        " WHERE m.id_key IS NOT NULL AND identifier_attachments.id_key = m.id_key"
+        " AND identifier_attachments.profile_id = m.pid"
+    )
+
+
 def _activity(con: duckdb.DuckDBPyConnection) -> None:
     """The batch's first active day per (profile, month, event name), kept when earlier. Only
     the stored rows of the batch's months can match: a filter on ``month`` that the zonemaps
@@ -198,7 +291,7 @@ def _activity(con: duckdb.DuckDBPyConnection) -> None:
         "CREATE OR REPLACE TEMP TABLE _h_activity_batch AS"
         " SELECT landed::UUID AS profile_id, date_trunc('month', ts)::DATE AS month, event_name,"
         "  min(ts::DATE) AS first_day"
-        " FROM _h_applied WHERE type = 'track' GROUP BY ALL"
+        " FROM _h_landed WHERE type = 'track' GROUP BY ALL"
     )
     row = con.execute("SELECT min(month)::VARCHAR FROM _h_activity_batch").fetchone()
     if row is None or row[0] is None:
@@ -230,7 +323,7 @@ def _landings(con: duckdb.DuckDBPyConnection, log: HistoryLog) -> None:
             "  WHERE event_id IN (SELECT event_id FROM moved)) AS l USING (event_id)"
         )
     con.execute(
-        "INSERT INTO event_landings SELECT event_id, landed::UUID FROM _h_applied"
+        "INSERT INTO event_landings SELECT event_id, landed::UUID FROM _h_landed"
         " WHERE in_timeline AND pid IS NOT NULL AND pid <> landed"
     )
 
@@ -622,6 +715,8 @@ def _members(con: duckdb.DuckDBPyConnection, has_effects: bool) -> bool:
         SELECT tree, min(day) AS from_day FROM (
             SELECT r.root::UUID AS tree, make_timestamp(c.us)::DATE AS day
             FROM changes AS c JOIN _h_roots AS r ON r.pid = c.pid
+            UNION ALL SELECT m.tree, v.since::DATE FROM _h_moved AS v
+            JOIN _h_members AS m ON m.pid = v.pid
             {changed_identifiers}
         )
         GROUP BY tree

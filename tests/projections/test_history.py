@@ -290,6 +290,62 @@ def test_late_events_on_a_known_identifier_change_past_days_as_a_rebuild_of_the_
     assert bob_after is not None and [i["deliverable"] for i in bob_after["identifiers"]] == [False]
 
 
+def test_a_late_event_on_a_profile_merged_since_is_on_that_profile_on_the_days_before(
+    tmp_path: Path,
+) -> None:
+    """m@x.io's profile merged into anon-1's on day 5; a purchase by m@x.io dated day 3 is
+    folded after that. On days 3 and 4 the purchase (and its activity) is m@x.io's profile's,
+    as a fold of the log cut there has it, not the survivor's it landed on."""
+    anon, m = normalise_all({"anonymous_id": "anon-1"}), normalise_all({"email": "m@x.io"})
+    log = [
+        Track(event_id="m0", timestamp_us=_on(1), event="page_viewed", properties={},
+              identifiers=anon),
+        Identify(event_id="m1", timestamp_us=_on(3, 8), traits={"first_name": "M"},
+                 identifiers=m),
+        Identify(event_id="m2", timestamp_us=_on(5, 8), traits={},
+                 identifiers=normalise_all({"email": "m@x.io", "anonymous_id": "anon-1"})),
+        Track(event_id="m3", timestamp_us=_on(3, 9), event="purchase",
+              properties={"order_id": "O1", "revenue": 10.0}, identifiers=m),
+        Identify(event_id="m4", timestamp_us=_on(4), traits={"last_name": "Late"},
+                 identifiers=m),
+    ]  # fmt: skip
+    for batch in (1, 10):
+        path = _production(tmp_path, log, FoldConfig(), batch)
+        for day in (_march(d) for d in range(1, 7)):
+            cut = rebuilt_cut(tmp_path, log, day)
+            assert _as_of(path, day) == rebuilt_counts(cut, day), f"as of {day}, batch {batch}"
+            for key in ("email:m@x.io", "anonymous_id:anon-1"):
+                then = read(path, lambda con, k=key, d=day: history.profile_as_of(con, k, d))
+                assert then == read(cut, lambda con, k=key: queries.profile_view(con, k)), (
+                    f"{key} as of {day}, batch {batch}"
+                )
+
+
+def test_a_late_event_dated_before_its_profile_began_moves_the_beginning_back(
+    tmp_path: Path,
+) -> None:
+    """A phone's profile began on day 2; a track of it dated day 1 is folded after. As of day
+    1 the profile exists (total 1, as active as the cut says), holding that track."""
+    phone = normalise_all({"phone": "+14155550101"})
+    log = [
+        Identify(event_id="x1", timestamp_us=_on(2, 9), traits={"first_name": "S"},
+                 identifiers=phone),
+        Track(event_id="x2", timestamp_us=_on(1), event="page_viewed", properties={},
+              identifiers=phone),
+        Consent(event_id="x3", timestamp_us=_on(1, 13), channel="sms", status="opted_in",
+                identifiers=phone),
+    ]  # fmt: skip
+    for batch in (1, 10):
+        path = _production(tmp_path, log, FoldConfig(), batch)
+        for day in (_march(d) for d in range(1, 4)):
+            cut = rebuilt_cut(tmp_path, log, day)
+            assert _as_of(path, day) == rebuilt_counts(cut, day), f"as of {day}, batch {batch}"
+        first = read(path, lambda con: history.profile_as_of(con, "phone:+14155550101", _march(1)))
+        assert first is not None, f"batch {batch}"
+        assert [item["event_id"] for item in first["timeline"]] == ["x3", "x2"]
+        assert [i["type"] for i in first["identifiers"]] == ["phone"]
+
+
 def test_a_late_event_that_links_identifiers_resolves_as_the_full_fold_did_not_as_the_cut(
     tmp_path: Path,
 ) -> None:
