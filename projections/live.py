@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from profile_engine.crypto import KeyRing
 from profile_engine.errors import BadInput, first_line
@@ -568,36 +569,81 @@ def run_sql_limited(
     timer = threading.Timer(timeout_s, con.interrupt)
     timer.start()
     try:
-        result = con.execute(statement)
-        rows, over_budget = _rows_within_budget(result, max_rows + 1)
+        rows, over_budget = _rows_within_budget(con, statement, max_rows + 1)
     except duckdb.InterruptException:
         raise queries.QueryError(f"query stopped after {timeout_s:g} s") from None
     except duckdb.Error as error:
         raise queries.QueryError(first_line(error)) from None
     finally:
         timer.cancel()
-    columns = [d[0] for d in result.description] if result.description else []
-    return SqlResult(columns, rows[:max_rows], over_budget or len(rows) > max_rows)
+    return SqlResult(rows.columns, rows.rows[:max_rows], over_budget or len(rows.rows) > max_rows)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+_ROWS_PER_BATCH = 256
 
 
 def _rows_within_budget(
-    result: duckdb.DuckDBPyConnection, wanted: int
-) -> tuple[list[tuple[Any, ...]], bool]:
+    con: duckdb.DuckDBPyConnection, statement: str, wanted: int
+) -> tuple[_Rows, bool]:
     """Up to ``wanted`` rows, fewer when their values pass SQL_MAX_BYTES (a few wide rows can
     weigh hundreds of megabytes: the answer is held whole and sent as one JSON document);
-    True when some were left out for that."""
-    rows: list[tuple[Any, ...]] = []
-    size = 0
-    while len(rows) < wanted:
-        chunk = result.fetchmany(min(1_000, wanted - len(rows)))
-        if not chunk:
+    True when some were left out for that. The rows are measured as Arrow record batches
+    before any becomes Python objects: one row holding a list of millions of elements is
+    megabytes in Arrow but gigabytes as Python values."""
+    relation = con.sql(statement)
+    columns, types = list(relation.columns), [str(t) for t in relation.types]
+    # Arrow carries these two as something else; as text they come back exactly.
+    sent = [
+        f"CAST(#{i} AS VARCHAR)" if kind in _AS_TEXT else f"#{i}"
+        for i, kind in enumerate(types, start=1)
+    ]
+    kept: list[pa.RecordBatch] = []
+    count = size = 0
+    over = False
+    reader = relation.project(", ".join(sent)).to_arrow_reader(_ROWS_PER_BATCH)
+    for batch in reader:
+        if size + batch.nbytes > SQL_MAX_BYTES:
+            batch, over = _within(batch, SQL_MAX_BYTES - size), True
+        kept.append(batch.slice(0, min(batch.num_rows, wanted - count)))
+        size += batch.nbytes
+        count += kept[-1].num_rows
+        if over or count >= wanted:
             break
-        for row in chunk:
-            size += sum(len(v) if isinstance(v, str | bytes) else 8 for v in row)
-            if size > SQL_MAX_BYTES:
-                return rows, True
-            rows.append(row)
-    return rows, False
+    if not count:
+        return _Rows(columns, []), over
+    # Read back as DuckDB's own types, so the values are those a fetch gives (UUID, HUGEINT,
+    # ENUM, ... as themselves, not as Arrow carried them).
+    scratch = duckdb.connect()
+    try:
+        sandbox(scratch)  # the types' text holds names the query chose
+        table = scratch.from_arrow(pa.Table.from_batches(kept))
+        back = ", ".join(f"CAST(#{i} AS {kind})" for i, kind in enumerate(types, start=1))
+        return _Rows(columns, table.project(back).fetchall()), over
+    finally:
+        scratch.close()
+
+
+_AS_TEXT = frozenset({"BIT", "TIME WITH TIME ZONE"})
+
+
+def _within(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
+    """The first rows of ``batch`` whose values fit ``budget`` bytes."""
+    size = 0
+    for i in range(batch.num_rows):
+        size += batch.slice(i, 1).nbytes
+        if size > budget:
+            return batch.slice(0, i)
+    return batch
+
+
+def _empty_schema(columns: list[str]) -> pa.Schema:
+    return pa.schema([(name, pa.null()) for name in columns])
 
 
 # -- export, streamed -------------------------------------------------------------------------

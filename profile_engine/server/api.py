@@ -248,9 +248,19 @@ def profile_as_of(
     return found
 
 
+def _written_in_the_key(request: Request, suffix: str) -> bool:
+    """Whether the "/<suffix>" a sub-resource's route matched was part of the key, sent as
+    %2F: the path is decoded before routes match, so customer_id "abc/identifiers" would
+    otherwise open abc's identifiers."""
+    raw: bytes = request.scope.get("raw_path") or b""
+    return not raw.endswith(b"/" + suffix.encode())
+
+
 @router.get("/api/profiles/{key:path}/identifiers", response_model=None, responses=ERRORS)
-def get_identifiers(engine: EngineDep, key: Key, as_of: AsOf = None) -> Response:
+def get_identifiers(engine: EngineDep, request: Request, key: Key, as_of: AsOf = None) -> Response:
     """Every identifier of the profile with its tags, channel, eligibility and the reason."""
+    if _written_in_the_key(request, "identifiers"):
+        return get_profile(engine, f"{key}/identifiers", as_of)
     with engine.projection.reading() as con:
         ring = engine.projection.ring
         if as_of is not None:
@@ -265,12 +275,15 @@ def get_identifiers(engine: EngineDep, key: Key, as_of: AsOf = None) -> Response
 @router.get("/api/profiles/{key:path}/timeline", response_model=None, responses=ERRORS)
 def get_timeline(
     engine: EngineDep,
+    request: Request,
     key: Key,
     type: Annotated[list[str] | None, Query(description="only these event types")] = None,
     limit: Annotated[int, Query(ge=1, le=live.TIMELINE_MAX_LIMIT)] = 25,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
     """The profile's events, newest first, a page at a time."""
+    if _written_in_the_key(request, "timeline"):
+        return get_profile(engine, f"{key}/timeline", None)
     with engine.projection.reading() as con:
         ring = engine.projection.ring
         profile_id = resolve(con, key, ring)
@@ -319,7 +332,9 @@ def get_export(
             yield from live.export_chunks(con, format, where, q, engine.projection.ring)
 
     chunks = stream()
-    first = next(chunks)  # a refused --where fails here, as an error answer, not mid-stream
+    # A refused --where fails here, as an error answer, not mid-stream; JSON Lines of no
+    # profile have no first chunk at all (CSV has its header).
+    first = next(chunks, b"")
     media = "text/csv; charset=utf-8" if format == "csv" else "application/x-ndjson"
     filename = f"profiles.{'csv' if format == 'csv' else 'jsonl'}"
     return StreamingResponse(

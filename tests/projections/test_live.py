@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import uuid
 import threading
 from pathlib import Path
 
@@ -185,6 +186,18 @@ def test_sql_rows_stop_at_the_answers_byte_budget(projection: LiveProjection) ->
     assert result.truncated
     assert len(result.rows) == live.SQL_MAX_BYTES // (100_000 + 8)
     assert [row[0] for row in result.rows] == list(range(len(result.rows)))
+
+
+def test_nested_values_count_toward_the_answers_byte_budget(projection: LiveProjection) -> None:
+    """One row holding a list of 5M numbers is 40 MB of values (gigabytes as Python
+    objects): measured before it is converted, and left out."""
+    with projection.reading() as con:
+        result = live.run_sql_limited(con, "SELECT list(range) FROM range(5000000)", 10, 30)
+        small = live.run_sql_limited(con, "SELECT [1, 2] AS l, {'a': uuid()} AS s", 10, 30)
+    projection.close()
+    assert result.truncated and result.rows == []
+    assert not small.truncated and small.rows[0][0] == [1, 2]
+    assert isinstance(small.rows[0][1]["a"], uuid.UUID)  # the values a fetch gives
 
 
 @pytest.mark.parametrize("output_format", ["csv", "json"])

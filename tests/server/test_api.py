@@ -233,6 +233,16 @@ def test_timeline_pages_newest_first_and_filters_by_type(server: Server) -> None
     assert tracks["total"] == 3
 
 
+@pytest.mark.parametrize("suffix", ["identifiers", "timeline"])
+def test_a_key_ending_in_a_sub_resource_name_is_a_key(server: Server, suffix: str) -> None:
+    """customer_id "C1/identifiers" (its "/" sent as %2F) is another key than C1's
+    identifiers: no profile has it."""
+    response = server.get(f"/api/profiles/customer_id:C1%2F{suffix}")
+    assert response.status_code == 404, response.text
+    assert response.json()["error"] == f"no profile found for customer_id:C1/{suffix}"
+    assert server.get(f"/api/profiles/customer_id:C1/{suffix}").status_code == 200
+
+
 # -- search -----------------------------------------------------------------------------------
 
 
@@ -376,6 +386,13 @@ def test_export_of_a_search_holds_only_its_profiles(server: Server) -> None:
     response = server.get("/api/export", params={"format": "json", "q": "ann"})
     rows = exported_rows(response.text, "json")
     assert sorted(r["email"] for r in rows) == ["ann@example.com", "annabel@example.com"]
+
+
+@pytest.mark.parametrize("output_format", ["csv", "json"])
+def test_an_export_of_no_profile_is_empty_not_an_error(server: Server, output_format: str) -> None:
+    response = server.get("/api/export", params={"format": output_format, "q": "zzzz-nobody"})
+    assert response.status_code == 200, response.text
+    assert exported_rows(response.text, output_format) == []
 
 
 def test_export_refuses_a_bad_condition_before_streaming(server: Server) -> None:
