@@ -178,9 +178,14 @@ class CsvImport:
         # The producer's edge check of the event time uses this machine's clock (now + 1 day).
         window = window_at_publish(time.time_ns() // 1000)
         sealer = Sealer(sealing) if sealing is not None else None
-        # Sealed, the event ids must not carry a plain hash of the file (for a file of one row,
-        # a hash of one person's values): keyed instead.
-        digest = self.digest if sealer is None else sealer.ring.content_id(self.digest.encode())
+        # The event ids derive from the file and the event time: the same file at the same
+        # time is the same events (a retry is deduplicated), at another time other events
+        # (never an id reused with other content). Sealed, the ids must not carry a plain
+        # hash of the file (for a file of one row, a hash of one person's values): keyed.
+        basis = f"{self.digest}:{timestamp_us}".encode()
+        digest = (
+            hashlib.sha256(basis).hexdigest() if sealer is None else sealer.ring.content_id(basis)
+        )
         converter = RowConverter(
             self.columns, digest.replace("-", ""), timestamp_us, phone_region, window
         )

@@ -128,7 +128,8 @@ def plan_columns(
 
 
 def import_event_id(file_digest: str, line: int) -> str:
-    """Deterministic per (file content, record line): re-imports are idempotent."""
+    """Deterministic per (digest of the file content and event time, record line):
+    re-imports are idempotent."""
     return f"{EVENT_ID_PREFIX}:{file_digest[:24]}:{line:010d}"
 
 

@@ -139,9 +139,11 @@ def _range(low: int | None, high: int | None) -> str | None:
 # -- import -------------------------------------------------------------------------------------
 
 
-def _parse_timestamp(text: str | None) -> int:
+def _parse_timestamp(text: str | None, file: Path) -> int:
     if text is None:
-        return datetime_to_us(datetime.now(UTC))
+        # The file's time, not the clock's: importing the same file again, after a failure or
+        # an interruption, sends the same events, which the fold deduplicates.
+        return datetime_to_us(datetime.fromtimestamp(file.stat().st_mtime, UTC))
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -163,7 +165,8 @@ def _parse_timestamp(text: str | None) -> int:
 @click.option(
     "--timestamp",
     default=None,
-    help="Event time of every row (ISO-8601 with offset) [default: now].",
+    help="Event time of every row (ISO-8601 with offset) [default: the file's last "
+    "modification time].",
 )
 @click.option(
     "--phone-region",
@@ -196,7 +199,8 @@ def import_cmd(
     An empty cell means "not provided" (the trait is left as it is). Each bad row is
     reported with its line, column and rule and kept in FILE.rejects.csv; the good rows
     still go through. Re-importing the same file is idempotent (event ids derive from the
-    file content and line). Exits 1 if any row was rejected. When the broker confirms nothing
+    file content, the event time and the line; the event time is the file's modification
+    time unless --timestamp says otherwise). Exits 1 if any row was rejected. When the broker confirms nothing
     for --delivery-timeout seconds (or refuses rows), the import stops and lists the lines it
     did not confirm (all in FILE.unconfirmed.txt); importing the file again is safe. Exit code
     75 when a retry may succeed, 78 when the broker refused rows. With a master key
@@ -206,7 +210,7 @@ def import_cmd(
     from profile_engine.csv_import import HeaderError
 
     registry = load_registry(attributes_path)
-    timestamp_us = _parse_timestamp(timestamp)
+    timestamp_us = _parse_timestamp(timestamp, file)
     started_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     history = history_path_for(registry.path)
 
