@@ -22,6 +22,7 @@ from consumers.records import RawRecord
 from profile_engine.errors import BadInput
 from profile_engine.events import ProfileEvent
 from profile_engine.rules import FILES_WINDOW, EventTimeWindow
+from projections.output_file import output_file
 
 POLL_TIMEOUT_MS = 1_000
 PAUSE_AFTER_RECORDS = 20_000  # buffered records of one partition waiting for the others
@@ -63,7 +64,9 @@ def write_archive(
         end_offsets: dict[TopicPartition, int] = consumer.end_offsets(partitions)
         total = sum(end - consumer.position(tp) for tp, end in end_offsets.items())
         records = _records(consumer, codec, end_offsets, total, on_skip, on_progress)
-        with Path(out_path).open("wb") as out:
+        # Complete or not at all: an interrupted archive leaves no partial file that a rebuild
+        # would take for the whole log, nor destroys the archive it was replacing.
+        with output_file(out_path) as out:
             return _write(out, codec.schema, records, topic)
     finally:
         consumer.close()
@@ -184,7 +187,7 @@ def iter_archive_records(
         except (ValueError, EOFError, StopIteration) as error:
             raise ArchiveError(f"{path}: not an Avro container file ({error})") from None
         number = 0
-        for block in blocks:
+        for block in _whole_blocks(blocks, path, lambda: number):
             consumed = 0
             try:
                 for record in block:
@@ -196,6 +199,25 @@ def iter_archive_records(
                 for _ in range(block.num_records - consumed):
                     number += 1
                     yield number, None, reason
+
+
+def _whole_blocks(
+    blocks: Iterator[Any], path: Path | str, read: Callable[[], int]
+) -> Iterator[Any]:
+    """The blocks of an archive; ArchiveError when one cannot even be framed (a file cut
+    short, as a copy or a write that was interrupted leaves it): what it held is unknown, so
+    the replay cannot go on as if the log ended there."""
+    while True:
+        try:
+            block = next(blocks)
+        except StopIteration:
+            return
+        except (ValueError, EOFError, OSError) as error:
+            raise ArchiveError(
+                f"{path}: damaged or cut short after record {read()} ({error}); archive the "
+                "topic again"
+            ) from None
+        yield block
 
 
 def _event_or_reason(

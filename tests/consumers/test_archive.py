@@ -67,11 +67,44 @@ def test_a_corrupt_block_does_not_stop_the_next_one(tmp_path: Path) -> None:
     assert [event for _, event, _ in results[2:]] == events[2:4]
 
 
+def test_an_archive_cut_short_is_an_error_naming_it_not_a_shorter_log(tmp_path: Path) -> None:
+    events = sample_events()
+    path = tmp_path / "log.avro"
+    write_container(path, [to_record(e) for e in events[:4]], [2, 2])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20])  # the second block's end and sync marker gone
+
+    read: list[int] = []
+    with pytest.raises(ArchiveError, match=r"log\.avro: damaged or cut short after record 2"):
+        read.extend(number for number, _, _ in iter_archive(path))
+    assert read == [1, 2]
+
+
 def test_not_a_container_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_text('{"type": "identify"}\n')
     with pytest.raises(ArchiveError, match="not an Avro container file"):
         list(iter_archive(path))
+
+
+@pytest.mark.kafka
+def test_an_interrupted_archive_leaves_the_one_before_it_whole(
+    kafka_bootstrap: str, fresh_topic: str, tmp_path: Path
+) -> None:
+    with EventProducer(kafka_bootstrap, fresh_topic) as producer:
+        for event in sample_events():
+            producer.send(event)
+    out = tmp_path / "topic.avro"
+    write_archive(kafka_bootstrap, fresh_topic, out)
+    whole = out.read_bytes()
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_archive(kafka_bootstrap, fresh_topic, out, on_progress=interrupt)
+    assert out.read_bytes() == whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["topic.avro"]  # no partial file left
 
 
 @pytest.mark.kafka
