@@ -27,7 +27,7 @@ from profile_engine.history_chart import render_chart
 from profile_engine.reachability import CHANNELS
 from profile_engine.server.api import Engine, current_month, profile_document
 from profile_engine.server.runner import FoldStatus
-from profile_engine.server.security import COOKIE, token_matches
+from profile_engine.server.security import COOKIE, is_cross_site, token_matches
 from projections import history, live, queries
 
 router = APIRouter(include_in_schema=False)
@@ -400,7 +400,10 @@ def _contacts(identifiers: list[dict[str, Any]]) -> dict[str, str]:
 
 @router.get("/sql", response_class=HTMLResponse)
 def sql_page(request: Request, q: str = "") -> Response:
-    return _sql(request, q)
+    # A link keeps a query to share; followed from another site's page, it is shown, not run
+    # (that page chose it; see security.is_cross_site).
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    return _sql(request, q, run=not is_cross_site(headers))
 
 
 @router.post("/sql", response_class=HTMLResponse)
@@ -412,10 +415,13 @@ async def sql_run(request: Request) -> Response:
     return await run_in_threadpool(_sql, request, query)
 
 
-def _sql(request: Request, query: str) -> Response:
+def _sql(request: Request, query: str, run: bool = True) -> Response:
     engine = engine_of(request)
     result, error = None, None
-    if query.strip():
+    notice = None
+    if query.strip() and not run:
+        notice = "A link from another site opened this query: read it, then run it if you mean to."
+    if query.strip() and run:
         try:
             with engine.projection.reading(plaintext_views=True) as con:
                 result = live.run_sql_limited(con, query, SQL_PAGE_ROWS, engine.sql_timeout_s)
@@ -429,6 +435,7 @@ def _sql(request: Request, query: str) -> Response:
         query=query,
         result=result,
         error=error,
+        notice=notice,
         examples=EXAMPLE_QUERIES,
         max_rows=SQL_PAGE_ROWS,
     )

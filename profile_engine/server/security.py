@@ -6,6 +6,12 @@
 - Without a token the server listens on loopback only, and refuses a ``Host`` header that
   is not a loopback name, so a web page elsewhere cannot reach it by rebinding its own DNS
   name to 127.0.0.1.
+- A request another site's page made a browser send is refused unless it only reads (a
+  form posted to ``/sql``, a settings change): the browser names where it comes from
+  (``Sec-Fetch-Site``, ``Origin``), and a loopback server is as reachable from any page the
+  operator opens as from its own. A link from elsewhere still opens a page (see
+  ``is_cross_site``: ``/sql?q=`` then shows the query without running it). No page may be
+  framed by another.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import json
 from http.cookies import SimpleCookie
 from urllib.parse import quote
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 COOKIE = "profile_engine_token"
 TOKEN_ENV = "PROFILE_ENGINE_TOKEN"
@@ -45,6 +51,30 @@ def token_matches(expected: str, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Sent with every answer: no framing by other pages, no content sniffing, no full URLs (a
+# query in /sql?q=) in the Referer of links followed elsewhere.
+SECURITY_HEADERS = (
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
+
+
+def is_cross_site(headers: dict[str, str]) -> bool:
+    """Whether a browser says another origin's page sent this request (another port on the
+    same host is another origin; a typed URL or a bookmark is ``none``)."""
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return True
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    _, _, authority = origin.partition("://")
+    return authority.lower() != headers.get("host", "").lower()
+
+
 class AccessGuard:
     """ASGI middleware enforcing the rules above."""
 
@@ -70,7 +100,16 @@ class AccessGuard:
             else:
                 await _refuse(send, 401, "a valid token is required (Authorization: Bearer)")
             return
-        await self.app(scope, receive, send)
+        if scope["method"] not in SAFE_METHODS and is_cross_site(headers):
+            await _refuse(send, 403, "a page of another site cannot send this request here")
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         assert self.token is not None

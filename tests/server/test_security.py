@@ -108,6 +108,34 @@ def test_without_a_token_only_loopback_host_names_are_answered(
         )
         assert rebound.status_code == 403
         assert rebound.json()["error"] == "this server answers loopback host names only"
+        _another_sites_page_cannot_make_it_query_or_write(server.url)
+
+
+def _another_sites_page_cannot_make_it_query_or_write(url: str) -> None:
+    """What a browser sends when a page of another origin (another port of 127.0.0.1 is
+    one) posts a form here, loads an image from here, or when the operator types a URL."""
+    elsewhere = {"Origin": "http://127.0.0.1:1", "Sec-Fetch-Site": "same-site"}
+    form = {"Content-Type": "application/x-www-form-urlencoded", **HTML}
+    canary = "SELECT 'canary-ran' AS ran"
+    with httpx.Client(base_url=url, timeout=60) as browser:
+        posted = browser.post("/sql", content=f"q={canary}", headers={**form, **elsewhere})
+        assert posted.status_code == 403 and "canary-ran" not in posted.text
+        setting = browser.put(
+            "/api/settings/implicit_consent.sms", json={"value": True}, headers=elsewhere
+        )
+        assert setting.status_code == 403
+        settings = {row["key"]: row for row in browser.get("/api/settings").json()}
+        assert settings["implicit_consent.sms"]["overridden"] is False
+        linked = browser.get("/sql", params={"q": canary}, headers={**HTML, **elsewhere})
+        assert linked.status_code == 200 and "A link from another site" in linked.text
+        assert "<td" not in linked.text  # shown in the editor, not run
+        typed = {"Sec-Fetch-Site": "none", **HTML}
+        assert "<td" in browser.get("/sql", params={"q": canary}, headers=typed).text
+        own = {"Origin": url, "Sec-Fetch-Site": "same-origin"}
+        mine = browser.post("/sql", content=f"q={canary}", headers={**form, **own})
+        assert mine.status_code == 200 and "<td" in mine.text
+        assert mine.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in mine.headers["content-security-policy"]
 
 
 def test_no_request_but_a_settings_change_is_a_write(guarded: Server) -> None:
