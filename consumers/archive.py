@@ -187,7 +187,7 @@ def iter_archive_records(
         except (ValueError, EOFError, StopIteration) as error:
             raise ArchiveError(f"{path}: not an Avro container file ({error})") from None
         number = 0
-        for block in _whole_blocks(blocks, path, lambda: number):
+        while (block := _next_block(blocks, path, number)) is not None:
             consumed = 0
             try:
                 for record in block:
@@ -201,23 +201,19 @@ def iter_archive_records(
                     yield number, None, reason
 
 
-def _whole_blocks(
-    blocks: Iterator[Any], path: Path | str, read: Callable[[], int]
-) -> Iterator[Any]:
-    """The blocks of an archive; ArchiveError when one cannot even be framed (a file cut
-    short, as a copy or a write that was interrupted leaves it): what it held is unknown, so
-    the replay cannot go on as if the log ended there."""
-    while True:
-        try:
-            block = next(blocks)
-        except StopIteration:
-            return
-        except (ValueError, EOFError, OSError) as error:
-            raise ArchiveError(
-                f"{path}: damaged or cut short after record {read()} ({error}); archive the "
-                "topic again"
-            ) from None
-        yield block
+def _next_block(blocks: Iterator[Any], path: Path | str, records_read: int) -> Any | None:
+    """The next block of an archive, None after the last; ArchiveError when one cannot even be
+    framed (a file cut short, as a copy or a write that was interrupted leaves it): what it
+    held is unknown, so the replay cannot go on as if the log ended there."""
+    try:
+        return next(blocks)
+    except StopIteration:
+        return None
+    except (ValueError, EOFError, OSError) as error:
+        raise ArchiveError(
+            f"{path}: damaged or cut short after record {records_read} ({error}); archive the "
+            "topic again"
+        ) from None
 
 
 def _event_or_reason(

@@ -200,11 +200,12 @@ def import_cmd(
     reported with its line, column and rule and kept in FILE.rejects.csv; the good rows
     still go through. Re-importing the same file is idempotent (event ids derive from the
     file content, the event time and the line; the event time is the file's modification
-    time unless --timestamp says otherwise). Exits 1 if any row was rejected. When the broker confirms nothing
-    for --delivery-timeout seconds (or refuses rows), the import stops and lists the lines it
-    did not confirm (all in FILE.unconfirmed.txt); importing the file again is safe. Exit code
-    75 when a retry may succeed, 78 when the broker refused rows. With a master key
-    (--key-file or PROFILE_ENGINE_MASTER_KEY) the events are sealed, as `publish` seals.
+    time unless --timestamp says otherwise). Exits 1 if any row was rejected. When the
+    broker confirms nothing for --delivery-timeout seconds (or refuses rows), the import
+    stops and lists the lines it did not confirm (all in FILE.unconfirmed.txt); importing
+    the file again is safe. Exit code 75 when a retry may succeed, 78 when the broker
+    refused rows. With a master key (--key-file or PROFILE_ENGINE_MASTER_KEY) the events are
+    sealed, as `publish` seals.
     """
     from consumers.importer import CsvImport, ImportRecord, append_history, history_path_for
     from profile_engine.csv_import import HeaderError

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
 import threading
+import uuid
 from pathlib import Path
 
 import duckdb
