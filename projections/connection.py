@@ -255,12 +255,18 @@ class ProjectionLock:
             raise DatabaseBusy(
                 f"{self.db_path} is in use by {holder}; {self.purpose} has to wait until it stops"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"`profile-engine {self.purpose}` (pid {os.getpid()})")
-        if self.details:
-            handle.write("\n" + json.dumps(self.details))
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"`profile-engine {self.purpose}` (pid {os.getpid()})")
+            if self.details:
+                handle.write("\n" + json.dumps(self.details))
+            handle.flush()
+        except OSError as error:  # a full disk: nothing of the database can be written either
+            handle.close()
+            raise ProjectionUnavailable(
+                f"cannot use {self.db_path}: {error.strerror or error} ({self.path})"
+            ) from None
         self._handle = handle
         return self
 

@@ -125,7 +125,9 @@ def counts_as_of(
 
 
 def day_after(day: date) -> date:
-    return day + timedelta(days=1)
+    """The midnight that ends ``day`` (the last day Python knows ends at its own start: no
+    event is that late, the event-time window ends long before)."""
+    return day if day == date.max else day + timedelta(days=1)
 
 
 def daily_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:

@@ -19,11 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 
+from profile_engine.errors import first_line
 from profile_engine.fold import FoldConfig
 from profile_engine.rules import EventTimePolicy
-from projections.connection import connect
+from projections.connection import ProjectionUnavailable, connect
 from projections.store import ProjectionStore
 
 
@@ -46,21 +48,31 @@ def read_user_state(db_path: Path) -> UserState:
         return UserState()
     con = connect(db_path, read_only=True)
     try:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        state = UserState()
-        if "settings" in tables:
-            rows = con.execute("SELECT key, value FROM settings").fetchall()
-            state.settings = [(str(k), str(v)) for k, v in rows]
-        if "projection_meta" in tables:
-            meta = dict(con.execute("SELECT key, value FROM projection_meta").fetchall())
-            if "id_limits" in meta:
-                state.id_limits = FoldConfig(id_limits=json.loads(meta["id_limits"]))
-            if "event_time_policy" in meta:
-                state.time_policy = EventTimePolicy(**json.loads(meta["event_time_policy"]))
-            state.source_topic = meta.get("source_topic")
-        return state
+        return _user_state(con)
+    except duckdb.Error as error:
+        raise ProjectionUnavailable(
+            f"{db_path}: cannot read the settings of the projection to replace "
+            f"({first_line(error)}); move the file aside (its settings are then lost) and "
+            "rebuild again"
+        ) from None
     finally:
         con.close()
+
+
+def _user_state(con: duckdb.DuckDBPyConnection) -> UserState:
+    tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    state = UserState()
+    if "settings" in tables:
+        rows = con.execute("SELECT key, value FROM settings").fetchall()
+        state.settings = [(str(k), str(v)) for k, v in rows]
+    if "projection_meta" in tables:
+        meta = dict(con.execute("SELECT key, value FROM projection_meta").fetchall())
+        if "id_limits" in meta:
+            state.id_limits = FoldConfig(id_limits=json.loads(meta["id_limits"]))
+        if "event_time_policy" in meta:
+            state.time_policy = EventTimePolicy(**json.loads(meta["event_time_policy"]))
+        state.source_topic = meta.get("source_topic")
+    return state
 
 
 def _reopened(store: ProjectionStore) -> ProjectionStore:

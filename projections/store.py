@@ -30,7 +30,7 @@ from profile_engine.crypto import KeyRing
 from profile_engine.errors import NeedsOperator, first_line
 from profile_engine.fold import FoldConfig
 from profile_engine.rules import EventTimePolicy
-from projections.connection import ProjectionUnavailable, connect, write_errors
+from projections.connection import ProjectionUnavailable, connect, duckdb_errors, write_errors
 
 # 4: the history tables (profiles over time); 5: identifier_day_states;
 # 6: reachability_input_tally
@@ -204,8 +204,10 @@ def stored_schema_version(con: duckdb.DuckDBPyConnection) -> str | None:
 
 
 def check_schema_version(con: duckdb.DuckDBPyConnection, db_path: str) -> None:
-    """Refuse a projection written by another version of the tables: rebuild it instead."""
-    stored = stored_schema_version(con)
+    """Refuse a projection written by another version of the tables: rebuild it instead.
+    The first read of a file: one DuckDB cannot read (cut short, damaged) is named here."""
+    with duckdb_errors(db_path):
+        stored = stored_schema_version(con)
     if stored is not None and stored != SCHEMA_VERSION:
         raise ProjectionConfigError(
             f"{db_path} holds projection tables of version {stored}; this profile-engine "

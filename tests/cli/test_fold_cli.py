@@ -157,3 +157,18 @@ def test_a_database_in_a_folder_that_does_not_exist_is_one_line(
     assert result.stderr.strip() == (
         f"Error: cannot use {db}: No such file or directory ({db}.lock)"
     )
+
+
+def test_a_database_file_cut_short_is_named_in_one_line(tmp_path: Path, db_path: Path) -> None:
+    source = write_log(tmp_path / "log.jsonl")
+    assert run_cli("rebuild", "--db", str(db_path), "--from-file", str(source)).returncode == 0
+    whole = db_path.read_bytes()
+    db_path.write_bytes(whole[: len(whole) // 2])  # a copy that stopped halfway
+    for args, says in (
+        (("counts", "--db", str(db_path)), f"{db_path.name}: IO Error"),
+        (("rebuild", "--db", str(db_path), "--from-file", str(source)), "move the file aside"),
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 78, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+        assert says in result.stderr

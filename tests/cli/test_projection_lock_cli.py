@@ -107,3 +107,13 @@ def test_a_rebuild_from_another_topic_needs_force(
                           "--bootstrap-servers", kafka_bootstrap)  # fmt: skip
     assert consume_old.returncode == EXIT_NEEDS_OPERATOR
     assert f"was built from topic {other!r}" in consume_old.stderr
+
+
+def test_a_disk_too_full_to_take_the_lock_is_one_line(tmp_path: Path) -> None:
+    db_path = tmp_path / "full.duckdb"
+    # /dev/full opens, then refuses what a full disk refuses.
+    (tmp_path / "full.duckdb.lock").symlink_to("/dev/full")
+    result = run_cli("rebuild", "--db", str(db_path), "--from-file", str(_log(tmp_path / "l")))
+    assert result.returncode == 78, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: cannot use {db_path}: ") and line.endswith(f"{db_path}.lock)")

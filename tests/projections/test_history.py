@@ -344,6 +344,10 @@ def test_a_late_event_dated_before_its_profile_began_moves_the_beginning_back(
         assert first is not None, f"batch {batch}"
         assert [item["event_id"] for item in first["timeline"]] == ["x3", "x2"]
         assert [i["type"] for i in first["identifiers"]] == ["phone"]
+        last = read(path, lambda con: history.profile_as_of(con, "phone:+14155550101", date.max))
+        assert last == read(
+            path, lambda con: history.profile_as_of(con, "phone:+14155550101", _march(3))
+        )  # the last day there is: no overflow
 
 
 def test_a_late_event_that_links_identifiers_resolves_as_the_full_fold_did_not_as_the_cut(
