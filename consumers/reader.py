@@ -41,7 +41,7 @@ from consumers.ordering import PartitionMerger
 from consumers.records import RawRecord, block_consumer
 from profile_engine.batch_fold import Prepared
 from profile_engine.crypto import KeyMaterialError
-from profile_engine.errors import NeedsOperator, ProfileEngineError, first_line
+from profile_engine.errors import NeedsOperator, ProfileEngineError, Transient, first_line
 from profile_engine.rules import EventTimePolicy
 
 DEFAULT_TIME_POLICY = EventTimePolicy()
@@ -323,6 +323,11 @@ class ReaderError(NeedsOperator):
     pass
 
 
+class ReaderDied(Transient):
+    """The reader process ended without a word (killed, out of memory): reading again may
+    well work (``consume`` exits 75, ``serve`` starts its fold again)."""
+
+
 class KafkaReader:
     """Reads the topic in a child process; the folding process iterates ``chunks()``.
 
@@ -372,7 +377,7 @@ class KafkaReader:
             except (EOFError, OSError, TypeError, ValueError):
                 if self._closed.is_set():
                     return  # closed by us: the end of the pipe is expected
-                message = (_ERROR, ReaderError("the Kafka reader process stopped unexpectedly"))
+                message = (_ERROR, ReaderDied("the Kafka reader process stopped unexpectedly"))
             while not self._closed.is_set():
                 try:
                     self._queue.put(message, timeout=0.2)

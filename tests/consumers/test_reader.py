@@ -15,6 +15,7 @@ from consumers.pipeline import FoldStats
 from consumers.producer import EventProducer
 from consumers.reader import KafkaReader, ReadPlan
 from profile_engine.batch_fold import Prepared
+from profile_engine.errors import Transient
 from profile_engine.events import ProfileEvent
 from projections.store import ProjectionStore
 from tests.profile_engine.builders import identify
@@ -89,6 +90,19 @@ def test_the_reader_gives_up_after_the_configured_time() -> None:
     finally:
         reader.close()
     assert yielded == [None]  # told once that it waits, before giving up
+
+
+def test_a_reader_process_that_dies_is_a_transient_error() -> None:
+    """Killed (by the kernel's out-of-memory killer, a signal): reading again may work."""
+    reader = KafkaReader(ReadPlan(unused_bootstrap(), "events", {}, once=False))
+    try:
+        chunks = reader.chunks()
+        assert next(chunks) is None  # waiting for a broker that never answers
+        reader._process.kill()
+        with pytest.raises(Transient, match="the Kafka reader process stopped unexpectedly"):
+            list(chunks)
+    finally:
+        reader.close()
 
 
 def test_a_stop_request_ends_the_reading_while_the_broker_is_gone() -> None:
