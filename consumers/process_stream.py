@@ -76,7 +76,9 @@ class ProcessStream:
         while not self._closed.is_set():
             try:
                 message = pickle.loads(self._conn.recv_bytes())
-            except (EOFError, OSError):
+            except (EOFError, OSError, TypeError, ValueError):
+                if self._closed.is_set():
+                    return  # closed by us (a stop mid-read): the end of the pipe is expected
                 message = (_ERROR, "the decoding process stopped unexpectedly")
             while not self._closed.is_set():
                 try:

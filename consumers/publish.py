@@ -13,7 +13,12 @@ never read are unconfirmed too.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
 import time
 import uuid
 from collections import deque
@@ -227,10 +232,27 @@ def _init_worker(
     partitions: int,
     max_batch_bytes: int,
     sealing: SealingPlan | None = None,
+    parent: int | None = None,
 ) -> None:
     global _WORKER_ENCODER
+    if parent is not None:
+        _end_with_parent(parent)
     validator = validator_factory() if validator_factory is not None else None
     _WORKER_ENCODER = LineEncoder(validator, phone_region, partitions, max_batch_bytes, sealing)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_with_parent(parent: int) -> None:
+    """A worker does not outlive the publishing process, however that ends (a SIGKILL gives
+    it no chance to shut the pool down; its workers would wait for work forever): on Linux
+    the kernel sends the worker SIGTERM when its parent ends."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it ended before that took hold
+        os._exit(1)
 
 
 def _encode_in_worker(first_line: int, block: bytes) -> EncodedBlock:
@@ -250,7 +272,9 @@ def _encoded_blocks(
     # spawn, not fork: the Kafka producer's sender thread is already running. An executor (not
     # multiprocessing.Pool) so that a worker that dies breaks the run instead of hanging it.
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, context, initializer=_init_worker, initargs=init_args)
+    pool = ProcessPoolExecutor(
+        workers, context, initializer=_init_worker, initargs=(*init_args, os.getpid())
+    )
     with pool:
         pending: deque[Future[EncodedBlock]] = deque()
         window = workers * 3  # bounded read-ahead keeps memory flat on huge files

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -354,3 +355,31 @@ def test_a_topic_name_kafka_refuses_is_a_usage_error(tmp_path: Path, topic: str)
     result = invoke("publish", str(source), "--topic", topic, "--bootstrap-servers", "127.0.0.1:1")
     assert result.exit_code == 2
     assert "is not a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -)" in result.output
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_stopped_publish_leaves_no_worker_behind(
+    tmp_path: Path, kafka_bootstrap: str, fresh_topic: str, how: str
+) -> None:
+    """SIGTERM stops it as Ctrl-C does (one word, 143); even SIGKILL, which gives it no
+    chance to shut its pool down, ends its encoding workers."""
+    import psutil
+
+    source = tmp_path / "events.jsonl"
+    big_file(source, LINES)
+    command = [sys.executable, "-m", "profile_engine.cli.main", "publish", str(source),
+               *publish_args(kafka_bootstrap, fresh_topic, tmp_path)]  # fmt: skip
+    publisher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_until_the_topic_holds_messages(kafka_bootstrap, fresh_topic, publisher)
+        workers = psutil.Process(publisher.pid).children()
+        assert workers, "publish runs its encoding in worker processes"
+        publisher.send_signal(getattr(signal, how))
+        _, stderr = publisher.communicate(timeout=60)
+    finally:
+        publisher.kill()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []
+    if how == "SIGTERM":
+        assert publisher.returncode == 143 and stderr.strip().splitlines()[-1] == "terminated"
