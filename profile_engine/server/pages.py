@@ -479,10 +479,20 @@ def _url(path: str, **params: Any) -> str:
     return path + ("?" + urlencode(kept) if kept else "")
 
 
+# Direction embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069).
+_DIRECTION_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
+def _joined(parts: list[Any]) -> str:
+    """First and last name as one line, without direction controls: an override typed into
+    a first name would otherwise reverse the whole heading, the last name included ("Ann
+    Lee" shown as "eeL nnA"). The trait itself is shown as stored in the details."""
+    return " ".join(str(p).translate(_DIRECTION_CONTROLS) for p in parts if p).strip()
+
+
 def display_name(document: dict[str, Any]) -> str:
     traits = document["traits"]
-    parts = [traits.get(n, {}).get("value") for n in ("first_name", "last_name")]
-    name = " ".join(str(p) for p in parts if p)
+    name = _joined([traits.get(n, {}).get("value") for n in ("first_name", "last_name")])
     if name:
         return name
     for identifier in document["identifiers"]:
@@ -492,7 +502,7 @@ def display_name(document: dict[str, Any]) -> str:
 
 
 def summary_name(row: dict[str, Any]) -> str:
-    name = " ".join(p for p in (row["first_name"], row["last_name"]) if p)
+    name = _joined([row["first_name"], row["last_name"]])
     if name:
         return name
     ids = row["identifiers"]
@@ -502,8 +512,11 @@ def summary_name(row: dict[str, Any]) -> str:
 
 
 def initials(name: str) -> str:
-    words = [w for w in name.replace("@", " ").replace(".", " ").split() if w[:1].isalnum()]
-    letters = "".join(w[0] for w in words[:2]).upper()
+    # The first letter or digit of each word: formatting characters (a right-to-left mark
+    # before a name) are not letters.
+    words = name.replace("@", " ").replace(".", " ").split()
+    firsts = [next((c for c in w if c.isalnum()), "") for w in words]
+    letters = "".join(f for f in firsts if f)[:2].upper()
     return letters or "?"
 
 
