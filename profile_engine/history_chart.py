@@ -10,12 +10,14 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 VIEWS = ("customers", "mau", "both")
 CHANNEL_TITLES = {None: "any channel", "email": "Email", "sms": "SMS", "push": "Push"}
 COLOURS = {"total": "#344054", "reachable": "#4f46e5", "unreachable": "#98a2b3", "mau": "#0e9384"}
+FEW_DAYS = 45  # up to this many days, each day is a dot on its line
+SHORT_DAYS = 7
 _DRAWING = threading.Lock()
 
 
@@ -58,7 +60,7 @@ def _render(
     matplotlib.rcParams["svg.hashsalt"] = "profile-engine"  # same rows -> same bytes
     from matplotlib import dates as mdates
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     if view not in VIEWS:
         raise ValueError(f"unknown chart view {view!r}")
@@ -76,31 +78,38 @@ def _render(
             fontweight="bold",
         )
     thousands = FuncFormatter(lambda value, _: f"{value:,.0f}")
+    # A few days are dots joined by lines (one day alone would be no line at all).
+    dots = {"marker": "o", "markersize": 4} if len(days) <= FEW_DAYS else {}
     for axis, panel in zip(axes[:, 0], panels, strict=True):
         if panel == "customers":
             reach = CHANNEL_TITLES[channel]
-            axis.plot(days, lines["total"], label="Total customers", color=COLOURS["total"])
-            axis.plot(days, lines["reachable"], label=f"Reachable ({reach})",
-                      color=COLOURS["reachable"])  # fmt: skip
-            axis.plot(days, lines["unreachable"], label=f"Unreachable ({reach})",
-                      color=COLOURS["unreachable"])  # fmt: skip
+            drawn = [("total", "Total customers"), ("reachable", f"Reachable ({reach})"),
+                     ("unreachable", f"Unreachable ({reach})")]  # fmt: skip
             axis.set_ylabel("Customers")
             subtitle = "Customers at the end of each day (UTC)"
         else:
-            axis.plot(days, lines["mau"], label="Monthly active users (month to date)",
-                      color=COLOURS["mau"])  # fmt: skip
+            drawn = [("mau", "Monthly active users (month to date)")]
             axis.set_ylabel("Active users")
             subtitle = "Monthly active users, month to date"
+        for key, label in drawn:
+            axis.plot(days, lines[key], label=label, color=COLOURS[key], **dots)
+        # Whole customers only, and an axis up to 1 at least (all zero would tick 0, 0, 0).
+        axis.yaxis.set_major_locator(MaxNLocator(integer=True))
         axis.yaxis.set_major_formatter(thousands)
-        axis.set_ylim(bottom=0)
+        peak = max((max(lines[key], default=0) for key, _ in drawn), default=0)
+        axis.set_ylim(0, max(1, peak) * 1.08)
         axis.grid(True, color="#eaecf0")
         if titled:
             axis.set_title(subtitle, fontsize=10, loc="left")
-            axis.legend(loc="upper left", frameon=False)
+            axis.legend(loc="best", frameon=False)
         for side in ("top", "right"):
             axis.spines[side].set_visible(False)
     bottom = axes[-1, 0]
-    locator = mdates.AutoDateLocator(minticks=4, maxticks=12)
+    if first is not None and first == last:  # one day: centred, not on an axis of years
+        bottom.set_xlim(first - timedelta(days=1), last + timedelta(days=1))
+    short = first is not None and (_as_date(last) - _as_date(first)).days < SHORT_DAYS
+    # Days, never hours: a week or less is ticked day by day.
+    locator = mdates.DayLocator() if short else mdates.AutoDateLocator(minticks=4, maxticks=12)
     bottom.xaxis.set_major_locator(locator)
     # The range (with its years) is in the title or beside the chart: no offset label.
     bottom.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=False))
