@@ -18,6 +18,7 @@ import json
 import os
 import re
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -77,6 +78,10 @@ def served_index_least() -> int:
     """The room for the lookup indexes a served projection's limit holds at least."""
     text = os.environ.get(SERVE_INDEX_ENV) or DEFAULT_SERVED_INDEX_LEAST
     return limit_bytes(text, SERVE_INDEX_ENV)
+
+
+# Past any timeline (and within what DuckDB takes for an OFFSET).
+TIMELINE_MAX_OFFSET = 2**31 - 1
 
 
 class CursorError(BadInput):
@@ -406,7 +411,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         stamp, profile_id = json.loads(raw)
-        return datetime.fromisoformat(stamp), str(profile_id)
+        return datetime.fromisoformat(stamp), str(uuid.UUID(str(profile_id)))
     except (binascii.Error, ValueError, TypeError):
         raise CursorError(f"cursor {cursor!r} was not handed out by this server") from None
 
@@ -509,8 +514,8 @@ def timeline_page(
     (``ring``: a keyed projection's sealed payload values opened; erased ones null)."""
     if not 1 <= limit <= TIMELINE_MAX_LIMIT:
         raise BadInput(f"limit must be between 1 and {TIMELINE_MAX_LIMIT}")
-    if offset < 0:
-        raise BadInput("offset must not be negative")
+    if not 0 <= offset <= TIMELINE_MAX_OFFSET:
+        raise BadInput(f"offset must be between 0 and {TIMELINE_MAX_OFFSET:,}")
     # MATERIALIZED keeps the profile filter an index lookup (a LIMIT on a sorted read turns
     # into a top-N over the whole table).
     mine = (

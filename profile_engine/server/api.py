@@ -279,7 +279,7 @@ def get_timeline(
     key: Key,
     type: Annotated[list[str] | None, Query(description="only these event types")] = None,
     limit: Annotated[int, Query(ge=1, le=live.TIMELINE_MAX_LIMIT)] = 25,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=live.TIMELINE_MAX_OFFSET)] = 0,
 ) -> Response:
     """The profile's events, newest first, a page at a time."""
     if _written_in_the_key(request, "timeline"):

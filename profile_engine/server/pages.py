@@ -294,7 +294,8 @@ def profile_page(
         pid = document["profile_id"]
         identifiers = queries.identifier_rows(con, pid, document["ccpa_opted_out"], ring)
         summary = live.profile_summaries(con, [pid], ring)[0]
-        timeline = live.timeline_page(con, pid, types, TIMELINE_PAGE, max(0, offset), ring)
+        offset = min(max(0, offset), live.TIMELINE_MAX_OFFSET)  # a page past the end is empty
+        timeline = live.timeline_page(con, pid, types, TIMELINE_PAGE, offset, ring)
     return render(
         request,
         "profile.html",

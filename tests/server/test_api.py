@@ -6,6 +6,7 @@ produced, and tests that add events or change settings restore what they change.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -283,9 +284,19 @@ def test_search_pages_with_a_cursor_through_every_profile_once(server: Server) -
 
 
 def test_search_refuses_a_cursor_it_did_not_hand_out(server: Server) -> None:
-    response = server.get("/api/profiles", params={"cursor": "nonsense"})
-    assert response.status_code == 400
-    assert "cursor" in response.json()["error"]
+    forged = base64.urlsafe_b64encode(b'["2026-11-11T12:00:00", "59a6517a"]').decode()
+    for cursor in ("nonsense", forged):
+        response = server.get("/api/profiles", params={"cursor": cursor})
+        assert response.status_code == 400, response.text
+        assert "cursor" in response.json()["error"]
+
+
+def test_a_timeline_offset_past_any_number_is_refused_not_a_failure(server: Server) -> None:
+    path = "/api/profiles/customer_id:C1/timeline"
+    response = server.get(path, params={"offset": 2**63})
+    assert response.status_code == 400, response.text
+    assert str(server.db_path) not in response.text
+    assert get_json(server, path, offset=2**31 - 1)["events"] == []
 
 
 # -- SQL --------------------------------------------------------------------------------------
