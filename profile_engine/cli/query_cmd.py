@@ -24,7 +24,7 @@ from profile_engine.cli.common import (
     table_console,
 )
 from profile_engine.cli.keys import key_file_option, key_ring
-from profile_engine.errors import ProfileEngineError
+from profile_engine.errors import BadInput, ProfileEngineError
 from profile_engine.reachability import CHANNELS, SETTINGS, parse_value
 
 
@@ -429,19 +429,30 @@ def sql(db_path: str, query: str, output_format: str, key_file: Any) -> None:
     """
     from projections import queries
 
+    cut_short: list[int] = []
     columns, rows = _with_readonly(
         db_path,
         lambda con: queries.run_sql(con, query),
-        lambda server: _ask_sql(server, query),
+        lambda server: _ask_sql(server, query, cut_short),
         key_ring(key_file),
     )
     print_rows(columns, rows, output_format)
+    if cut_short:
+        from profile_engine.server.client import SQL_ROWS
+        from projections.live import SQL_MAX_BYTES
+
+        # Printed, but not the whole answer: a script must not take it for one.
+        raise BadInput(
+            f"the server answers a query with at most {SQL_ROWS:,} rows or "
+            f"{SQL_MAX_BYTES // 2**20} MB of values; the {cut_short[0]:,} rows above are the "
+            "first of more: narrow the query (LIMIT, fewer columns) or use `export`"
+        )
 
 
-def _ask_sql(server: Any, query: str) -> tuple[list[str], list[list[Any]]]:
+def _ask_sql(server: Any, query: str, cut_short: list[int]) -> tuple[list[str], list[list[Any]]]:
     answer = server.sql(query)
     if answer["truncated"]:
-        click.echo(f"note: the server returned its first {len(answer['rows']):,} rows", err=True)
+        cut_short.append(len(answer["rows"]))
     return answer["columns"], answer["rows"]
 
 

@@ -89,6 +89,21 @@ def test_query_commands_print_the_same_through_the_server_as_from_the_stopped_fi
     assert live[5][2] == "Error: no profile found for email:nobody@example.com\n"
 
 
+def test_sql_through_the_server_says_when_its_answer_was_cut_short(served: Server) -> None:
+    """20,000 rows of 1 kB are past what the server answers a query with (16 MB): the rows it
+    sent are printed, and the command fails saying so, as a script must know."""
+    wide = "SELECT range AS n, repeat('x', 1000) AS pad FROM range(20000)"
+    result = run_cli("sql", "--db", str(served.db_path), wide, "--format", "csv")
+    assert result.returncode == 1
+    (error,) = result.stderr.splitlines()
+    printed = len(result.stdout.splitlines()) - 1  # the header
+    assert error.startswith(
+        "Error: the server answers a query with at most 1,000,000 rows or 16 MB of values; "
+        f"the {printed:,} rows above"
+    )
+    assert 10_000 < printed < 20_000
+
+
 def test_export_through_the_server_writes_the_rows_of_the_stopped_file(
     served: Server, tmp_path: Path
 ) -> None:
