@@ -127,7 +127,7 @@ def parse_select(con: duckdb.DuckDBPyConnection, text: str) -> Tree:
         raise QueryError(f"give exactly one SQL statement (got {len(statements)})")
     kind, query = statements[0]
     if kind != "SELECT":
-        raise QueryError(f"refused: a {kind} statement; {WHAT_SQL_RUNS}")
+        raise QueryError(f"refused: {_a_statement(kind, query)}; {WHAT_SQL_RUNS}")
     document = _serialize(con, query)
     tree: Tree = document["statements"][0]
     return tree
@@ -202,7 +202,16 @@ def check_read_statement(con: duckdb.DuckDBPyConnection, text: str) -> str:
             "refused: a PIVOT without its values runs as several statements; name them, "
             "e.g. PIVOT identifiers ON id_type IN ('email', 'phone') USING count(*)"
         )
-    raise QueryError(f"refused: a {kind} statement; {WHAT_SQL_RUNS}")
+    raise QueryError(f"refused: {_a_statement(kind, query)}; {WHAT_SQL_RUNS}")
+
+
+def _a_statement(kind: str, query: str = "") -> str:
+    """Names a refused statement: "a SELECT statement", "an ATTACH statement" (DuckDB's kind of
+    statement, except that it calls INSTALL a LOAD)."""
+    words = [word.text.upper() for word in tokens(query)][:1]
+    name = "INSTALL" if kind == "LOAD" and words == ["INSTALL"] else kind
+    article = "an" if name[:1] in "AEIOU" else "a"
+    return f"{article} {name} statement"
 
 
 def check_select(con: duckdb.DuckDBPyConnection, text: str) -> str:
@@ -292,7 +301,7 @@ def _check_call(con: duckdb.DuckDBPyConnection, text: str) -> str:
     words = tokens(text)
     if words and words[0].text.upper() != "CALL":  # DuckDB parses CHECKPOINT as a CALL
         what = " ".join(word.text.upper() for word in words[:2] if word.kind == "keyword")
-        raise QueryError(f"refused: a {what or 'CALL'} statement; {WHAT_SQL_RUNS}")
+        raise QueryError(f"refused: {_a_statement(what or 'CALL')}; {WHAT_SQL_RUNS}")
     if len(words) < 2:
         raise QueryError("CALL needs a table function")
     # CALL f(args) is SELECT * FROM f(args); the SELECT is what gets checked and run.
