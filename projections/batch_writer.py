@@ -700,7 +700,9 @@ def _identifiers(con: duckdb.DuckDBPyConnection, batch: _BatchTables) -> None:
                 coalesce(d.id_key::UUID, s.id_key) AS id_key,
                 coalesce(d.pid::UUID, moved_to, s.profile_id) AS profile_id,
                 coalesce(d.id_type, s.id_type) AS id_type,
-                coalesce(d.id_value, s.id_value) AS id_value,
+                -- The value it began with: sealed, each publishing run carries it as another
+                -- token, and the last batch's would make the row depend on the batch sizes.
+                coalesce(s.id_value, d.id_value) AS id_value,
                 coalesce(s.valid, d.valid) AS valid,
                 least(s.first_us, d.first_us) AS first_us,
                 CASE WHEN {_newer("d.last", "s.last")} THEN d.last_us ELSE s.last_us END
