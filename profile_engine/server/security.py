@@ -104,6 +104,10 @@ class AccessGuard:
             await _refuse(send, 403, "a page of another site cannot send this request here")
             return
 
+        if scope["method"] == "HEAD":
+            # Answered as GET (uptime checks ask HEAD); the HTTP server sends no body for it.
+            scope = {**scope, "method": "GET"}
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", ()), *SECURITY_HEADERS]}

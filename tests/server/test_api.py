@@ -511,3 +511,13 @@ def test_the_openapi_description_lists_the_api(server: Server) -> None:
                  "/api/export", "/api/settings", "/api/settings/{key}", "/api/status",
                  "/metrics"):  # fmt: skip
         assert path in paths
+
+
+def test_head_is_answered_as_get_without_a_body(server: Server) -> None:
+    """Uptime checkers ask HEAD."""
+    with server.client() as client:
+        for path in ("/", "/api/counts", "/api/status"):
+            answer = client.head(path)
+            assert answer.status_code == 200, path
+            assert answer.content == b""
+            assert int(answer.headers["content-length"]) > 0
