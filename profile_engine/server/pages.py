@@ -192,12 +192,17 @@ def _history_chart(
                 ("chart-svg", first, last, channel, chosen_view),
                 lambda: render_chart(rows, channel, chosen_view, "svg", titled=False).decode(),
             )
+    # The dates the form shows: a refused range keeps what was typed, to be corrected.
+    asked = (first_text or first.isoformat(), last_text or last.isoformat())
     if error is not None:
         first, last = default_last - timedelta(days=CHART_DAYS - 1), default_last
     params = {"from": first.isoformat(), "to": last.isoformat(), "channel": channel}
     return {
         "first": first,
         "last": last,
+        "asked": asked if error is not None else (first.isoformat(), last.isoformat()),
+        # No range asked for: the default one, which moves on with the newest event.
+        "follows": not first_text and not last_text,
         "view": chosen_view,
         "channel": channel or "any",
         "error": error,
@@ -208,7 +213,11 @@ def _history_chart(
         "reachable_key": f"{channel}_reachable" if channel else "reachable_any",
         "unreachable_key": f"{channel}_unreachable" if channel else "unreachable_any",
         "csv_url": _url("/api/counts/daily", **params, format="csv"),
-        "view_urls": {v: _url("/", **params, view=v) for v in CHART_VIEWS},
+        # Another view of the same range: the default one stays the default.
+        "view_urls": {
+            v: _url("/", **(params if first_text or last_text else {"channel": channel}), view=v)
+            for v in CHART_VIEWS
+        },
         "presets": [
             {"days": days, "url": _url("/", **{**params, "from": start}, view=chosen_view)}
             for days in CHART_PRESETS

@@ -521,3 +521,23 @@ def test_head_is_answered_as_get_without_a_body(server: Server) -> None:
             assert answer.status_code == 200, path
             assert answer.content == b""
             assert int(answer.headers["content-length"]) > 0
+
+
+def test_the_default_chart_range_follows_the_log_and_a_refused_one_keeps_the_dates_typed(
+    server: Server,
+) -> None:
+    """The overview's chart panel: without a range asked for, the page's script redraws the
+    default one (ending at the newest event) after each batch instead of pinning the days it
+    first showed; a range it refuses is shown again in the form, to be corrected."""
+    html = {"Accept": "text/html"}
+    default = server.get("/", params={"fragment": "chart"}, headers=html).text
+    assert 'data-follows="true"' in default
+    asked = server.get(
+        "/", params={"fragment": "chart", "from": "2026-03-01", "to": "2026-03-05"}, headers=html
+    ).text
+    assert 'data-follows="false"' in asked
+    refused = server.get(
+        "/", params={"fragment": "chart", "from": "2000-01-01", "to": "2026-03-05"}, headers=html
+    ).text
+    assert "at most" in refused
+    assert 'value="2000-01-01"' in refused and 'value="2026-03-05"' in refused

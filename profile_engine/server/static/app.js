@@ -177,8 +177,13 @@
   function chartURL(changes = {}) {
     const panel = $("[data-history-chart]");
     const url = new URL("/", window.location.href);
-    url.searchParams.set("from", changes.from || panel.dataset.from);
-    url.searchParams.set("to", changes.to || panel.dataset.to);
+    // The default range moves on with the newest event: redrawn after a batch, it is asked
+    // for again as the default, not pinned to the days it covered when the page opened.
+    const follows = panel.dataset.follows === "true" && !changes.from && !changes.to;
+    if (!follows) {
+      url.searchParams.set("from", changes.from || panel.dataset.from);
+      url.searchParams.set("to", changes.to || panel.dataset.to);
+    }
     url.searchParams.set("view", changes.view || panel.dataset.view);
     return url;
   }
