@@ -357,6 +357,8 @@ def put_setting(engine: EngineDep, key: str, change: Annotated[SettingChange, Bo
     """Change one setting (or reset it); counts reflect it at once. The only write."""
     if key not in SETTINGS:
         raise NotFound(f"unknown setting {key!r}; known settings: {', '.join(SETTINGS)}")
+    if change.reset and change.value is not None:
+        raise BadInput('give either "value" or "reset": true, not both')
     with engine.projection.writing_settings() as con:
         if change.reset:
             reset_setting(con, key)

@@ -639,7 +639,20 @@ def status_view(status: FoldStatus) -> dict[str, Any]:
     return {"tone": "good", "label": "Live", "banner": None}
 
 
+def sql_cell(value: Any) -> str:
+    """A query's value as the SQL page shows it: SQL's words and JSON, not Python's."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        # As DuckDB prints a BLOB: printable ASCII as itself, any other byte as \xHH.
+        return "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02X}" for b in value)
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    return str(value)
+
+
 templates.env.filters.update(
+    sql_cell=sql_cell,
     number=number,
     money=money,
     when=when,

@@ -440,6 +440,11 @@ def test_a_setting_of_the_wrong_type_or_name_is_refused(server: Server) -> None:
         )
         assert client.put("/api/settings/nope", json={"value": True}).status_code == 404
         assert client.delete("/api/settings/implicit_consent.sms").status_code == 405
+        both = client.put("/api/settings/implicit_consent.sms", json={"value": True, "reset": True})
+        assert both.status_code == 400
+        assert both.json()["error"] == 'give either "value" or "reset": true, not both'
+        settings = {row["key"]: row for row in client.get("/api/settings").json()}
+        assert settings["implicit_consent.sms"]["overridden"] is False
 
 
 # -- status, metrics, the consumer group, live updates ----------------------------------------

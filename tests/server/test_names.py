@@ -1,8 +1,8 @@
-"""How the pages name a profile: first and last name, or an identifier."""
+"""How the pages name a profile (first and last name, or an identifier) and show values."""
 
 from __future__ import annotations
 
-from profile_engine.server.pages import display_name, initials, summary_name
+from profile_engine.server.pages import display_name, initials, sql_cell, summary_name
 
 
 def test_a_direction_override_in_a_first_name_does_not_reverse_the_heading() -> None:
@@ -21,3 +21,9 @@ def test_without_a_name_the_last_seen_identifier_names_it() -> None:
         "Anonymous visitor"
     )
     assert initials("a@x.io") == "AX"
+
+
+def test_the_sql_page_shows_sql_values_not_python_ones() -> None:
+    assert [sql_cell(v) for v in (True, False, b"x\x01", {"a": [1, "é"]}, [1, 2], 3.5)] == [
+        "true", "false", "x\\x01", '{"a": [1, "é"]}', "[1, 2]", "3.5",
+    ]  # fmt: skip
