@@ -16,7 +16,7 @@ import fastavro
 from kafka import KafkaConsumer, TopicPartition
 
 from consumers.codec import AvroCodec, DecodeError, from_record
-from consumers.kafka_client import kafka_errors
+from consumers.kafka_client import kafka_errors, topic_partitions
 from consumers.ordering import PartitionMerger
 from consumers.records import RawRecord
 from profile_engine.errors import BadInput
@@ -73,10 +73,7 @@ def write_archive(
 
 
 def _assign_from_start(consumer: KafkaConsumer, topic: str) -> list[TopicPartition]:
-    numbers = consumer.partitions_for_topic(topic)
-    if not numbers:
-        raise ArchiveError(f"topic {topic!r} does not exist")
-    partitions = [TopicPartition(topic, number) for number in sorted(numbers)]
+    partitions = topic_partitions(consumer, topic)  # a missing topic: for an operator
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
     return partitions

@@ -12,6 +12,7 @@ from kafka import KafkaProducer
 
 from consumers.archive import ArchiveError, iter_archive, iter_archive_records, write_archive
 from consumers.codec import AvroCodec, DecodeError, load_standalone, to_record
+from consumers.kafka_client import TopicMissingError
 from consumers.producer import EventProducer
 from consumers.rebuild import rebuild_from_file, rebuild_from_kafka
 from profile_engine.synthetic import generate_events
@@ -207,5 +208,6 @@ def test_the_archive_holds_the_topic_in_the_folds_order_and_rebuilds_the_same(
 
 @pytest.mark.kafka
 def test_archive_of_a_missing_topic_is_a_clear_error(kafka_bootstrap: str, tmp_path: Path) -> None:
-    with pytest.raises(ArchiveError, match="does not exist"):
+    with pytest.raises(TopicMissingError, match="does not exist; create it with"):
         write_archive(kafka_bootstrap, "no-such-topic-for-archive", tmp_path / "x.avro")
+    assert list(tmp_path.iterdir()) == []
