@@ -359,13 +359,18 @@ def put_setting(engine: EngineDep, key: str, change: Annotated[SettingChange, Bo
         raise NotFound(f"unknown setting {key!r}; known settings: {', '.join(SETTINGS)}")
     if change.reset and change.value is not None:
         raise BadInput('give either "value" or "reset": true, not both')
+    return JSONText(_setting_record(change_setting(engine, key, change.value, change.reset)))
+
+
+def change_setting(engine: Engine, key: str, value: Any, reset: bool) -> Any:
+    """Set one setting (or reset it to its default); its row as `settings show` lists it.
+    The one write a request can make (the API's PUT and the settings page)."""
     with engine.projection.writing_settings() as con:
-        if change.reset:
+        if reset:
             reset_setting(con, key)
         else:
-            set_setting(con, key, change.value)
-        row = next(r for r in list_settings(con) if r.key == key)
-    return JSONText(_setting_record(row))
+            set_setting(con, key, value)
+        return next(r for r in list_settings(con) if r.key == key)
 
 
 def _setting_record(row: Any) -> dict[str, Any]:

@@ -24,11 +24,12 @@ from starlette.concurrency import run_in_threadpool
 from profile_engine.errors import ProfileEngineError
 from profile_engine.events import EventType
 from profile_engine.history_chart import render_chart
-from profile_engine.reachability import CHANNELS
-from profile_engine.server.api import Engine, current_month, profile_document
+from profile_engine.reachability import CHANNELS, MAX_INTEGER, SETTINGS, parse_value, setting
+from profile_engine.server.api import Engine, change_setting, current_month, profile_document
 from profile_engine.server.runner import FoldStatus
 from profile_engine.server.security import COOKIE, is_cross_site, token_matches
 from projections import history, live, queries
+from projections.settings import list_settings
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(
@@ -449,6 +450,66 @@ def _sql(request: Request, query: str, run: bool = True) -> Response:
         examples=EXAMPLE_QUERIES,
         max_rows=SQL_PAGE_ROWS,
     )
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+SETTING_LABELS = {
+    **{f"implicit_consent.{c}": f"Implicit consent · {CHANNEL_LABELS[c]}" for c in CHANNELS},
+    **{f"ccpa_blocks.{c}": f"CCPA opt-out blocks · {CHANNEL_LABELS[c]}" for c in CHANNELS},
+    "mau.excluded_events": "Events that are not activity",
+    "bounce.soft_bounce_limit": "Soft bounces before undeliverable",
+}
+
+
+@router.get("/settings", response_class=HTMLResponse)
+def settings_page(request: Request, saved: str | None = None) -> Response:
+    return _settings(request, saved=SETTING_LABELS.get(saved or ""))
+
+
+@router.post("/settings/{key}", response_class=HTMLResponse)
+async def settings_save(request: Request, key: str) -> Response:
+    """One setting's form: its value (a checkbox sends "false" then "true" when ticked: the
+    last one counts) or ``reset``. The one write a page can make."""
+    form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+    try:
+        setting(key)  # an unknown key is refused before anything is written
+        reset = "reset" in form
+        value = None if reset else parse_value(key, (form.get("value") or [""])[-1])
+        await run_in_threadpool(change_setting, engine_of(request), key, value, reset)
+    except ProfileEngineError as failure:
+        return _settings(request, error=str(failure), status_code=400)
+    return RedirectResponse(f"/settings?saved={quote(key)}#{quote(key)}", status_code=303)
+
+
+def _settings(
+    request: Request, saved: str | None = None, error: str | None = None, status_code: int = 200
+) -> Response:
+    with engine_of(request).projection.reading() as con:
+        rows = list_settings(con)
+    shown = [
+        {
+            "row": row,
+            "label": SETTING_LABELS.get(row.key, row.key),
+            "kind": SETTINGS[row.key].kind,
+            "text": _setting_text(row.value),
+            "default_text": _setting_text(row.default) or "none",
+            "max": MAX_INTEGER,
+        }
+        for row in rows
+    ]
+    return render(
+        request, "settings.html", status_code, active="settings", settings=shown, saved=saved,
+        error=error,
+    )  # fmt: skip
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 # -- login (only when a token is required) ----------------------------------------------------

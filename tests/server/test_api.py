@@ -546,3 +546,19 @@ def test_the_default_chart_range_follows_the_log_and_a_refused_one_keeps_the_dat
     ).text
     assert "at most" in refused
     assert 'value="2000-01-01"' in refused and 'value="2026-03-05"' in refused
+
+
+def test_the_settings_page_refuses_a_bad_value_or_name_and_changes_nothing(
+    server: Server,
+) -> None:
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html"}
+    with server.client() as client:
+        before = client.get("/api/settings").json()
+        negative = client.post(
+            "/settings/bounce.soft_bounce_limit", content="value=-5", headers=form
+        )
+        assert negative.status_code == 400
+        assert "is not a whole number from 0" in negative.text
+        unknown = client.post("/settings/nope", content="value=1", headers=form)
+        assert unknown.status_code == 400 and "unknown setting" in unknown.text
+        assert client.get("/api/settings").json() == before

@@ -344,3 +344,30 @@ def test_a_broker_outage_shows_on_every_page(browser: Any, tmp_path: Path) -> No
             assert tab.locator("[data-banner]").is_visible()
         finally:
             context.close()
+
+
+def test_the_settings_page_changes_a_setting_and_the_counts_move_at_once(
+    page: Any, server: Server
+) -> None:
+    def sms_reachable() -> int:
+        counts = server.get("/api/counts").json()
+        return int(counts["channels"]["sms"]["reachable"])
+
+    before = sms_reachable()
+    page.goto("/settings")
+    row = page.locator("li[id='implicit_consent.sms']")
+    checkbox = row.locator("input[type=checkbox]")
+    assert not checkbox.is_checked()  # off by default
+    checkbox.check()
+    row.get_by_role("button", name="Save").click()
+    page.wait_for_url("**/settings?saved=implicit_consent.sms*")
+    assert "Saved: Implicit consent · SMS" in page.locator("[role=status].notice").inner_text()
+    row = page.locator("li[id='implicit_consent.sms']")
+    assert row.locator("input[type=checkbox]").is_checked()
+    assert "changed" in row.inner_text()
+    shoot(page, "settings")
+    assert sms_reachable() > before  # unknown consent counts on SMS now
+    row.get_by_role("button", name="Reset").click()
+    page.wait_for_url("**/settings?saved=implicit_consent.sms*")
+    assert sms_reachable() == before
+    assert not page.locator("li[id='implicit_consent.sms'] input[type=checkbox]").is_checked()
