@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 import uuid
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -67,6 +68,10 @@ class EncodedBlock(NamedTuple):
     # Sealed publishing: (key ref, wrapped key) of the data keys the block's events need
     # that the key store may not hold yet; they are written before the block's batches.
     keys: tuple[tuple[str, bytes], ...] = ()
+    next_line: int = 0  # the number of the line after the block's (BlockReader's count)
+
+
+STOPPED = "publishing was stopped"
 
 
 @dataclass
@@ -76,6 +81,8 @@ class PublishResult:
     delivery: Delivery = field(default_factory=Delivery)
     # Lines never read because the producer gave up: (first, last); last is None for a pipe.
     unread: tuple[int, int | None] | None = None
+    # Ctrl-C or SIGTERM, which stopped it (raised again once every line is accounted for).
+    stopped_by: KeyboardInterrupt | None = None
 
     @property
     def published(self) -> int:
@@ -155,7 +162,9 @@ class LineEncoder:
             except ValueError as error:  # invalid JSON or UTF-8, or an unencodable value
                 rejects.append(Reject(number, f"event: {_first_line(error)}", raw))
         keys = tuple(self.sealer.take_new_keys()) if self.sealer is not None else ()
-        return EncodedBlock(batcher.take(), rejects, len(block), keys)
+        return EncodedBlock(
+            batcher.take(), rejects, len(block), keys, first_line + block.count(b"\n")
+        )
 
 
 class BlockReader:
@@ -313,20 +322,40 @@ def publish_lines(
         validator_factory, phone_region, producer.partitions, producer.max_batch_bytes, sealing
     )  # fmt: skip
     written: set[str] = set()
-    for encoded in _encoded_blocks(reader, workers, init_args):
-        for reject in encoded.rejects:
-            result.rejected += 1
-            if on_reject is not None:
-                on_reject(reject)
-        if not _keys_written(encoded, key_sink, written, result):
-            reader.stop()
-            continue
-        for batch in encoded.batches:
-            if not producer.send(batch):  # gave up: what is already encoded stays unsent
+    done = 1  # the first line of the blocks not yet handled whole
+    current: EncodedBlock | None = None
+    sent = 0  # of the current block's batches
+    try:
+        for encoded in _encoded_blocks(reader, workers, init_args):
+            current, sent = encoded, 0
+            for reject in encoded.rejects:
+                result.rejected += 1
+                if on_reject is not None:
+                    on_reject(reject)
+            if not _keys_written(encoded, key_sink, written, result):
                 reader.stop()
-                result.delivery.fail(batch.lines, "not sent: publishing stopped", True)
-        if on_progress is not None:
-            on_progress(encoded.size)
+                sent = len(encoded.batches)
+            for batch in encoded.batches[sent:]:
+                if not producer.send(batch):  # gave up: what is already encoded stays unsent
+                    reader.stop()
+                    result.delivery.fail(batch.lines, "not sent: publishing stopped", True)
+                sent += 1
+            done, current = encoded.next_line, None
+            if on_progress is not None:
+                on_progress(encoded.size)
+    except KeyboardInterrupt as stop:
+        # Every line still ends confirmed, rejected or listed: what was read but not sent is
+        # listed with the lines never read, and what was sent is waited for below.
+        result.stopped_by = stop
+        reader.stop()
+        if current is not None:
+            for batch in current.batches[sent:]:
+                result.delivery.fail(batch.lines, f"not sent: {STOPPED}", True)
+            done = current.next_line
+        result.delivery.fail(
+            array("q", range(done, reader.next_line)), f"not sent: {STOPPED}", True
+        )
+        result.delivery.gave_up = STOPPED
     producer.finish()
     result.unread = reader.unread()
     result.seconds = time.perf_counter() - started

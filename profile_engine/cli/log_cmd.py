@@ -211,13 +211,19 @@ def publish(
     unconfirmed_path = companion_path(file, "unconfirmed.txt")
     if not result.complete:
         source = "the same input" if file == "-" else file
-        raise unconfirmed_error(
+        not_confirmed = unconfirmed_error(
             result.delivery,
             result.unread,
             list_path=unconfirmed_path,
             resume=f"publishing {source} again is safe: events are deduplicated by event_id",
             rejected=rejects.lines,
         )
+        if result.stopped_by is None:
+            raise not_confirmed
+        told = str(not_confirmed)
+        click.echo(told[:1].upper() + told[1:], err=True)
+    if result.stopped_by is not None:
+        raise result.stopped_by  # "interrupted" or "terminated", once every line is told
     unconfirmed_path.unlink(missing_ok=True)  # a list from an earlier run is no longer true
     click.echo(
         f"published {result.published}, rejected {result.rejected} "

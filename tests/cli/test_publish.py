@@ -362,8 +362,9 @@ def test_a_topic_name_kafka_refuses_is_a_usage_error(tmp_path: Path, topic: str)
 def test_a_stopped_publish_leaves_no_worker_behind(
     tmp_path: Path, kafka_bootstrap: str, fresh_topic: str, how: str
 ) -> None:
-    """SIGTERM stops it as Ctrl-C does (one word, 143); even SIGKILL, which gives it no
-    chance to shut its pool down, ends its encoding workers."""
+    """SIGTERM stops it as Ctrl-C does (143, after telling which lines it did not confirm);
+    even SIGKILL, which gives it no chance to shut its pool down, ends its encoding
+    workers."""
     import psutil
 
     source = tmp_path / "events.jsonl"
@@ -382,4 +383,14 @@ def test_a_stopped_publish_leaves_no_worker_behind(
     _, alive = psutil.wait_procs(workers, timeout=10)
     assert alive == []
     if how == "SIGTERM":
+        # Stopped as Ctrl-C stops it: every line still confirmed, rejected or listed.
         assert publisher.returncode == 143 and stderr.strip().splitlines()[-1] == "terminated"
+        from tests.support.kafka import end_offsets
+
+        listing = tmp_path / "events.jsonl.unconfirmed.txt"
+        listed = {int(n) for n in listing.read_text().split()} if listing.exists() else set()
+        rejects = tmp_path / "events.jsonl.rejects.jsonl"  # those read before the stop
+        rejected = len(rejects.read_text().splitlines()) if rejects.exists() else 0
+        assert end_offsets(kafka_bootstrap, fresh_topic) + len(listed) + rejected == LINES
+        if listed:
+            assert "Publishing was stopped; " in stderr and str(listing) in stderr
