@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, NamedTuple, cast
 
 import fastavro
 from kafka import KafkaConsumer, TopicPartition
@@ -28,7 +28,18 @@ POLL_TIMEOUT_MS = 1_000
 PAUSE_AFTER_RECORDS = 20_000  # buffered records of one partition waiting for the others
 TOPIC_METADATA_KEY = "profile_engine.topic"
 
-SkipCallback = Callable[[int, int, str], None]  # partition, offset, reason
+
+class Skipped(NamedTuple):
+    """A message that is no event (not Avro of a known schema): it cannot be archived."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+
+
+SkipCallback = Callable[[Skipped], None]
 ProgressCallback = Callable[[int, int], None]  # records read so far, total to read
 
 
@@ -128,12 +139,17 @@ def _records(
 def _decoded(
     released: Iterable[RawRecord], codec: AvroCodec, on_skip: SkipCallback | None
 ) -> Iterator[dict[str, Any]]:
-    for partition, offset, _, _, value in released:
-        try:
-            yield codec.read_record(value or b"")
-        except DecodeError as error:
-            if on_skip is not None:
-                on_skip(partition, offset, error.reason)
+    for partition, offset, _, key, value in released:
+        if value is None:  # a tombstone, reported as the consumer reports it
+            reason = "null value: not an event"
+        else:
+            try:
+                yield codec.read_record(value)
+                continue
+            except DecodeError as error:
+                reason = error.reason
+        if on_skip is not None:
+            on_skip(Skipped(partition, offset, key, value, reason))
 
 
 def _write(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -304,19 +306,57 @@ def archive(bootstrap_servers: str, topic: str, out_path: Path) -> None:
     """
     from consumers.archive import ArchiveError, write_archive
 
-    def on_skip(partition: int, offset: int, reason: str) -> None:
-        click.echo(f"skipped partition {partition} offset {offset}: {reason}", err=True)
-
     if not out_path.parent.exists():
         raise UserError(f"{out_path.parent}: no such directory")
-    try:
-        with _record_progress() as on_progress:
-            count = write_archive(
-                bootstrap_servers, topic, out_path, on_skip=on_skip, on_progress=on_progress
-            )
-    except ArchiveError as error:
-        raise UserError(str(error)) from None
+    with _SkippedMessages(companion_path(str(out_path), "skipped.jsonl")) as skipped:
+        try:
+            with _record_progress() as on_progress:
+                count = write_archive(
+                    bootstrap_servers, topic, out_path, on_skip=skipped, on_progress=on_progress
+                )
+        except ArchiveError as error:
+            raise UserError(str(error)) from None
     click.echo(f"archived {count} events from {topic} to {out_path}")
+    if skipped.count:
+        raise UserError(
+            f"{skipped.count:,} message(s) of {topic} are no events and could not be archived "
+            f"(a rebuild from the archive will not dead-letter them): kept in {skipped.path}"
+        )
+
+
+class _SkippedMessages:
+    """The messages an archive leaves out, each named on stderr and kept whole in a JSON Lines
+    file beside it (key and value in base64), written only when there are any."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self._out: IO[str] | None = None
+
+    def __enter__(self) -> _SkippedMessages:
+        self.path.unlink(missing_ok=True)  # an earlier run's list is no longer true
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._out is not None:
+            self._out.close()
+
+    def __call__(self, message: Any) -> None:
+        click.echo(
+            f"skipped partition {message.partition} offset {message.offset}: {message.reason}",
+            err=True,
+        )
+        if self._out is None:
+            self._out = self.path.open("w", encoding="utf-8")
+        self.count += 1
+        record = {
+            "partition": message.partition,
+            "offset": message.offset,
+            "key": None if message.key is None else base64.b64encode(message.key).decode(),
+            "value": None if message.value is None else base64.b64encode(message.value).decode(),
+            "reason": message.reason,
+        }
+        self._out.write(json.dumps(record) + "\n")
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -187,6 +188,25 @@ def test_archive_command_writes_a_replayable_file(
     assert sorted(e.event_id for e in replayed if e) == sorted(
         e["event_id"] for e in valid_events()
     )
+    assert not (tmp_path / "archive.avro.skipped.jsonl").exists()
+
+    # A message that is no event cannot be archived: kept beside it, and the command fails.
+    from kafka import KafkaProducer
+
+    raw = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    raw.send(fresh_topic, key=b"k", value=b"garbage").get(timeout=30)
+    raw.close()
+    result = invoke(
+        "archive", "--bootstrap-servers", kafka_bootstrap, "--topic", fresh_topic,
+        "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    kept = tmp_path / "archive.avro.skipped.jsonl"
+    assert f"kept in {kept}" in result.stderr.splitlines()[-1]
+    (line,) = kept.read_text().splitlines()
+    message = json.loads(line)
+    assert base64.b64decode(message["value"]) == b"garbage" and message["key"] == "aw=="
+    assert sum(1 for _ in iter_archive(out)) == 6  # the events are all there
 
 
 # --- faults: nothing lost, nothing hidden ------------------------------------------------------
