@@ -234,9 +234,17 @@ class ConsumerFoldRunner:
         partitions = self.watcher.partitions()
         with self._lock:
             state, error = self._state, self._error
-        if state == FoldState.FOLLOWING and any(p.lag for p in partitions):
-            state = FoldState.CATCHING_UP
         watcher = self.watcher
+        if state in (FoldState.FOLLOWING, FoldState.CATCHING_UP) and (
+            watcher.broker_reachable is False
+        ):
+            # The fold process's reader waits for the broker meanwhile: nothing is followed.
+            state, error = (
+                FoldState.WAITING,
+                error or f"waiting for the broker: {watcher.broker_error}",
+            )
+        elif state == FoldState.FOLLOWING and any(p.lag for p in partitions):
+            state = FoldState.CATCHING_UP
         return FoldStatus(
             state=state,
             error=error,

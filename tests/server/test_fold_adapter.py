@@ -180,6 +180,29 @@ def test_a_fold_process_that_keeps_dying_is_left_failed(
         assert not fold_processes_of(server.pid)
 
 
+def test_a_broker_lost_while_following_shows_as_waiting(tmp_path: Path) -> None:
+    """The fold process's reader waits for it meanwhile: the status must not say
+    "following" (as `consume` says it waits)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    from tests.support.kafka import kill_broker, private_broker
+
+    with private_broker(tmp_path / "kafka") as broker:
+        bootstrap = broker.bootstrap_servers
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics([NewTopic("events", 1, 1), NewTopic("events-dl", 1, 1)])
+        admin.close()
+        sent = publish_generated(bootstrap, "events", generate_events(200, seed=5))
+        with serving(tmp_path / "live.duckdb", bootstrap, "events", "events-dl") as server:
+            server.wait_folded(sent)
+            assert server.get("/api/status").json()["state"] == "following"
+            kill_broker(broker)
+            status = server.wait_until(lambda s: s["broker"]["reachable"] is False, 90)
+            assert status["state"] == "waiting"
+            assert status["error"].startswith("waiting for the broker: ")
+
+
 def test_without_a_broker_it_still_answers_and_says_the_broker_is_down(tmp_path: Path) -> None:
     db = tmp_path / "live.duckdb"
     fold_into_db(
