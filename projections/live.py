@@ -624,14 +624,29 @@ def _rows_within_budget(
         return _Rows(columns, []), over
     # Read back as DuckDB's own types, so the values are those a fetch gives (UUID, HUGEINT,
     # ENUM, ... as themselves, not as Arrow carried them).
-    scratch = duckdb.connect()
+    scratch = _scratch().cursor()
     try:
-        sandbox(scratch)  # the types' text holds names the query chose
         table = scratch.from_arrow(pa.Table.from_batches(kept))
         back = ", ".join(f"CAST(#{i} AS {kind})" for i, kind in enumerate(types, start=1))
         return _Rows(columns, table.project(back).fetchall()), over
     finally:
         scratch.close()
+
+
+_SCRATCH: list[duckdb.DuckDBPyConnection] = []
+_SCRATCH_MADE = threading.Lock()
+
+
+def _scratch() -> duckdb.DuckDBPyConnection:
+    """An in-memory instance for reading answers back from Arrow, made once (an instance
+    costs tens of milliseconds; a cursor of it, nothing) and sandboxed: the types' text holds
+    names the query chose."""
+    with _SCRATCH_MADE:
+        if not _SCRATCH:
+            made = duckdb.connect()
+            sandbox(made)
+            _SCRATCH.append(made)
+        return _SCRATCH[0]
 
 
 _AS_TEXT = frozenset({"BIT", "TIME WITH TIME ZONE"})
