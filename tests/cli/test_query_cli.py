@@ -285,7 +285,7 @@ def test_sql_still_runs_read_statements(db: str, statement: str, expected: str) 
         ("SELECT 1; SELECT 2", "exactly one SQL statement (got 2)"),
         ("PRAGMA enable_profiling", "not a read-only pragma"),
         ("CALL checkpoint()", "table function checkpoint()"),
-        ("ATTACH '{canary_db}' AS x", "a ATTACH statement"),
+        ("ATTACH '{canary_db}' AS x", "an ATTACH statement"),
     ],
 )
 def test_sql_refusals_name_the_rule(db: str, targets: Targets, statement: str, reason: str) -> None:
