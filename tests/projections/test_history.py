@@ -11,6 +11,7 @@ a minute in all); PROFILE_ENGINE_PROPERTY_SCALE=10 runs ten times as many locall
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -309,16 +310,25 @@ def test_a_late_event_on_a_profile_merged_since_is_on_that_profile_on_the_days_b
         Identify(event_id="m4", timestamp_us=_on(4), traits={"last_name": "Late"},
                  identifiers=m),
     ]  # fmt: skip
+    for batch, path, day, cut in _each_day_against_the_cut(tmp_path, log, range(1, 7)):
+        for key in ("email:m@x.io", "anonymous_id:anon-1"):
+            then = read(path, lambda con, k=key, d=day: history.profile_as_of(con, k, d))
+            assert then == read(cut, lambda con, k=key: queries.profile_view(con, k)), (
+                f"{key} as of {day}, batch {batch}"
+            )
+
+
+def _each_day_against_the_cut(
+    tmp_path: Path, log: list[ProfileEvent], days: range
+) -> Iterator[tuple[int, Path, date, Path]]:
+    """(batch size, production, day, the log's cut there): the log folded in batches of 1 and
+    of 10, its counts as of each day of March checked against a fold of the cut first."""
     for batch in (1, 10):
         path = _production(tmp_path, log, FoldConfig(), batch)
-        for day in (_march(d) for d in range(1, 7)):
+        for day in map(_march, days):
             cut = rebuilt_cut(tmp_path, log, day)
             assert _as_of(path, day) == rebuilt_counts(cut, day), f"as of {day}, batch {batch}"
-            for key in ("email:m@x.io", "anonymous_id:anon-1"):
-                then = read(path, lambda con, k=key, d=day: history.profile_as_of(con, k, d))
-                assert then == read(cut, lambda con, k=key: queries.profile_view(con, k)), (
-                    f"{key} as of {day}, batch {batch}"
-                )
+            yield batch, path, day, cut
 
 
 def test_a_late_event_dated_before_its_profile_began_moves_the_beginning_back(
@@ -335,11 +345,10 @@ def test_a_late_event_dated_before_its_profile_began_moves_the_beginning_back(
         Consent(event_id="x3", timestamp_us=_on(1, 13), channel="sms", status="opted_in",
                 identifiers=phone),
     ]  # fmt: skip
-    for batch in (1, 10):
-        path = _production(tmp_path, log, FoldConfig(), batch)
-        for day in (_march(d) for d in range(1, 4)):
-            cut = rebuilt_cut(tmp_path, log, day)
-            assert _as_of(path, day) == rebuilt_counts(cut, day), f"as of {day}, batch {batch}"
+    folded = {
+        batch: path for batch, path, _, _ in _each_day_against_the_cut(tmp_path, log, range(1, 4))
+    }
+    for batch, path in folded.items():
         first = read(path, lambda con: history.profile_as_of(con, "phone:+14155550101", _march(1)))
         assert first is not None, f"batch {batch}"
         assert [item["event_id"] for item in first["timeline"]] == ["x3", "x2"]
