@@ -662,10 +662,6 @@ def _within(batch: pa.RecordBatch, budget: int) -> pa.RecordBatch:
     return batch
 
 
-def _empty_schema(columns: list[str]) -> pa.Schema:
-    return pa.schema([(name, pa.null()) for name in columns])
-
-
 # -- export, streamed -------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,9 @@ from profile_engine.cli.common import (
 from profile_engine.cli.keys import key_file_option, sealing_config
 from profile_engine.contract import TraitValidator
 from profile_engine.identifiers import DEFAULT_PHONE_REGION
+
+if TYPE_CHECKING:  # the CLI imports the Kafka side only when a command needs it
+    from consumers.archive import Skipped
 
 ATTRIBUTES_ENV = "PROFILE_ENGINE_ATTRIBUTES"
 # Files smaller than this are done before a progress bar would tell anything.
@@ -341,7 +344,7 @@ class _SkippedMessages:
         if self._out is not None:
             self._out.close()
 
-    def __call__(self, message: Any) -> None:
+    def __call__(self, message: Skipped) -> None:
         click.echo(
             f"skipped partition {message.partition} offset {message.offset}: {message.reason}",
             err=True,

@@ -413,8 +413,7 @@ def _contacts(identifiers: list[dict[str, Any]]) -> dict[str, str]:
 def sql_page(request: Request, q: str = "") -> Response:
     # A link keeps a query to share; followed from another site's page, it is shown, not run
     # (that page chose it; see security.is_cross_site).
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    return _sql(request, q, run=not is_cross_site(headers))
+    return _sql(request, q, run=not is_cross_site(dict(request.headers)))  # names lowercase
 
 
 @router.post("/sql", response_class=HTMLResponse)
